@@ -1,0 +1,50 @@
+"""providersim: an HTTPS OAuth2 provider simulator (GitHub-like, or generic RFC 6749).
+
+It serves the endpoints the operator talks to, over real TLS with its own CA:
+
+- ``POST /login/oauth/access_token``: ``refresh_token`` and RFC 8628
+  ``device_code`` grants; single-use rotating refresh tokens. In ``github``
+  mode errors come back as HTTP 200 with ``{"error": "bad_refresh_token"}`` /
+  ``incorrect_client_credentials`` (and form-encoded unless the client sends
+  ``Accept: application/json``); in ``generic`` mode as 400 ``invalid_grant`` /
+  401 ``invalid_client``.
+- ``GET /user``: token validation (``Authorization: Bearer X`` or ``token X``),
+  with GitHub's rate-limit headers and optional primary/secondary/429 limits.
+- ``POST /login/device/code``: RFC 8628 device authorization.
+- ``/_sim/...``: a JSON control API for when it runs in its own process.
+
+In-process use (tests)::
+
+    from providersim import Simulator
+
+    with Simulator(mode="github", access_token_lifetime=60) as sim:
+        sim.register_client("app", "s3cret")
+        grant = sim.issue_grant("app", login="alice", scope="repo")
+        requests.post(sim.token_url, verify=sim.ca_file,
+                      headers={"Accept": "application/json"},
+                      data={"grant_type": "refresh_token", "client_id": "app",
+                            "client_secret": "s3cret",
+                            "refresh_token": grant.refresh_token})
+        sim.add_fault("token", "latency", value=0.1, count=3)
+        sim.add_fault("token", "status", value=429, headers={"retry-after": "2"})
+        sim.set_rate_limit("primary", count=1)
+        assert sim.stats.max_exchanges_per_refresh_token <= 1
+
+Faults: ``add_fault(endpoint, kind, *, count=None, value=None, headers=None)``;
+endpoints ``token`` (refresh grant), ``device_token`` (device polling at the
+token endpoint), ``validate``, ``device_code``; kinds ``latency`` (value =
+seconds), ``status`` (value = HTTP code; extra response headers such as
+``retry-after`` go in ``headers=``), ``drop`` (connection closed unanswered),
+``malformed`` (200 with a non-JSON body). ``count=None`` means forever.
+
+Own process (demo, benchmarks)::
+
+    python -m providersim --port 8443 --state-dir /tmp/sim   # writes ca.pem and url
+
+Token values never appear in its log (method, path and status only).
+"""
+
+from providersim.provider import Endpoint, FaultKind, Grant, Mode, RateLimitKind, Stats
+from providersim.simulator import Simulator
+
+__all__ = ["Endpoint", "FaultKind", "Grant", "Mode", "RateLimitKind", "Simulator", "Stats"]

@@ -1,0 +1,647 @@
+"""The simulated provider's state and its answers (no network I/O).
+
+``Provider`` holds clients, grants, device codes, faults, rate limits and
+counters behind one lock, and turns a parsed request into a ``Reply``. The
+HTTP layer (``serving``) only parses, injects faults and encodes. The clock is
+passed in so the logic can be driven without sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import enum
+import secrets
+import string
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+DOCS = "https://docs.github.com/apps/creating-github-apps"
+
+
+class Mode(enum.StrEnum):
+    GITHUB = "github"
+    GENERIC = "generic"
+
+
+class Endpoint(enum.StrEnum):
+    """Endpoints that faults and counters are keyed by."""
+
+    TOKEN = "token"  # token endpoint, refresh_token (or any non-device) grant
+    DEVICE_TOKEN = "device_token"  # token endpoint, device_code grant (polling)
+    VALIDATE = "validate"  # GET /user
+    DEVICE_CODE = "device_code"  # POST /login/device/code
+
+
+class FaultKind(enum.StrEnum):
+    LATENCY = "latency"
+    STATUS = "status"
+    DROP = "drop"
+    MALFORMED = "malformed"
+
+
+class RateLimitKind(enum.StrEnum):
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+    TOO_MANY = "429"
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """A fresh grant as a user login would produce. Token values never show in repr."""
+
+    access_token: str = dataclasses.field(repr=False)
+    refresh_token: str | None = dataclasses.field(repr=False)
+    expires_in: int | None
+    refresh_token_expires_in: int | None
+    scope: str
+    login: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """A snapshot of the simulator's counters."""
+
+    token_calls: int
+    validation_calls: int
+    device_calls: int
+    exchanges_by_refresh_token: dict[str, int] = dataclasses.field(repr=False)
+    reuse_attempts: int
+    revoked_grants: int
+    max_exchanges_per_refresh_token: int
+    successful_refreshes: int
+    by_status: dict[str, dict[int | str, int]]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["by_status"] = {ep: {str(k): v for k, v in c.items()} for ep, c in self.by_status.items()}
+        return d
+
+
+@dataclasses.dataclass
+class Fault:
+    kind: FaultKind
+    value: Any = None
+    remaining: int | None = None  # None = forever
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RateLimit:
+    kind: RateLimitKind
+    remaining: int | None
+    reset_after: int
+
+
+@dataclasses.dataclass
+class Reply:
+    """What to answer: a status, a payload (JSON object) and extra headers.
+
+    ``negotiable`` replies are form-encoded in github mode unless the client
+    sent ``Accept: application/json`` (as GitHub does).
+    """
+
+    status: int
+    payload: dict[str, Any]
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    negotiable: bool = False
+
+
+@dataclasses.dataclass
+class Request:
+    """A parsed request. ``headers`` keys are lower-case; ``params`` merges query and body."""
+
+    headers: Mapping[str, str]
+    params: Mapping[str, str]
+
+
+@dataclasses.dataclass
+class _Grant:
+    id: int
+    client_id: str
+    login: str
+    user_id: int
+    scope: str
+    access_token: str
+    refresh_token: str | None
+    revoked: bool = False
+
+
+@dataclasses.dataclass
+class _Access:
+    grant_id: int
+    expires_at: float | None
+    revoked: bool = False
+
+
+@dataclasses.dataclass
+class _Refresh:
+    grant_id: int
+    expires_at: float | None
+    spent: bool = False
+
+
+@dataclasses.dataclass
+class _Device:
+    client_id: str
+    scope: str
+    user_code: str
+    expires_at: float
+    interval: int
+    last_poll: float | None = None
+    polls: int = 0
+    state: str = "pending"  # pending | approved | denied | consumed
+    login: str | None = None
+
+
+class Provider:
+    """Thread-safe state of one simulated OAuth2 provider."""
+
+    def __init__(
+        self,
+        *,
+        mode: Mode | str = Mode.GITHUB,
+        access_token_lifetime: int | None = 8 * 3600,
+        refresh_token_lifetime: int | None = None,
+        rotate_refresh_tokens: bool = True,
+        replay_detection: bool = False,
+        device_interval: int = 5,
+        slow_down_increment: int = 5,
+        device_code_lifetime: int = 900,
+        device_auto_approve_after: int | None = None,
+        device_auto_approve_login: str = "alice",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mode = Mode(mode)
+        self.access_token_lifetime = access_token_lifetime
+        self.refresh_token_lifetime = refresh_token_lifetime
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.replay_detection = replay_detection
+        self.device_interval = device_interval
+        self.slow_down_increment = slow_down_increment
+        self.device_code_lifetime = device_code_lifetime
+        self.device_auto_approve_after = device_auto_approve_after
+        self.device_auto_approve_login = device_auto_approve_login
+        self.clock = clock
+        self.base_url = ""
+
+        self._lock = threading.RLock()
+        self._clients: dict[str, str | None] = {}
+        self._grants: dict[int, _Grant] = {}
+        self._access: dict[str, _Access] = {}
+        self._refresh: dict[str, _Refresh] = {}
+        self._devices: dict[str, _Device] = {}
+        self._user_codes: dict[str, str] = {}
+        self._user_ids: dict[str, int] = {}
+        self._faults: dict[Endpoint, list[Fault]] = defaultdict(list)
+        self._rate_limit: RateLimit | None = None
+        self._reset_counters()
+
+    # ------------------------------------------------------------------ admin
+
+    def _reset_counters(self) -> None:
+        self._token_calls = 0
+        self._validation_calls = 0
+        self._device_calls = 0
+        self._exchanges: Counter[str] = Counter()
+        self._reuse_attempts = 0
+        self._revoked_grants = 0
+        self._by_status: dict[str, Counter[int | str]] = defaultdict(Counter)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._reset_counters()
+
+    def stats(self) -> Stats:
+        with self._lock:
+            exchanges = dict(self._exchanges)
+            return Stats(
+                token_calls=self._token_calls,
+                validation_calls=self._validation_calls,
+                device_calls=self._device_calls,
+                exchanges_by_refresh_token=exchanges,
+                reuse_attempts=self._reuse_attempts,
+                revoked_grants=self._revoked_grants,
+                max_exchanges_per_refresh_token=max(exchanges.values(), default=0),
+                successful_refreshes=sum(exchanges.values()),
+                by_status={ep: dict(c) for ep, c in self._by_status.items()},
+            )
+
+    def register_client(self, client_id: str, client_secret: str | None = None) -> None:
+        with self._lock:
+            self._clients[client_id] = client_secret
+
+    def set_client_secret(self, client_id: str, client_secret: str | None) -> None:
+        with self._lock:
+            if client_id not in self._clients:
+                raise KeyError(f"unknown client {client_id!r}")
+            self._clients[client_id] = client_secret
+
+    def issue_grant(self, client_id: str, *, login: str = "alice", scope: str = "repo") -> Grant:
+        with self._lock:
+            if client_id not in self._clients:
+                raise KeyError(f"unknown client {client_id!r}")
+            gid = len(self._grants) + 1
+            user_id = self._user_ids.setdefault(login, 1000 + len(self._user_ids))
+            g = _Grant(gid, client_id, login, user_id, scope, access_token="", refresh_token=None)
+            self._grants[gid] = g
+            return self._mint(g, new_refresh=True)
+
+    def revoke_grant(self, token: str) -> bool:
+        """Revoke the grant that ``token`` (access or refresh) belongs to."""
+        with self._lock:
+            g = self._grant_of(token)
+            if g is None:
+                return False
+            self._revoke(g)
+            return True
+
+    def expire_access_token(self, access_token: str) -> bool:
+        with self._lock:
+            a = self._access.get(access_token)
+            if a is None:
+                return False
+            a.expires_at = self.clock() - 1
+            return True
+
+    def add_fault(
+        self,
+        endpoint: Endpoint | str,
+        kind: FaultKind | str,
+        *,
+        count: int | None = None,
+        value: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        kind = FaultKind(kind)
+        if kind is FaultKind.LATENCY and not isinstance(value, int | float):
+            raise ValueError("a latency fault needs value=<seconds>")
+        if kind is FaultKind.STATUS and not isinstance(value, int):
+            raise ValueError("a status fault needs value=<HTTP status code>")
+        with self._lock:
+            self._faults[Endpoint(endpoint)].append(
+                Fault(kind, value, count, {k.lower(): str(v) for k, v in (headers or {}).items()})
+            )
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take_faults(self, endpoint: Endpoint) -> list[Fault]:
+        """The faults that apply to this request, consuming one use of each counted fault."""
+        with self._lock:
+            active = self._faults.get(endpoint, [])
+            taken = list(active)
+            for f in taken:
+                if f.remaining is not None:
+                    f.remaining -= 1
+            self._faults[endpoint] = [f for f in active if f.remaining is None or f.remaining > 0]
+            return taken
+
+    def set_rate_limit(
+        self, kind: RateLimitKind | str | None, *, count: int | None = None, reset_after: int = 60
+    ) -> None:
+        with self._lock:
+            self._rate_limit = (
+                None if kind is None else RateLimit(RateLimitKind(kind), count, reset_after)
+            )
+
+    def approve_device(self, user_code: str, *, login: str = "alice") -> None:
+        with self._lock:
+            d = self._device_by_user_code(user_code)
+            d.state, d.login = "approved", login
+
+    def deny_device(self, user_code: str) -> None:
+        with self._lock:
+            self._device_by_user_code(user_code).state = "denied"
+
+    def expire_device_code(self, user_code: str) -> None:
+        with self._lock:
+            self._device_by_user_code(user_code).expires_at = self.clock() - 1
+
+    def record_status(self, endpoint: Endpoint, status: int | str) -> None:
+        with self._lock:
+            self._by_status[endpoint.value][status] += 1
+
+    def count_call(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            if endpoint in (Endpoint.TOKEN, Endpoint.DEVICE_TOKEN):
+                self._token_calls += 1
+            elif endpoint is Endpoint.VALIDATE:
+                self._validation_calls += 1
+            else:
+                self._device_calls += 1
+
+    # ------------------------------------------------------------- endpoints
+
+    def token(self, req: Request) -> Reply:
+        p = req.params
+        with self._lock:
+            client_id, failure = self._authenticate(req)
+            if failure is not None:
+                return failure
+            grant_type = p.get("grant_type", "")
+            if grant_type == "refresh_token":
+                return self._refresh_grant(client_id, p.get("refresh_token", ""))
+            if grant_type == DEVICE_GRANT_TYPE:
+                return self._device_grant(client_id, p.get("device_code", ""))
+            return self._error(
+                "unsupported_grant_type", "The grant type is not supported.", status=400
+            )
+
+    def validate(self, req: Request) -> Reply:
+        now = self.clock()
+        with self._lock:
+            limited = self._rate_limited(now)
+            if limited is not None:
+                return limited
+            reset = int(now // 3600 + 1) * 3600
+            used = self._validation_calls % 5000
+            headers = {
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-remaining": str(5000 - used),
+                "x-ratelimit-used": str(used),
+                "x-ratelimit-reset": str(reset),
+                "x-ratelimit-resource": "core",
+            }
+            token = _bearer(req.headers.get("authorization", ""))
+            a = self._access.get(token) if token else None
+            g = self._grants.get(a.grant_id) if a else None
+            if a is None or g is None or not self._live(a, g, now):
+                body = {"message": "Bad credentials", "documentation_url": DOCS}
+                return Reply(401, body, headers)
+            return Reply(200, {"login": g.login, "id": g.user_id, "type": "User"}, headers)
+
+    def device_code(self, req: Request) -> Reply:
+        p = req.params
+        now = self.clock()
+        with self._lock:
+            client_id = p.get("client_id", "")
+            if client_id not in self._clients:
+                return self._client_error()
+            device_code = secrets.token_hex(20)
+            user_code = self._new_user_code()
+            self._devices[device_code] = _Device(
+                client_id=client_id,
+                scope=p.get("scope", ""),
+                user_code=user_code,
+                expires_at=now + self.device_code_lifetime,
+                interval=self.device_interval,
+            )
+            self._user_codes[user_code] = device_code
+            body = {
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": self.base_url + "/login/device",
+                "expires_in": self.device_code_lifetime,
+                "interval": self.device_interval,
+            }
+            return Reply(200, body, negotiable=True)
+
+    # -------------------------------------------------------------- internals
+
+    def _authenticate(self, req: Request) -> tuple[str, Reply | None]:
+        client_id = req.params.get("client_id", "")
+        secret: str | None = req.params.get("client_secret")
+        basic = _basic(req.headers.get("authorization", ""))
+        if basic is not None:
+            client_id, secret = basic
+        if client_id not in self._clients:
+            return client_id, self._client_error()
+        expected = self._clients[client_id]
+        if expected is not None and (
+            secret is None or not secrets.compare_digest(secret.encode(), expected.encode())
+        ):
+            return client_id, self._client_error()
+        return client_id, None
+
+    def _refresh_grant(self, client_id: str, token: str) -> Reply:
+        now = self.clock()
+        r = self._refresh.get(token)
+        g = self._grants.get(r.grant_id) if r else None
+        if r is None or g is None or g.client_id != client_id:
+            return self._dead_refresh()
+        if r.spent:
+            self._reuse_attempts += 1
+            if self.replay_detection and not g.revoked:
+                self._revoke(g)
+                self._revoked_grants += 1
+            return self._dead_refresh()
+        if g.revoked or (r.expires_at is not None and r.expires_at <= now):
+            return self._dead_refresh()
+        self._exchanges[token] += 1
+        old = self._access.get(g.access_token)
+        if old is not None:
+            old.revoked = True
+        if self.rotate_refresh_tokens:
+            r.spent = True
+        grant = self._mint(g, new_refresh=self.rotate_refresh_tokens)
+        return Reply(200, _token_body(grant), negotiable=True)
+
+    def _device_grant(self, client_id: str, device_code: str) -> Reply:
+        now = self.clock()
+        d = self._devices.get(device_code)
+        if d is None or d.client_id != client_id or d.state == "consumed":
+            if self.mode is Mode.GITHUB:
+                return self._error(
+                    "incorrect_device_code", "The device_code provided is not valid."
+                )
+            return self._error("invalid_grant", "The device_code provided is not valid.")
+        if d.expires_at <= now:
+            return self._error("expired_token", "The device code has expired.")
+        if d.state == "denied":
+            return self._error("access_denied", "The authorization request was denied.")
+        if d.last_poll is not None and now - d.last_poll < d.interval:
+            d.last_poll = now
+            d.interval += self.slow_down_increment
+            return self._error(
+                "slow_down",
+                "Too many requests have been made in the same timeframe.",
+                extra={"interval": d.interval},
+            )
+        d.last_poll = now
+        d.polls += 1
+        auto = self.device_auto_approve_after
+        if d.state == "pending" and auto is not None and d.polls >= auto:
+            d.state, d.login = "approved", self.device_auto_approve_login
+        if d.state != "approved":
+            return self._error(
+                "authorization_pending", "The authorization request is still pending."
+            )
+        d.state = "consumed"
+        gid = len(self._grants) + 1
+        login = d.login or self.device_auto_approve_login
+        user_id = self._user_ids.setdefault(login, 1000 + len(self._user_ids))
+        g = _Grant(gid, client_id, login, user_id, d.scope, access_token="", refresh_token=None)
+        self._grants[gid] = g
+        return Reply(200, _token_body(self._mint(g, new_refresh=True)), negotiable=True)
+
+    def _mint(self, g: _Grant, *, new_refresh: bool) -> Grant:
+        now = self.clock()
+        github = self.mode is Mode.GITHUB
+        access = ("ghu_" if github else "at_") + _random_token(36)
+        self._access[access] = _Access(
+            g.id, None if self.access_token_lifetime is None else now + self.access_token_lifetime
+        )
+        g.access_token = access
+        refresh_out: str | None = None
+        if new_refresh:
+            refresh_out = ("ghr_" if github else "rt_") + _random_token(76)
+            self._refresh[refresh_out] = _Refresh(
+                g.id,
+                None if self.refresh_token_lifetime is None else now + self.refresh_token_lifetime,
+            )
+            g.refresh_token = refresh_out
+        return Grant(
+            access_token=access,
+            refresh_token=refresh_out,
+            expires_in=self.access_token_lifetime,
+            refresh_token_expires_in=self.refresh_token_lifetime if new_refresh else None,
+            scope=g.scope,
+            login=g.login,
+        )
+
+    def _grant_of(self, token: str) -> _Grant | None:
+        holder = self._access.get(token) or self._refresh.get(token)
+        return None if holder is None else self._grants.get(holder.grant_id)
+
+    def _revoke(self, g: _Grant) -> None:
+        g.revoked = True
+        a = self._access.get(g.access_token)
+        if a is not None:
+            a.revoked = True
+
+    @staticmethod
+    def _live(a: _Access, g: _Grant, now: float) -> bool:
+        return not a.revoked and not g.revoked and (a.expires_at is None or a.expires_at > now)
+
+    def _rate_limited(self, now: float) -> Reply | None:
+        rl = self._rate_limit
+        if rl is None:
+            return None
+        if rl.remaining is not None:
+            rl.remaining -= 1
+            if rl.remaining <= 0:
+                self._rate_limit = None
+        if rl.kind is RateLimitKind.PRIMARY:
+            headers = {
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-used": "5000",
+                "x-ratelimit-reset": str(int(now) + rl.reset_after),
+                "x-ratelimit-resource": "core",
+            }
+            body = {"message": "API rate limit exceeded for user.", "documentation_url": DOCS}
+            return Reply(403, body, headers)
+        message = (
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you"
+            " try again."
+        )
+        status = 403 if rl.kind is RateLimitKind.SECONDARY else 429
+        if status == 429:
+            message = "Too many requests."
+        return Reply(
+            status,
+            {"message": message, "documentation_url": DOCS},
+            {"retry-after": str(rl.reset_after)},
+        )
+
+    def _device_by_user_code(self, user_code: str) -> _Device:
+        device_code = self._user_codes.get(user_code.upper())
+        if device_code is None:
+            raise KeyError(f"unknown user code {user_code!r}")
+        return self._devices[device_code]
+
+    def _new_user_code(self) -> str:
+        letters = "BCDFGHJKLMNPQRSTVWXZ"
+        while True:
+            code = (
+                "".join(secrets.choice(letters) for _ in range(4))
+                + "-"
+                + "".join(secrets.choice(string.digits) for _ in range(4))
+            )
+            if code not in self._user_codes:
+                return code
+
+    def _dead_refresh(self) -> Reply:
+        if self.mode is Mode.GITHUB:
+            return self._error(
+                "bad_refresh_token", "The refresh token passed is incorrect or expired."
+            )
+        return self._error("invalid_grant", "The refresh token is invalid, expired or revoked.")
+
+    def _client_error(self) -> Reply:
+        if self.mode is Mode.GITHUB:
+            return self._error(
+                "incorrect_client_credentials",
+                "The client_id and/or client_secret passed are incorrect.",
+            )
+        return Reply(
+            401,
+            {"error": "invalid_client", "error_description": "Client authentication failed."},
+            {"www-authenticate": 'Basic realm="providersim"'},
+            negotiable=True,
+        )
+
+    def _error(
+        self,
+        error: str,
+        description: str,
+        *,
+        status: int = 400,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Reply:
+        """GitHub answers OAuth errors with HTTP 200; RFC 6749/8628 with 400."""
+        body: dict[str, Any] = {"error": error, "error_description": description}
+        if self.mode is Mode.GITHUB:
+            body["error_uri"] = DOCS
+        body.update(extra or {})
+        return Reply(200 if self.mode is Mode.GITHUB else status, body, negotiable=True)
+
+
+def _token_body(grant: Grant) -> dict[str, Any]:
+    body: dict[str, Any] = {"access_token": grant.access_token, "token_type": "bearer"}
+    if grant.expires_in is not None:
+        body["expires_in"] = grant.expires_in
+    if grant.refresh_token is not None:
+        body["refresh_token"] = grant.refresh_token
+        if grant.refresh_token_expires_in is not None:
+            body["refresh_token_expires_in"] = grant.refresh_token_expires_in
+    body["scope"] = grant.scope
+    return body
+
+
+def _random_token(n: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in ("bearer", "token") and value.strip():
+        return value.strip()
+    return None
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    # RFC 6749 2.3.1: both parts are form-urlencoded before being joined.
+    return unquote_plus(user), unquote_plus(password)
