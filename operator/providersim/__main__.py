@@ -20,20 +20,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8443, help="port (0 = any free port; default 8443)")
     p.add_argument(
-        "--state-dir", required=True, type=Path,
+        "--state-dir",
+        required=True,
+        type=Path,
         help="where ca.pem, the server key and the url file live (reused if present)",
     )
     p.add_argument("--mode", choices=["github", "generic"], default="github")
     p.add_argument("--access-token-lifetime", type=int, default=8 * 3600, metavar="S")
     p.add_argument("--refresh-token-lifetime", type=int, default=None, metavar="S")
     p.add_argument("--no-rotation", action="store_true", help="keep refresh tokens on refresh")
-    p.add_argument("--replay-detection", action="store_true",
-                   help="reusing a spent refresh token revokes the whole grant")
-    p.add_argument("--latency", type=float, default=0.0, metavar="S",
-                   help="added to every token, validation and device answer")
+    p.add_argument(
+        "--replay-detection",
+        action="store_true",
+        help="reusing a spent refresh token revokes the whole grant",
+    )
+    p.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="added to every token, validation and device answer",
+    )
     p.add_argument("--device-interval", type=int, default=5, metavar="S")
-    p.add_argument("--client", action="append", default=[], metavar="ID[:SECRET]",
-                   help="register a client at start (repeatable)")
+    p.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="ID[:SECRET]",
+        help="register a client at start (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="no access log")
     return p
 
@@ -70,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sim.start()
     except OSError as e:
-        print(f"providersim: cannot listen on {args.host}:{args.port}: {e.strerror}",
-              file=sys.stderr)
+        print(
+            f"providersim: cannot listen on {args.host}:{args.port}: {e.strerror}", file=sys.stderr
+        )
         return 1
     (args.state_dir / "url").write_text(sim.url + "\n")
     print(sim.url, flush=True)

@@ -346,10 +346,13 @@ class Provider:
     def token(self, req: Request) -> Reply:
         p = req.params
         with self._lock:
-            client_id, failure = self._authenticate(req)
+            grant_type = p.get("grant_type", "")
+            # Like GitHub, the device flow needs no client secret (public clients use it).
+            client_id, failure = self._authenticate(
+                req, secret_optional=grant_type == DEVICE_GRANT_TYPE
+            )
             if failure is not None:
                 return failure
-            grant_type = p.get("grant_type", "")
             if grant_type == "refresh_token":
                 return self._refresh_grant(client_id, p.get("refresh_token", ""))
             if grant_type == DEVICE_GRANT_TYPE:
@@ -409,7 +412,9 @@ class Provider:
 
     # -------------------------------------------------------------- internals
 
-    def _authenticate(self, req: Request) -> tuple[str, Reply | None]:
+    def _authenticate(
+        self, req: Request, *, secret_optional: bool = False
+    ) -> tuple[str, Reply | None]:
         client_id = req.params.get("client_id", "")
         secret: str | None = req.params.get("client_secret")
         basic = _basic(req.headers.get("authorization", ""))
@@ -418,6 +423,8 @@ class Provider:
         if client_id not in self._clients:
             return client_id, self._client_error()
         expected = self._clients[client_id]
+        if secret is None and secret_optional:
+            return client_id, None
         if expected is not None and (
             secret is None or not secrets.compare_digest(secret.encode(), expected.encode())
         ):

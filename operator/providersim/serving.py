@@ -37,7 +37,7 @@ TOKEN_PATH = "/login/oauth/access_token"
 VALIDATE_PATH = "/user"
 DEVICE_CODE_PATH = "/login/device/code"
 DEVICE_PAGE_PATH = "/login/device"
-MALFORMED_BODY = b"<html><body><h1>Unicorn!</h1> {\"access_token\": \x00\xff garbage"
+MALFORMED_BODY = b'<html><body><h1>Unicorn!</h1> {"access_token": \x00\xff garbage'
 
 
 class SimServer(ThreadingHTTPServer):
@@ -250,7 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.negotiable and provider.mode is Mode.GITHUB and "json" not in accept.lower():
             body = urlencode({k: str(v) for k, v in reply.payload.items()}).encode()
             self._send(
-                reply.status, body, "application/x-www-form-urlencoded; charset=utf-8",
+                reply.status,
+                body,
+                "application/x-www-form-urlencoded; charset=utf-8",
                 reply.headers,
             )
         else:
@@ -282,9 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def control(
-    provider: Provider, method: str, path: str, data: Mapping[str, Any]
-) -> tuple[int, Any]:
+def control(provider: Provider, method: str, path: str, data: Mapping[str, Any]) -> tuple[int, Any]:
     """The ``/_sim/...`` control API, for a simulator running in its own process."""
     route = (method, path)
     if route == ("GET", "/_sim/stats"):

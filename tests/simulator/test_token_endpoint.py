@@ -19,9 +19,7 @@ def test_refresh_returns_a_new_refresh_token_each_time(simulator):
     seen = {grant.refresh_token, first["refresh_token"], second["refresh_token"]}
     assert 3 == len(seen)
     assert {"access_token", "token_type", "expires_in", "refresh_token", "scope"} == set(second)
-    assert ("bearer", 120, "repo") == (
-        second["token_type"], second["expires_in"], second["scope"]
-    )
+    assert ("bearer", 120, "repo") == (second["token_type"], second["expires_in"], second["scope"])
 
 
 def test_spent_refresh_token_gets_200_bad_refresh_token(simulator):
@@ -75,11 +73,13 @@ def test_without_replay_detection_a_reuse_leaves_the_grant_alive(simulator):
     ("mode", "expected"),
     [
         pytest.param(
-            "github", (200, "incorrect_client_credentials", None),
+            "github",
+            (200, "incorrect_client_credentials", None),
             id="github answers a wrong client secret with 200 incorrect_client_credentials",
         ),
         pytest.param(
-            "generic", (401, "invalid_client", 'Basic realm="providersim"'),
+            "generic",
+            (401, "invalid_client", 'Basic realm="providersim"'),
             id="generic answers a wrong client secret with 401 invalid_client",
         ),
     ],
@@ -95,7 +95,9 @@ def test_wrong_client_secret(make_simulator, mode, expected):
     "fields",
     [
         pytest.param({"client_id": "nobody"}, id="an unknown client id is rejected"),
-        pytest.param({"client_secret": None}, id="a confidential client without secret is rejected"),
+        pytest.param(
+            {"client_secret": None}, id="a confidential client without secret is rejected"
+        ),
     ],
 )
 def test_bad_client_credentials_github(simulator, fields):
@@ -160,7 +162,10 @@ def test_http_basic_client_authentication_is_accepted(simulator):
     grant = simulator.issue_grant(CLIENT_ID)
     basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     r = refresh(
-        simulator, grant.refresh_token, client_id=None, client_secret=None,
+        simulator,
+        grant.refresh_token,
+        client_id=None,
+        client_secret=None,
         headers={**JSON, "Authorization": f"Basic {basic}"},
     )
     assert "access_token" in r.json()
@@ -172,10 +177,14 @@ def test_json_request_body_is_accepted(simulator):
     r = requests.post(
         simulator.token_url,
         json={
-            "grant_type": "refresh_token", "refresh_token": grant.refresh_token,
-            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "grant_type": "refresh_token",
+            "refresh_token": grant.refresh_token,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
         },
-        headers=JSON, verify=simulator.ca_file, timeout=10,
+        headers=JSON,
+        verify=simulator.ca_file,
+        timeout=10,
     )
     assert "access_token" in r.json()
 

@@ -68,15 +68,24 @@ def test_an_access_token_expires_after_its_lifetime(make_simulator):
     ("kind", "status", "expected_headers", "message_part"),
     [
         pytest.param(
-            "primary", 403, {"x-ratelimit-remaining": "0"}, "rate limit exceeded",
+            "primary",
+            403,
+            {"x-ratelimit-remaining": "0"},
+            "rate limit exceeded",
             id="primary limit is 403 with x-ratelimit-remaining 0",
         ),
         pytest.param(
-            "secondary", 403, {"retry-after": "60"}, "secondary rate limit",
+            "secondary",
+            403,
+            {"retry-after": "60"},
+            "secondary rate limit",
             id="secondary limit is 403 with retry-after",
         ),
         pytest.param(
-            "429", 429, {"retry-after": "60"}, "Too many requests",
+            "429",
+            429,
+            {"retry-after": "60"},
+            "Too many requests",
             id="429 carries retry-after",
         ),
     ],
