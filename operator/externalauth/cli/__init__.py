@@ -1,0 +1,1 @@
+"""The ``externalauth`` command line."""

@@ -1,0 +1,118 @@
+"""``externalauth``: run the operator, sign users in, force refreshes, show status.
+
+Every command prints a one-line error and exits non-zero on bad input; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from externalauth import __version__
+from externalauth.errors import ExternalAuthError, InvalidInputError
+from externalauth.model.durations import parse_duration
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"externalauth: error: {message}\n")
+
+
+def _duration(text: str) -> object:
+    try:
+        return parse_duration(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def add_kube_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="the kubeconfig context to use")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="externalauth", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"externalauth {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the operator (kopf under the hood)",
+                         description="Run the operator: watch ExternalAuthLinks and keep their tokens fresh.")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces",
+                       metavar="NS", help="serve this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="serve every namespace (the default when no -n is given)")
+    peer = run.add_mutually_exclusive_group()
+    peer.add_argument("--peering", metavar="NAME",
+                      help="coordinate with other replicas through kopf peering object NAME")
+    peer.add_argument("--standalone", action="store_true",
+                      help="no peering (the default); replicas stay safe through Secret claims")
+    run.add_argument("--metrics-port", type=_port, default=8080, metavar="P",
+                     help="serve Prometheus metrics on this port (0 disables; default 8080)")
+    run.add_argument("--liveness-port", type=_port, default=None, metavar="P",
+                     help="serve a liveness probe on /healthz at this port")
+    run.add_argument("--validation-interval", type=_duration, default=parse_duration("1h"),
+                     metavar="DURATION", help="validate every token this often (default 1h)")
+    run.add_argument("-v", "--verbose", action="store_true", help="log more")
+    run.add_argument("--debug", action="store_true", help="log everything (never tokens)")
+    add_kube_flags(run)
+    run.set_defaults(func=_run)
+
+    try:
+        from externalauth.cli import commands
+    except ImportError:  # pragma: no cover - partial installs
+        commands = None  # type: ignore[assignment]
+    if commands is not None:
+        commands.register(sub)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from externalauth import runner
+
+    return runner.run(
+        namespaces=args.namespaces,
+        all_namespaces=args.all_namespaces,
+        peering=args.peering,
+        standalone=args.standalone,
+        metrics_port=args.metrics_port,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        verbose=args.verbose,
+        debug=args.debug,
+        validation_interval=args.validation_interval,
+        liveness_port=args.liveness_port,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("externalauth: interrupted", file=sys.stderr)
+        return 130
+    except ExternalAuthError as e:
+        print(f"externalauth: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""One scheduler for every link: a heap of (when, key) over the watch caches.
+
+No timer task per object: 10,000 idle links cost one heap entry each and one
+sleeping task in total. Triggers for a key that is already being reconciled are
+coalesced into a single re-run (single-flight per link).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, work: Callable[[Hashable], Awaitable[None]], *, concurrency: int = 256,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._work = work
+        self._clock = clock
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._when: dict[Hashable, float] = {}
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._running: dict[Hashable, asyncio.Task[None]] = {}
+        self._rerun: set[Hashable] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stopped = False
+        self._paused = True
+
+    def __len__(self) -> int:
+        return len(self._when)
+
+    def schedule(self, key: Hashable, when: float | None = None) -> None:
+        """Decide about ``key`` at ``when`` (epoch seconds; default now). An earlier time
+        replaces a later one; a later one replaces an earlier one only via :meth:`reset`."""
+        when = self._clock() if when is None else when
+        current = self._when.get(key)
+        if current is not None and current <= when:
+            return
+        self._push(key, when)
+
+    def reset(self, key: Hashable, when: float | None) -> None:
+        """Set the next decision time for ``key`` exactly (None: only on the next event)."""
+        if when is None:
+            self._when.pop(key, None)
+            return
+        self._push(key, when)
+
+    def forget(self, key: Hashable) -> None:
+        self._when.pop(key, None)
+
+    def _push(self, key: Hashable, when: float) -> None:
+        self._when[key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        if self._heap[0][2] == key:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._paused = False
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopped:
+            now = self._clock()
+            while not self._paused and self._heap and self._heap[0][0] <= now:
+                when, _, key = heapq.heappop(self._heap)
+                if self._when.get(key) != when:
+                    continue  # superseded entry
+                del self._when[key]
+                self._dispatch(key)
+            timeout = None
+            if not self._paused and self._heap:
+                timeout = max(0.0, self._heap[0][0] - self._clock())
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def _dispatch(self, key: Hashable) -> None:
+        if key in self._running:
+            self._rerun.add(key)
+            return
+        self._running[key] = asyncio.create_task(self._one(key), name=f"reconcile {key}")
+
+    async def _one(self, key: Hashable) -> None:
+        try:
+            while True:
+                self._rerun.discard(key)
+                async with self._slots:
+                    try:
+                        await self._work(key)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("reconcile of %s failed unexpectedly; retrying in 30s", key)
+                        self.schedule(key, self._clock() + 30)
+                if key not in self._rerun or self._stopped:
+                    break
+        finally:
+            self._running.pop(key, None)
+
+    async def stop(self, *, grace: float) -> None:
+        """Stop dispatching and wait (up to ``grace`` seconds) for running reconciles."""
+        self._stopped = True
+        self._wake.set()
+        tasks = list(self._running.values())
+        if tasks:
+            log.info("waiting for %d in-flight reconcile(s) to finish", len(tasks))
+            await asyncio.wait(tasks, timeout=grace)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)

@@ -1,0 +1,35 @@
+"""The error tree. Pure: no I/O.
+
+Messages never carry a token, a response body or a header value: library
+exceptions are translated at the I/O edge with ``raise ... from e``.
+"""
+
+from __future__ import annotations
+
+
+class ExternalAuthError(Exception):
+    """Base of every error the operator raises on purpose."""
+
+
+class PermanentError(ExternalAuthError):
+    """Retrying the same request will not help."""
+
+
+class TransientError(ExternalAuthError):
+    """May succeed later; ``retry_after`` (seconds) is the earliest sensible retry, if known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConflictError(ExternalAuthError):
+    """A compare-and-swap write lost: the object changed since it was read."""
+
+
+class NotFoundError(ExternalAuthError):
+    """The object does not exist (any more)."""
+
+
+class InvalidInputError(PermanentError):
+    """A spec, Secret or date the user wrote cannot be used as it is."""

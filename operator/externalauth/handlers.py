@@ -1,0 +1,105 @@
+"""kopf wiring only: each handler hands the raw object to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from externalauth import GROUP, VERSION, metrics
+from externalauth.engine.core import MANAGED_LABEL, Engine, Settings
+from externalauth.kube.connecting import connect
+from externalauth.kube.requesting import Kube
+from externalauth.kube.watching import SecretWatcher
+
+log = logging.getLogger("externalauth")
+
+
+class Options:
+    """Set by :mod:`externalauth.runner` before kopf starts."""
+
+    namespaces: list[str] = []
+    kubeconfig: str | None = None
+    context: str | None = None
+    metrics_port: int = 0
+    settings: Settings = Settings()
+    engine: Engine | None = None
+    watchers: list[SecretWatcher] = []
+    scheduler_task: asyncio.Task[None] | None = None
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="externalauth.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="externalauth.io", key="last-handled-configuration")
+    settings.posting.enabled = False  # our own events only, never log lines as events
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    for name in ("requests_oauthlib", "oauthlib", "urllib3", "kubernetes.client.rest"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    kube = Kube(connect(kubeconfig=Options.kubeconfig, context=Options.context))
+    engine = Engine(kube, settings=Options.settings)
+    Options.engine = engine
+    loop = asyncio.get_running_loop()
+
+    # Providers first (few objects), so links never flap to ProviderNotFound at start.
+    listing = await engine._io(kube.client.get, version=f"{GROUP}/{VERSION}",
+                               url="externalauthproviders")
+    listing.raise_for_status()
+    for item in listing.json().get("items") or []:
+        item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        item.setdefault("kind", "ExternalAuthProvider")
+        await engine.on_provider("ADDED", item)
+
+    # Then the labelled Secrets: the scheduler waits for their first listing, so that
+    # links are decided from the cache and not by one read each.
+    pending = {ns or "" for ns in (Options.namespaces or [None])}
+    synced = asyncio.Event()
+
+    def mark(ns: str) -> None:
+        pending.discard(ns)
+        if not pending:
+            synced.set()
+
+    for ns in Options.namespaces or [None]:
+        watcher = SecretWatcher(
+            kube, namespace=ns, selector=f"{MANAGED_LABEL}=true",
+            callback=lambda kind, obj: loop.call_soon_threadsafe(engine.on_secret, kind, obj),
+            synced=lambda ns=ns: loop.call_soon_threadsafe(mark, ns or ""),
+        )
+        Options.watchers.append(watcher)
+        threading.Thread(target=watcher.run, name=f"secret-watch-{ns or 'all'}", daemon=True).start()
+    await asyncio.wait_for(synced.wait(), timeout=300)
+    Options.scheduler_task = loop.create_task(engine.scheduler.run(), name="scheduler")
+    engine.scheduler.start()
+    if Options.metrics_port:
+        metrics.serve(Options.metrics_port)
+    log.info("externalauth operator started (holder %s)", engine.holder)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    for watcher in Options.watchers:
+        watcher.stop()
+    if Options.engine is not None:
+        await Options.engine.drain()
+    if Options.scheduler_task is not None:
+        Options.scheduler_task.cancel()
+    log.info("externalauth operator stopped")
+
+
+@kopf.on.event(GROUP, VERSION, "externalauthlinks")
+def link_event(event: dict[str, Any], **_: Any) -> None:
+    if Options.engine is not None:
+        Options.engine.on_link(event.get("type") or "ADDED", dict(event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "externalauthproviders")
+async def provider_event(event: dict[str, Any], **_: Any) -> None:
+    if Options.engine is not None:
+        await Options.engine.on_provider(event.get("type") or "ADDED", dict(event["object"]))

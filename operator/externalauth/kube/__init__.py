@@ -1,0 +1,5 @@
+"""I/O with the Kubernetes API server: Secrets (compare-and-swap), status, events, watches.
+
+Raw JSON over one pooled pykube-ng HTTP client; every call is synchronous and runs in
+the engine's thread pool. Errors are translated into :mod:`externalauth.errors`.
+"""

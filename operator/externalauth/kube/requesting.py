@@ -1,0 +1,122 @@
+"""Raw API calls with compare-and-swap semantics. Synchronous; run them in a thread."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+import pykube
+import requests
+
+from externalauth import GROUP, VERSION
+from externalauth.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from externalauth.model.durations import format_time
+
+log = logging.getLogger(__name__)
+MERGE = {"Content-Type": "application/merge-patch+json"}
+API = f"{GROUP}/{VERSION}"
+
+
+class Kube:
+    """The operator's narrow window onto the API server (raw dicts in, raw dicts out)."""
+
+    def __init__(self, client: pykube.HTTPClient, *, component: str = "externalauth-operator") -> None:
+        self.client = client
+        self.component = component
+        self.writes = 0  # for benchmarks: writes sent
+
+    def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            resp = self.client.request(method, **kwargs)
+        except requests.RequestException as e:
+            raise TransientError(f"API server unreachable ({type(e).__name__}) during {what}") from e
+        if method != "GET":
+            self.writes += 1
+        if resp.status_code == 409:
+            raise ConflictError(f"{what}: conflict")
+        if resp.status_code == 404:
+            raise NotFoundError(f"{what}: not found")
+        if resp.status_code == 429 or resp.status_code >= 500:
+            retry = resp.headers.get("Retry-After")
+            raise TransientError(
+                f"{what}: API server answered {resp.status_code}",
+                retry_after=float(retry) if retry and retry.isdigit() else None,
+            )
+        if resp.status_code >= 400:
+            # The Status message names the field; it never echoes Secret data.
+            try:
+                message = str(resp.json().get("message", ""))[:300]
+            except ValueError:
+                message = ""
+            raise PermanentError(f"{what}: API server answered {resp.status_code} {message}".strip())
+        result: dict[str, Any] = resp.json()
+        return result
+
+    # --- Secrets -----------------------------------------------------------------
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"reading Secret {namespace}/{name}",
+                              url=f"secrets/{name}", namespace=namespace)
+        except NotFoundError:
+            return None
+
+    def patch_secret(
+        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None
+    ) -> dict[str, Any]:
+        """Merge-patch a Secret. With ``resource_version`` it is a compare-and-swap:
+        the API server answers 409 (:class:`ConflictError`) if the Secret changed."""
+        body = dict(patch)
+        if resource_version is not None:
+            body["metadata"] = {**patch.get("metadata", {}), "resourceVersion": resource_version}
+        return self._call("PATCH", f"writing Secret {namespace}/{name}", url=f"secrets/{name}",
+                          namespace=namespace, data=json.dumps(body), headers=MERGE)
+
+    # --- custom resources --------------------------------------------------------
+    def patch_link_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"writing status of ExternalAuthLink {namespace}/{name}",
+                          version=API, namespace=namespace,
+                          url=f"externalauthlinks/{name}/status",
+                          data=json.dumps({"status": status}), headers=MERGE)
+
+    def patch_link_annotations(self, namespace: str, name: str,
+                               annotations: dict[str, str | None]) -> dict[str, Any]:
+        return self._call("PATCH", f"annotating ExternalAuthLink {namespace}/{name}",
+                          version=API, namespace=namespace, url=f"externalauthlinks/{name}",
+                          data=json.dumps({"metadata": {"annotations": annotations}}), headers=MERGE)
+
+    def patch_provider_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"writing status of ExternalAuthProvider {name}",
+                          version=API, url=f"externalauthproviders/{name}/status",
+                          data=json.dumps({"status": status}), headers=MERGE)
+
+    # --- events ------------------------------------------------------------------
+    def post_event(self, obj: dict[str, Any], *, type_: str, reason: str, message: str,
+                   now: dt.datetime) -> None:
+        meta = obj.get("metadata", {})
+        namespace = meta.get("namespace") or "default"
+        stamp = format_time(now)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", API),
+                "kind": obj.get("kind", ""),
+                "name": meta.get("name", ""),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self._call("POST", f"posting event {reason}", url="events", namespace=namespace,
+                   data=json.dumps(event), headers={"Content-Type": "application/json"})

@@ -1,0 +1,1 @@
+"""Pure data views: specs, token Secrets, reasons, durations, conditions. No I/O."""

@@ -1,0 +1,45 @@
+"""A wrapper for secret strings whose repr/str never shows the value. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+class SecretStr:
+    """Holds a token; ``str``/``repr``/``format`` print ``[secure]``.
+
+    Unwrap with :meth:`reveal` only at the HTTP call and the Secret write.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def fingerprint(self) -> str:
+        """A short one-way digest, for in-memory comparisons only (never logged)."""
+        return hashlib.sha256(self._value.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return "SecretStr('[secure]')"
+
+    def __str__(self) -> str:
+        return "[secure]"
+
+    def __format__(self, spec: str) -> str:
+        return "[secure]"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:  # pragma: no cover - pickling guard
+        raise TypeError("SecretStr cannot be pickled")

@@ -1,0 +1,158 @@
+"""Typed views of ExternalAuthProvider and ExternalAuthLink specs. Pure.
+
+Raw payloads are the ``*Body`` TypedDicts; the views are frozen dataclasses.
+Parsing raises :class:`InvalidInputError` with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from externalauth import providers
+from externalauth.errors import InvalidInputError
+from externalauth.model.durations import parse_duration
+from externalauth.model.formats import OutputFormat
+
+DEFAULT_REFRESH_BEFORE = dt.timedelta(minutes=15)
+DEFAULT_MAX_CONCURRENT = 10
+
+
+class ObjectBody(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: dict[str, Any]
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretRef:
+    namespace: str
+    name: str
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    type: providers.ProviderType
+    client_id: str
+    client_secret_ref: SecretRef | None
+    token_url: str
+    validate_url: str | None
+    device_url: str | None
+    scopes: tuple[str, ...]
+    ca_bundle: str | None
+    max_concurrent: int
+    host: str  # host[:port] git talks to, for output formats
+
+    @property
+    def quirks(self) -> providers.Quirks:
+        return providers.quirks(self.type)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSpec:
+    provider_name: str
+    secret_name: str
+    refresh_before: dt.timedelta
+    validate: bool
+    suspend: bool
+    output_formats: tuple[OutputFormat, ...]
+
+
+def _https(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"spec.{field} must be a URL")
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme != "https":
+        raise InvalidInputError(f"spec.{field} must be an https:// URL (tokens travel only over TLS)")
+    if not parsed.hostname:
+        raise InvalidInputError(f"spec.{field} has no host")
+    return value
+
+
+def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
+    spec = spec or {}
+    try:
+        kind = providers.ProviderType(spec.get("type", "generic"))
+    except ValueError:
+        raise InvalidInputError(f"spec.type {str(spec.get('type'))[:40]!r} is not supported") from None
+    client_id = spec.get("clientID")
+    if not isinstance(client_id, str) or not client_id:
+        raise InvalidInputError("spec.clientID is required")
+    ref = spec.get("clientSecretRef")
+    secret_ref = None
+    if ref is not None:
+        if not isinstance(ref, Mapping) or not all(
+            isinstance(ref.get(k), str) and ref.get(k) for k in ("namespace", "name", "key")
+        ):
+            raise InvalidInputError("spec.clientSecretRef needs namespace, name and key")
+        secret_ref = SecretRef(ref["namespace"], ref["name"], ref["key"])
+    base = spec.get("baseURL")
+    if base is not None:
+        base = _https("baseURL", base)
+    urls = providers.default_urls(kind, base)
+    token_url = spec.get("tokenURL", urls["token"])
+    if token_url is None:
+        raise InvalidInputError(f"spec.tokenURL is required for type {kind}")
+    token_url = _https("tokenURL", token_url)
+    validate_url = spec.get("validateURL", urls["validate"])
+    validate_url = _https("validateURL", validate_url) if validate_url else None
+    device_url = spec.get("deviceAuthorizationURL", urls["device"])
+    device_url = _https("deviceAuthorizationURL", device_url) if device_url else None
+    scopes = spec.get("scopes") or []
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise InvalidInputError("spec.scopes must be a list of strings")
+    ca = spec.get("caBundle")
+    if ca is not None and (not isinstance(ca, str) or "-----BEGIN CERTIFICATE-----" not in ca):
+        raise InvalidInputError("spec.caBundle must hold PEM certificates")
+    max_conc = spec.get("maxConcurrentRefreshes", DEFAULT_MAX_CONCURRENT)
+    if not isinstance(max_conc, int) or isinstance(max_conc, bool) or max_conc < 1:
+        raise InvalidInputError("spec.maxConcurrentRefreshes must be an integer >= 1")
+    host_url = urllib.parse.urlsplit(base or token_url)
+    host = host_url.netloc.rsplit("@", 1)[-1]
+    if kind is providers.ProviderType.GITHUB and host == "api.github.com":
+        host = "github.com"
+    return ProviderSpec(
+        name=name,
+        type=kind,
+        client_id=client_id,
+        client_secret_ref=secret_ref,
+        token_url=token_url,
+        validate_url=validate_url,
+        device_url=device_url,
+        scopes=tuple(scopes),
+        ca_bundle=ca,
+        max_concurrent=max_conc,
+        host=host,
+    )
+
+
+def parse_link(spec: Mapping[str, Any] | None) -> LinkSpec:
+    spec = spec or {}
+    provider = spec.get("providerName")
+    secret = spec.get("secretName")
+    if not isinstance(provider, str) or not provider:
+        raise InvalidInputError("spec.providerName is required")
+    if not isinstance(secret, str) or not secret:
+        raise InvalidInputError("spec.secretName is required")
+    before_text = spec.get("refreshBefore")
+    before = DEFAULT_REFRESH_BEFORE if before_text is None else parse_duration(before_text)
+    formats_raw = spec.get("outputFormats") or []
+    try:
+        formats = tuple(dict.fromkeys(OutputFormat(f) for f in formats_raw))
+    except (ValueError, TypeError):
+        raise InvalidInputError("spec.outputFormats has an unknown format") from None
+    return LinkSpec(
+        provider_name=provider,
+        secret_name=secret,
+        refresh_before=before,
+        validate=spec.get("validate", True) is not False,
+        suspend=spec.get("suspend", False) is True,
+        output_formats=formats,
+    )

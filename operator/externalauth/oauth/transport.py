@@ -1,0 +1,59 @@
+"""HTTPS transport: verified TLS with extra trust anchors, a shared connection pool."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import certifi
+import requests
+import requests.adapters
+
+# These libraries log request bodies and headers (tokens) at DEBUG. Keep them quiet
+# whatever the operator's verbosity (contract §9.8).
+for _name in ("requests_oauthlib", "oauthlib", "urllib3", "urllib3.connectionpool"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """System/certifi trust plus ``ca_bundle``; hostname checks on; TLS 1.2+."""
+    ctx = ssl.create_default_context(cafile=certifi.where())
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_bundle:
+        ctx.load_verify_locations(cadata=ca_bundle)
+    return ctx
+
+
+class TrustingAdapter(requests.adapters.HTTPAdapter):
+    """An HTTPS adapter whose pools use our SSL context (and refuse plain HTTP)."""
+
+    def __init__(self, ctx: ssl.SSLContext, *, pool_size: int) -> None:
+        self._ctx = ctx
+        super().__init__(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._ctx
+        super().init_poolmanager(*args, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # Verification is on (the context requires it); do not swap the trust store.
+        super().cert_verify(conn, url, verify=True, cert=cert)
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
+
+def session_for(adapter: TrustingAdapter, session: requests.Session | None = None) -> requests.Session:
+    s = session if session is not None else requests.Session()
+    s.mount("https://", adapter)
+    s.mount("http://", _RefusePlainHTTP())
+    s.trust_env = False
+    return s
+
+
+class _RefusePlainHTTP(requests.adapters.BaseAdapter):
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        raise requests.exceptions.InvalidURL("plain http:// is refused: tokens travel only over TLS")
+
+    def close(self) -> None:
+        pass

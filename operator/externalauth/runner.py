@@ -1,0 +1,47 @@
+"""``externalauth run``: configure and start kopf with our handlers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+
+from externalauth.engine.core import Settings
+
+
+def run(
+    *,
+    namespaces: list[str],
+    all_namespaces: bool,
+    peering: str | None,
+    standalone: bool,
+    metrics_port: int,
+    kubeconfig: str | None,
+    context: str | None,
+    verbose: bool,
+    debug: bool,
+    validation_interval: dt.timedelta,
+    liveness_port: int | None = None,
+) -> int:
+    import kopf  # imported late: `externalauth --help` stays fast
+
+    from externalauth import handlers
+
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    kopf.configure(debug=debug, verbose=verbose)
+    for name in ("requests_oauthlib", "oauthlib", "urllib3", "kubernetes.client.rest"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    handlers.Options.namespaces = [] if all_namespaces else list(namespaces)
+    handlers.Options.kubeconfig = kubeconfig
+    handlers.Options.context = context
+    handlers.Options.metrics_port = metrics_port
+    handlers.Options.settings = Settings(validation_interval=validation_interval)
+    kopf.run(
+        clusterwide=all_namespaces or not namespaces,
+        namespaces=() if all_namespaces or not namespaces else list(namespaces),
+        standalone=standalone or peering is None,
+        peering_name=peering,
+        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+    )
+    return 0
