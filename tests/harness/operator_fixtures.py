@@ -1,0 +1,123 @@
+"""Run the real operator (``externalauth run``) as a subprocess against the test control plane."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+STARTED = "externalauth operator started"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    def __init__(self, *, kubeconfig: str, namespaces: list[str], log_path: Path,
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespaces = namespaces
+        self.log_path = log_path
+        self.extra_args = extra_args
+        self.env = env or {}
+        self.metrics_port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        exe = shutil.which("externalauth", path=str(Path(sys.executable).parent))
+        base = [exe] if exe else [sys.executable, "-m", "externalauth.cli.main"]
+        cmd = [*base, "run", "--kubeconfig", self.kubeconfig, "--standalone",
+               "--metrics-port", str(self.metrics_port), "--debug"]
+        for ns in self.namespaces:
+            cmd += ["-n", ns]
+        return cmd + list(self.extra_args)
+
+    def start(self, *, timeout: float = 60.0) -> OperatorProcess:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while STARTED not in self.logs():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"operator did not start within {timeout}s:\n{self.logs()[-4000:]}")
+            time.sleep(0.1)
+        return self
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 90.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+
+@pytest.fixture
+def make_operator(request: pytest.FixtureRequest, kubeconfig: str,
+                  tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operators: ``make_operator(namespaces=[ns], extra_args=(...))``; all are stopped
+    at teardown, and their logs are printed when the test failed."""
+    started: list[OperatorProcess] = []
+
+    def make(*, namespaces: list[str], extra_args: tuple[str, ...] = (),
+             env: dict[str, str] | None = None, start: bool = True) -> OperatorProcess:
+        op = OperatorProcess(kubeconfig=kubeconfig, namespaces=namespaces,
+                             log_path=tmp_path / f"operator-{len(started)}.log",
+                             extra_args=extra_args, env=env)
+        started.append(op)
+        return op.start() if start else op
+
+    yield make
+    for op in started:
+        op.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for i, op in enumerate(started):
+            sys.stderr.write(f"\n----- operator {i} log (tail) -----\n{op.logs()[-6000:]}\n")
+
+
+@pytest.fixture
+def operator(make_operator: Callable[..., OperatorProcess], namespace: str) -> OperatorProcess:
+    """One operator serving the test's namespace."""
+    return make_operator(namespaces=[namespace])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{rep.when}", rep)
