@@ -1,0 +1,256 @@
+"""Pure policy: classification of provider answers, scheduling, backoff, the decision chain."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import pathlib
+from typing import Any
+
+import pytest
+
+from externalauth.model.secure import SecretStr
+from externalauth.model.specs import parse_link, parse_provider
+from externalauth.model.tokens import TokenSet
+from externalauth.policy import scheduling
+from externalauth.policy.classifying import (
+    TokenAnswer,
+    TokenVerdict,
+    ValidationVerdict,
+    classify_token_answer,
+    classify_validation,
+)
+from externalauth.policy.deciding import (
+    Action,
+    Failure,
+    LinkInput,
+    LinkMemory,
+    ProviderView,
+    Validation,
+    decide,
+    render_status,
+)
+from externalauth.model.reasons import RefreshableReason, ValidatedReason
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("answer", "verdict"), [
+    pytest.param(TokenAnswer(200, has_access_token=True), TokenVerdict.SUCCESS, id="200 with a token"),
+    pytest.param(TokenAnswer(200, error="bad_refresh_token"), TokenVerdict.DEAD_GRANT,
+                 id="GitHub's 200 bad_refresh_token is a dead grant"),
+    pytest.param(TokenAnswer(400, error="invalid_grant"), TokenVerdict.DEAD_GRANT, id="400 invalid_grant"),
+    pytest.param(TokenAnswer(200, error="incorrect_client_credentials"), TokenVerdict.CLIENT_REJECTED,
+                 id="GitHub's 200 incorrect_client_credentials"),
+    pytest.param(TokenAnswer(401, error="invalid_client"), TokenVerdict.CLIENT_REJECTED, id="401 invalid_client"),
+    pytest.param(TokenAnswer(400, error="unauthorized_client"), TokenVerdict.CLIENT_REJECTED,
+                 id="unauthorized_client"),
+    pytest.param(TokenAnswer(503), TokenVerdict.TRANSIENT, id="5xx"),
+    pytest.param(TokenAnswer(429, retry_after=7), TokenVerdict.TRANSIENT, id="429"),
+    pytest.param(TokenAnswer(None), TokenVerdict.TRANSIENT, id="no answer"),
+    pytest.param(TokenAnswer(200), TokenVerdict.TRANSIENT, id="200 without a token (malformed body)"),
+    pytest.param(TokenAnswer(400, error="invalid_scope"), TokenVerdict.PERMANENT, id="other OAuth error"),
+    pytest.param(TokenAnswer(404), TokenVerdict.PERMANENT, id="404"),
+])
+def test_token_answers_are_classified(answer: TokenAnswer, verdict: TokenVerdict) -> None:
+    assert verdict == classify_token_answer(answer).verdict
+
+
+def test_retry_after_is_carried() -> None:
+    assert 7 == classify_token_answer(TokenAnswer(429, retry_after=7)).retry_after
+
+
+def test_an_unknown_error_code_does_not_reach_the_message() -> None:
+    assert "<script>" not in classify_token_answer(TokenAnswer(400, error="<script>")).message
+
+
+@pytest.mark.parametrize(("status", "headers", "verdict"), [
+    pytest.param(200, {}, ValidationVerdict.VALID, id="200 valid"),
+    pytest.param(401, {}, ValidationVerdict.INVALID, id="401 invalid"),
+    pytest.param(403, {}, ValidationVerdict.INVALID, id="403 without rate-limit sign is invalid"),
+    pytest.param(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "9999999999"},
+                 ValidationVerdict.RATE_LIMITED, id="GitHub primary rate limit"),
+    pytest.param(403, {"retry-after": "60"}, ValidationVerdict.RATE_LIMITED, id="GitHub secondary rate limit"),
+    pytest.param(403, {"ratelimit-remaining": "0"}, ValidationVerdict.RATE_LIMITED, id="IETF header"),
+    pytest.param(429, {}, ValidationVerdict.RATE_LIMITED, id="429"),
+    pytest.param(502, {}, ValidationVerdict.UNREACHABLE, id="5xx"),
+    pytest.param(None, {}, ValidationVerdict.UNREACHABLE, id="no answer"),
+])
+def test_validation_answers_are_classified(status: int | None, headers: dict[str, str],
+                                           verdict: ValidationVerdict) -> None:
+    outcome = classify_validation(status=status, headers=headers, body={"login": "octo"},
+                                  account_fields=("login",), now=NOW)
+    assert verdict == outcome.verdict
+
+
+def test_validation_reports_the_account() -> None:
+    outcome = classify_validation(status=200, headers={}, body={"login": "octo"},
+                                  account_fields=("login",), now=NOW)
+    assert "octo" == outcome.account
+
+
+def test_rate_limit_reset_becomes_retry_after() -> None:
+    reset = NOW.timestamp() + 120
+    outcome = classify_validation(status=403, headers={"x-ratelimit-remaining": "0",
+                                                       "x-ratelimit-reset": str(reset)},
+                                  body=None, account_fields=(), now=NOW)
+    assert 120 == outcome.retry_after
+
+
+def test_due_time_is_never_later_than_expiry_minus_refresh_before() -> None:
+    expiry = NOW + dt.timedelta(hours=8)
+    for i in range(200):
+        due = scheduling.due_at(expiry=expiry, refresh_before=dt.timedelta(minutes=15),
+                                issued_at=NOW, seed=f"link-{i}")
+        assert due is not None
+        assert expiry - dt.timedelta(minutes=15) - dt.timedelta(minutes=48) <= due <= expiry - dt.timedelta(minutes=15)
+
+
+def test_due_time_is_spread_across_links() -> None:
+    expiry = NOW + dt.timedelta(hours=8)
+    dues = {scheduling.due_at(expiry=expiry, refresh_before=dt.timedelta(minutes=15),
+                              issued_at=NOW, seed=f"link-{i}") for i in range(50)}
+    assert 50 == len(dues)
+
+
+@pytest.mark.parametrize(("failures", "retry_after", "low", "high"), [
+    pytest.param(1, None, 1.6, 2.4, id="first failure waits about the base"),
+    pytest.param(3, None, 6.4, 9.6, id="doubles each time"),
+    pytest.param(20, None, 240, 360, id="capped"),
+    pytest.param(1, 30.0, 30, 30, id="Retry-After wins when longer"),
+])
+def test_backoff(failures: int, retry_after: float | None, low: float, high: float) -> None:
+    wait = scheduling.backoff(failures=failures, seed="x", retry_after=retry_after)
+    assert low <= wait <= high
+
+
+# --- the decision chain -------------------------------------------------------------------
+
+PROVIDER = parse_provider("gh", {"type": "github", "clientID": "c", "baseURL": "https://ghe.example"})
+LINK = parse_link({"providerName": "gh", "secretName": "tok"})
+
+
+def tokens(*, expires_in: float | None = 8 * 3600, refresh: str | None = "r1", access: str = "a1") -> TokenSet:
+    return TokenSet(
+        access_token=SecretStr(access),
+        refresh_token=SecretStr(refresh) if refresh else None,
+        expiry=NOW + dt.timedelta(seconds=expires_in) if expires_in is not None else None,
+    )
+
+
+def validated(access: str = "a1", reason: ValidatedReason = ValidatedReason.VALID) -> Validation:
+    return Validation(reason=reason, message="m", at=NOW, token_fingerprint=SecretStr(access).fingerprint())
+
+
+def inp(**kw: Any) -> LinkInput:
+    base: dict[str, Any] = dict(
+        now=NOW, uid="u1", generation=1, spec=LINK, spec_error=None,
+        provider=ProviderView(spec=PROVIDER), secret_found=True, tokens=tokens(), secret_error=None,
+        refresh_requested=None, status={}, memory=LinkMemory(validation=validated()),
+    )
+    base.update(kw)
+    return LinkInput(**base)
+
+
+def conditions(plan: Any) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in plan.conditions}
+
+
+CHAIN = [
+    ("nothing to do for a fresh validated token", inp(), Action.NONE, "TokenCurrent"),
+    ("refresh because the token is within refreshBefore of expiry", inp(tokens=tokens(expires_in=600)),
+     Action.REFRESH, None),
+    ("refresh because the Secret has no expiry", inp(tokens=tokens(expires_in=None)), Action.REFRESH, None),
+    ("refresh because the annotation asks", inp(refresh_requested="r-1"), Action.REFRESH, None),
+    ("no refresh when the annotation was already acted on",
+     inp(refresh_requested="r-1", status={"lastRefreshRequest": "r-1"}), Action.NONE, "TokenCurrent"),
+    ("no refresh when suspended", inp(spec=parse_link({"providerName": "gh", "secretName": "tok", "suspend": True}),
+                                     tokens=tokens(expires_in=60)), Action.NONE, "TokenCurrent"),
+    ("no refresh without a refresh token", inp(tokens=tokens(expires_in=60, refresh=None)), Action.NONE,
+     "TokenCurrent"),
+    ("no refresh of a grant the provider declared dead",
+     inp(tokens=tokens(expires_in=60), memory=LinkMemory(dead_grant_fingerprint=SecretStr("r1").fingerprint(),
+                                                           validation=validated())),
+     Action.NONE, "ReauthRequired"),
+    ("refresh again once the user wrote a new grant",
+     inp(tokens=tokens(expires_in=60, refresh="r2"),
+         memory=LinkMemory(dead_grant_fingerprint=SecretStr("r1").fingerprint(), validation=validated())),
+     Action.REFRESH, None),
+    ("wait during transient backoff",
+     inp(tokens=tokens(expires_in=60), memory=LinkMemory(validation=validated(), failure=Failure(
+         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + dt.timedelta(seconds=30)))),
+     Action.NONE, "TokenCurrent"),
+    ("the annotation overrides backoff",
+     inp(tokens=tokens(expires_in=60), refresh_requested="r-2", memory=LinkMemory(validation=validated(), failure=Failure(
+         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + dt.timedelta(seconds=30)))),
+     Action.REFRESH, None),
+    ("wait while the provider's credentials are rejected",
+     inp(tokens=tokens(expires_in=60), provider=ProviderView(spec=PROVIDER,
+         credentials_rejected_until=NOW + dt.timedelta(seconds=30))), Action.NONE, "TokenCurrent"),
+    ("validate a token never validated", inp(memory=LinkMemory()), Action.VALIDATE, None),
+    ("validate a token that changed since the last validation",
+     inp(tokens=tokens(access="a2")), Action.VALIDATE, None),
+    ("ready is false for an expired static token", inp(tokens=tokens(expires_in=-5, refresh=None)),
+     Action.NONE, "TokenExpired"),
+    ("ready is false for a token the provider rejected",
+     inp(memory=LinkMemory(validation=validated(reason=ValidatedReason.INVALID))), Action.NONE, "TokenRejected"),
+    ("secret missing", inp(secret_found=False, tokens=None), Action.NONE, "SecretNotFound"),
+    ("secret invalid", inp(tokens=None, secret_error="key access_token is missing"), Action.NONE, "SecretInvalid"),
+    ("provider missing", inp(provider=None), Action.NONE, "ProviderNotFound"),
+    ("provider not ready", inp(provider=ProviderView(spec=None, not_ready_message="x")), Action.NONE,
+     "ProviderNotReady"),
+]
+
+
+@pytest.mark.parametrize(("case", "action", "ready_reason"), [(c[1], c[2], c[3]) for c in CHAIN],
+                         ids=[c[0] for c in CHAIN])
+def test_decision_chain(case: LinkInput, action: Action, ready_reason: str | None) -> None:
+    plan = decide(case)
+    assert action == plan.action
+    if ready_reason is not None:
+        assert ready_reason == conditions(plan)["Ready"][1]
+
+
+def test_a_rate_limited_validation_keeps_the_link_ready() -> None:
+    plan = decide(inp(memory=LinkMemory(validation=Validation(
+        reason=ValidatedReason.RATE_LIMITED, message="m", at=NOW,
+        token_fingerprint=SecretStr("a1").fingerprint(), retry_at=NOW + dt.timedelta(minutes=5)))))
+    assert {"Ready": ("True", "TokenCurrent"), "Validated": ("Unknown", "RateLimited")} == {
+        k: v for k, v in conditions(plan).items() if k != "Refreshable"}
+
+
+def test_the_next_wake_up_is_the_due_time() -> None:
+    plan = decide(inp())
+    assert plan.wake_at is not None and plan.wake_at <= NOW + dt.timedelta(hours=8) - dt.timedelta(minutes=15)
+
+
+def test_status_is_stable_when_nothing_changed() -> None:
+    first = render_status(decide(inp()), existing={}, now=NOW, generation=1)
+    later = NOW + dt.timedelta(minutes=5)
+    second = render_status(decide(inp(status=first, now=later)), existing=first, now=later, generation=1)
+    assert first == second
+
+
+def test_last_transition_time_moves_only_when_the_status_flips() -> None:
+    first = render_status(decide(inp()), existing={}, now=NOW, generation=1)
+    later = NOW + dt.timedelta(minutes=5)
+    flipped = render_status(decide(inp(now=later, tokens=tokens(expires_in=-1, refresh=None), status=first)),
+                            existing=first, now=later, generation=1)
+    ready = next(c for c in flipped["conditions"] if c["type"] == "Ready")
+    assert "2026-11-27T12:05:00Z" == ready["lastTransitionTime"]
+
+
+def test_pure_packages_import_no_io() -> None:
+    """model, policy and providers must not import kopf, kubernetes, requests or our I/O layers."""
+    root = pathlib.Path(__file__).resolve().parents[2] / "operator" / "externalauth"
+    forbidden = ("kopf", "kubernetes", "requests", "requests_oauthlib", "oauthlib", "pykube", "socket",
+                 "urllib3", "externalauth.kube", "externalauth.oauth", "externalauth.engine")
+    offenders = []
+    for package in ("model", "policy", "providers"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in forbidden
+                              or any(n.startswith(f) for f in forbidden if "." in f)]
+    assert [] == offenders
