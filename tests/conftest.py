@@ -1,3 +1,8 @@
-"""Shared pytest configuration: the real control plane and the provider simulator."""
+"""Shared pytest configuration: the real control plane, the provider simulator, the operator."""
 
-pytest_plugins = ["tests.harness.plugin", "tests.harness.simulator_fixtures"]
+pytest_plugins = [
+    "tests.harness.plugin",
+    "tests.harness.simulator_fixtures",
+    "tests.harness.operator_fixtures",
+    "tests.harness.world",
+]

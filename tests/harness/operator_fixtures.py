@@ -87,7 +87,7 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def make_operator(request: pytest.FixtureRequest, kubeconfig: str,
+def make_operator(request: pytest.FixtureRequest, kubeconfig: Path,
                   tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     """Start operators: ``make_operator(namespaces=[ns], extra_args=(...))``; all are stopped
     at teardown, and their logs are printed when the test failed."""
@@ -95,7 +95,7 @@ def make_operator(request: pytest.FixtureRequest, kubeconfig: str,
 
     def make(*, namespaces: list[str], extra_args: tuple[str, ...] = (),
              env: dict[str, str] | None = None, start: bool = True) -> OperatorProcess:
-        op = OperatorProcess(kubeconfig=kubeconfig, namespaces=namespaces,
+        op = OperatorProcess(kubeconfig=str(kubeconfig), namespaces=namespaces,
                              log_path=tmp_path / f"operator-{len(started)}.log",
                              extra_args=extra_args, env=env)
         started.append(op)
