@@ -1,0 +1,131 @@
+"""The CLI's calls to the API server (pykube-ng underneath). I/O.
+
+Raw dicts in, raw dicts out; every failure becomes an :class:`ExternalAuthError`
+whose message is one safe line (no Secret data, no response body beyond the API
+server's own Status message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pykube
+import requests
+
+from externalauth import GROUP, VERSION
+from externalauth.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from externalauth.kube.connecting import connect
+
+API = f"{GROUP}/{VERSION}"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+JSON = {"Content-Type": "application/json"}
+
+
+class ForbiddenError(PermanentError):
+    """RBAC said no."""
+
+
+class Cluster:
+    """A few typed calls, shaped for the CLI commands."""
+
+    def __init__(self, client: pykube.HTTPClient) -> None:
+        self.client = client
+
+    @classmethod
+    def open(cls, *, kubeconfig: str | None, context: str | None) -> Cluster:
+        if kubeconfig and not os.path.isfile(kubeconfig):
+            raise PermanentError(f"kubeconfig file {kubeconfig} does not exist")
+        client = connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=15.0)
+        return cls(client)
+
+    @property
+    def default_namespace(self) -> str:
+        return str(self.client.config.namespace or "default")
+
+    def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            resp = self.client.request(method, **kwargs)
+        except requests.exceptions.SSLError as e:
+            raise PermanentError(
+                f"cannot reach the Kubernetes API server at {self.client.url}: TLS verification failed"
+            ) from e
+        except requests.RequestException as e:
+            raise TransientError(
+                f"cannot reach the Kubernetes API server at {self.client.url} ({type(e).__name__})"
+            ) from e
+        code = resp.status_code
+        if code == 404:
+            raise NotFoundError(f"{what}: not found")
+        if code == 409:
+            raise ConflictError(f"{what}: conflict")
+        if code in (401, 403):
+            raise ForbiddenError(f"{what}: {'unauthorized' if code == 401 else 'forbidden'} "
+                                 f"(HTTP {code}; check your kubeconfig and RBAC)")
+        if code >= 400:
+            try:
+                message = str(resp.json().get("message", ""))[:300]
+            except (ValueError, AttributeError):
+                message = ""
+            error = TransientError if code >= 500 or code == 429 else PermanentError
+            raise error(f"{what}: the API server answered {code} {message}".strip())
+        try:
+            body = resp.json()
+        except ValueError as e:
+            raise PermanentError(f"{what}: the API server answered something that is not JSON") from e
+        if not isinstance(body, dict):
+            raise PermanentError(f"{what}: unexpected answer from the API server")
+        return body
+
+    # --- providers ---------------------------------------------------------------
+    def get_provider(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"ExternalAuthProvider {name}", version=API,
+                          url=f"externalauthproviders/{name}")
+
+    # --- links -------------------------------------------------------------------
+    def get_link(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call("GET", f"ExternalAuthLink {namespace}/{name}", version=API,
+                          namespace=namespace, url=f"externalauthlinks/{name}")
+
+    def list_links(self, namespace: str | None) -> list[dict[str, Any]]:
+        where = f"namespace {namespace}" if namespace else "all namespaces"
+        body = self._call("GET", f"listing ExternalAuthLinks in {where}", version=API,
+                          namespace=namespace, url="externalauthlinks")
+        return [i for i in body.get("items") or [] if isinstance(i, dict)]
+
+    def create_link(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self._call("POST", f"creating ExternalAuthLink {namespace}/{name}", version=API,
+                          namespace=namespace, url="externalauthlinks",
+                          data=json.dumps(body), headers=JSON)
+
+    def patch_link(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"updating ExternalAuthLink {namespace}/{name}", version=API,
+                          namespace=namespace, url=f"externalauthlinks/{name}",
+                          data=json.dumps(patch), headers=MERGE)
+
+    # --- secrets -----------------------------------------------------------------
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"reading Secret {namespace}/{name}",
+                              namespace=namespace, url=f"secrets/{name}")
+        except NotFoundError:
+            return None
+
+    def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self._call("POST", f"creating Secret {namespace}/{name}", namespace=namespace,
+                          url="secrets", data=json.dumps(body), headers=JSON)
+
+    def patch_secret(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch; put ``metadata.resourceVersion`` in it for a compare-and-swap."""
+        return self._call("PATCH", f"writing Secret {namespace}/{name}", namespace=namespace,
+                          url=f"secrets/{name}", data=json.dumps(patch), headers=MERGE)
+
+    def delete_secret(self, namespace: str, name: str, *, uid: str | None) -> None:
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self._call("DELETE", f"deleting Secret {namespace}/{name}", namespace=namespace,
+                   url=f"secrets/{name}", data=json.dumps(body), headers=JSON)

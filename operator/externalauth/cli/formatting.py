@@ -1,0 +1,213 @@
+"""What ``externalauth status`` shows, and how. Pure: no I/O, no clock (``now`` is passed in).
+
+A link object (raw dict from the API) becomes a :class:`StatusRow`; rows become a
+table (with optional ANSI colour) or JSON/YAML-ready dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from externalauth.errors import InvalidInputError
+from externalauth.model.durations import format_duration, parse_time
+
+# metadata.name of a custom resource or a Secret: a DNS-1123 subdomain.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# a namespace: a DNS-1123 label.
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+GREEN, RED, YELLOW, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
+_READY_COLOURS = {"True": GREEN, "False": RED, "Unknown": YELLOW}
+
+
+def check_name(kind: str, name: str) -> str:
+    """``name`` if it is a valid object name, else :class:`InvalidInputError`."""
+    if not isinstance(name, str) or len(name) > 253 or not _SUBDOMAIN.match(name):
+        raise InvalidInputError(
+            f"{kind} name {name[:80]!r} is invalid: use lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit (at most 253 characters)"
+        )
+    return name
+
+
+def check_namespace(name: str) -> str:
+    if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
+        raise InvalidInputError(
+            f"namespace {name[:80]!r} is invalid: use lower-case letters, digits and '-' "
+            "(at most 63 characters)"
+        )
+    return name
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value)
+    except InvalidInputError:
+        return None
+
+
+def expires_in(expires_at: dt.datetime | None, *, now: dt.datetime) -> str:
+    """``7h59m`` for a future expiry, ``expired`` for a past one, ``-`` if unknown."""
+    if expires_at is None:
+        return "-"
+    left = expires_at - now
+    if left.total_seconds() <= 0:
+        return "expired"
+    return format_duration(left)
+
+
+def age(moment: dt.datetime | None, *, now: dt.datetime) -> str:
+    """``3m ago`` (or ``just now``) for a past moment, ``never`` if unknown."""
+    if moment is None:
+        return "never"
+    passed = now - moment
+    if passed.total_seconds() < 1:
+        return "just now"
+    return f"{format_duration(passed)} ago"
+
+
+def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for c in status.get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == kind:
+            return c
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusRow:
+    namespace: str
+    name: str
+    provider: str
+    ready: str
+    account: str
+    expires_at: dt.datetime | None
+    last_refresh: dt.datetime | None
+    reason: str
+    message: str
+
+
+def row_for(link: Mapping[str, Any]) -> StatusRow:
+    """One row from a raw ExternalAuthLink. The reason is Ready's, unless the link is
+    Ready but cannot be refreshed (then Refreshable's says what will go wrong next)."""
+    meta = link.get("metadata") or {}
+    spec = link.get("spec") or {}
+    status = link.get("status") or {}
+    ready = condition(status, "Ready")
+    refreshable = condition(status, "Refreshable")
+    shown = ready
+    if ready is not None and ready.get("status") == "True" and refreshable is not None \
+            and refreshable.get("status") == "False":
+        shown = refreshable
+    return StatusRow(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        provider=str(spec.get("providerName") or ""),
+        ready=str(ready.get("status")) if ready is not None else "Unknown",
+        account=str(status.get("account") or ""),
+        expires_at=_time(status.get("expiresAt")),
+        last_refresh=_time(status.get("lastRefreshTime")),
+        reason=str(shown.get("reason") or "") if shown is not None else "",
+        message=str(shown.get("message") or "") if shown is not None else "",
+    )
+
+
+def sort_rows(rows: Iterable[StatusRow]) -> list[StatusRow]:
+    return sorted(rows, key=lambda r: (r.namespace, r.name))
+
+
+def headers(*, all_namespaces: bool) -> list[str]:
+    cols = ["LINK", "PROVIDER", "READY", "ACCOUNT", "EXPIRES IN", "LAST REFRESH", "REASON"]
+    return ["NAMESPACE", *cols] if all_namespaces else cols
+
+
+def cells(row: StatusRow, *, now: dt.datetime, all_namespaces: bool) -> list[str]:
+    values = [
+        row.name,
+        row.provider or "-",
+        row.ready,
+        row.account or "-",
+        expires_in(row.expires_at, now=now),
+        age(row.last_refresh, now=now),
+        row.reason or "-",
+    ]
+    return [row.namespace, *values] if all_namespaces else values
+
+
+def render_table(header: Sequence[str], body: Sequence[Sequence[str]], *,
+                 colour_column: int | None = None, colour: bool = False) -> str:
+    """Left-aligned columns separated by three spaces, like kubectl. ANSI colour (on
+    ``colour_column``, by value True/False/Unknown) is added after padding so that
+    it never breaks the alignment."""
+    widths = [len(h) for h in header]
+    for line in body:
+        for i, cell in enumerate(line):
+            widths[i] = max(widths[i], len(cell))
+    out = []
+    for n, line in enumerate([list(header), *[list(b) for b in body]]):
+        parts = []
+        for i, cell in enumerate(line):
+            last = i == len(line) - 1
+            text = cell if last else cell.ljust(widths[i])
+            if colour and n > 0 and i == colour_column and cell in _READY_COLOURS:
+                text = f"{_READY_COLOURS[cell]}{cell}{RESET}" + ("" if last else " " * (widths[i] - len(cell)))
+            parts.append(text)
+        out.append("   ".join(parts).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def table(rows: Sequence[StatusRow], *, now: dt.datetime, all_namespaces: bool,
+          colour: bool = False) -> str:
+    head = headers(all_namespaces=all_namespaces)
+    body = [cells(r, now=now, all_namespaces=all_namespaces) for r in sort_rows(rows)]
+    return render_table(head, body, colour_column=head.index("READY"), colour=colour)
+
+
+def as_dicts(rows: Sequence[StatusRow], *, now: dt.datetime) -> list[dict[str, Any]]:
+    """Machine-readable rows (``-o json`` / ``-o yaml``): times as RFC 3339 plus the
+    human forms the table shows."""
+    def stamp(t: dt.datetime | None) -> str | None:
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else None
+
+    return [
+        {
+            "namespace": r.namespace,
+            "link": r.name,
+            "provider": r.provider,
+            "ready": r.ready,
+            "account": r.account or None,
+            "expiresAt": stamp(r.expires_at),
+            "expiresIn": expires_in(r.expires_at, now=now),
+            "lastRefreshTime": stamp(r.last_refresh),
+            "lastRefresh": age(r.last_refresh, now=now),
+            "reason": r.reason or None,
+            "message": r.message or None,
+        }
+        for r in sort_rows(rows)
+    ]
+
+
+def refresh_outcome(status: Mapping[str, Any]) -> tuple[bool, str]:
+    """After the operator acted on a refresh request: (succeeded, what to print).
+
+    Success is ``Refreshable=True``; a link with no Refreshable verdict succeeds if it
+    is ``Ready=True``. Otherwise the most telling condition's reason and message.
+    """
+    ready = condition(status, "Ready")
+    refreshable = condition(status, "Refreshable")
+    if refreshable is not None and refreshable.get("status") == "True":
+        return True, f"Refreshable: {refreshable.get('reason') or 'True'}"
+    if (refreshable is None or refreshable.get("status") == "Unknown") and ready is not None \
+            and ready.get("status") == "True":
+        return True, f"Ready: {ready.get('reason') or 'True'}"
+    failed = ready if ready is not None and ready.get("status") == "False" else refreshable
+    if failed is None:
+        return False, "the link has no Ready or Refreshable condition"
+    reason = failed.get("reason") or "Unknown"
+    message = str(failed.get("message") or "").strip()
+    return False, f"{failed.get('type')}={failed.get('status')} {reason}" + (f": {message}" if message else "")

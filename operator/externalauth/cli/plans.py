@@ -1,0 +1,108 @@
+"""What ``externalauth login`` writes, decided without I/O. Pure.
+
+Given the Secret as it is now (or ``None``) and the freshly obtained tokens:
+create it, merge-patch it (keeping every other key, label and annotation), or
+replace it (only with ``--force``, when its immutable ``type`` cannot hold a token).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from externalauth import PREFIX
+from externalauth.errors import InvalidInputError
+from externalauth.model import tokens as tokmod
+
+MANAGED_LABEL = f"{PREFIX}managed"  # same value as externalauth.engine.core.MANAGED_LABEL
+REFRESH_ANNOTATION = f"{PREFIX}refresh-requested"  # = engine.core.REFRESH_ANNOTATION
+API_VERSION = "externalauth.io/v1alpha1"
+
+
+class Write(enum.StrEnum):
+    CREATE = "create"
+    PATCH = "patch"
+    REPLACE = "replace"  # delete + create: the old type cannot hold a token
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretPlan:
+    write: Write
+    body: dict[str, Any]  # full object (CREATE/REPLACE) or merge patch (PATCH)
+
+
+def is_token_secret(secret: Mapping[str, Any]) -> bool:
+    """A token Secret has an ``access_token`` key or our Secret type."""
+    return secret.get("type") == tokmod.SECRET_TYPE or tokmod.ACCESS_TOKEN in (secret.get("data") or {})
+
+
+def plan_secret(
+    existing: Mapping[str, Any] | None,
+    *,
+    namespace: str,
+    name: str,
+    token_data: Mapping[str, str],
+    force: bool,
+) -> SecretPlan:
+    """Decide the Secret write. ``token_data`` is base64 data from ``render_token_keys``.
+
+    Token keys the new grant does not have (say, no ``refresh_token``) are removed,
+    so that an old refresh token is never paired with a new access token.
+    """
+    if existing is None:
+        return SecretPlan(Write.CREATE, {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": tokmod.SECRET_TYPE,
+            "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_LABEL: "true"}},
+            "data": dict(token_data),
+        })
+    if not is_token_secret(existing) and not force:
+        kind = existing.get("type") or "Opaque"
+        raise InvalidInputError(
+            f"Secret {namespace}/{name} exists and is not a token Secret (type {kind}, "
+            f"no {tokmod.ACCESS_TOKEN} key); pass --force to write the token into it, "
+            "or choose another name with --secret"
+        )
+    meta = existing.get("metadata") or {}
+    if existing.get("type", "Opaque") not in tokmod.ACCEPTED_TYPES:
+        # The type is immutable: recreate with everything else kept.
+        labels = {**(meta.get("labels") or {}), MANAGED_LABEL: "true"}
+        kept_meta = {"name": name, "namespace": namespace, "labels": labels}
+        if meta.get("annotations"):
+            kept_meta["annotations"] = dict(meta["annotations"])
+        return SecretPlan(Write.REPLACE, {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": tokmod.SECRET_TYPE,
+            "metadata": kept_meta,
+            "data": {**(existing.get("data") or {}), **token_data},
+        })
+    old = existing.get("data") or {}
+    data: dict[str, str | None] = dict(token_data)
+    for key in tokmod.TOKEN_KEYS:
+        if key not in token_data and key in old:
+            data[key] = None
+    patch: dict[str, Any] = {
+        "metadata": {"labels": {MANAGED_LABEL: "true"}},
+        "data": data,
+    }
+    if meta.get("resourceVersion"):
+        patch["metadata"]["resourceVersion"] = meta["resourceVersion"]
+    return SecretPlan(Write.PATCH, patch)
+
+
+def link_body(*, namespace: str, name: str, provider: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ExternalAuthLink",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"providerName": provider, "secretName": secret},
+    }
+
+
+def link_patch(*, provider: str, secret: str) -> dict[str, Any]:
+    """Points an existing link at the provider and Secret; its other fields stay."""
+    return {"spec": {"providerName": provider, "secretName": secret}}

@@ -1,0 +1,249 @@
+"""RFC 8628 device authorization grant (used by ``externalauth login``). I/O.
+
+``start()`` asks the provider for a device code and a user code; ``wait()`` polls
+the token endpoint honouring ``interval`` and ``slow_down`` (+5 s) until the user
+approved, denied, or the code expired. GitHub answers errors with HTTP 200, so the
+body decides, not the status code. No token, device code or client secret ever
+reaches a log line or an exception message.
+
+:func:`next_step` is the pure part (what to do with one poll answer), kept apart
+so that it can be tested as a table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.auth import HTTPBasicAuth
+
+from externalauth.errors import PermanentError, TransientError
+from externalauth.model.secure import SecretStr
+from externalauth.model.specs import ProviderSpec
+from externalauth.model.tokens import TokenSet
+from externalauth.oauth.exchanging import tokens_from_response
+from externalauth.oauth.transport import TrustingAdapter, session_for, ssl_context
+from externalauth.providers import ClientAuth
+
+log = logging.getLogger(__name__)
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+SLOW_DOWN_INCREMENT = 5  # RFC 8628 §3.5: "increase the interval ... by 5 seconds"
+DEFAULT_INTERVAL = 5
+DEFAULT_EXPIRES_IN = 900
+JSON = {"Accept": "application/json"}
+
+
+class DeviceFlowError(PermanentError):
+    """The device flow ended without a token (denied, expired, rejected client...)."""
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceAuthorization:
+    """What the provider answered to the device authorization request."""
+
+    device_code: SecretStr
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_in: int
+    interval: int
+
+
+class Step(enum.StrEnum):
+    DONE = "done"          # tokens arrived
+    WAIT = "wait"          # poll again after ``interval``
+    FAIL = "fail"          # terminal error
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    step: Step
+    interval: float
+    message: str = ""
+    error: str | None = None
+
+
+_TERMINAL = {
+    "access_denied": "the sign-in request was denied",
+    "expired_token": "the code expired before it was approved; run login again",
+    "invalid_client": "the provider rejected the OAuth client (ask your cluster admin to check the ExternalAuthProvider)",
+    "incorrect_client_credentials": "the provider rejected the OAuth client credentials (ask your cluster admin)",
+    "unauthorized_client": "the OAuth client is not allowed to use the device flow (enable it at the provider)",
+    "device_flow_disabled": "the device flow is disabled for this OAuth application (enable it at the provider)",
+    "unsupported_grant_type": "the provider does not support the device flow",
+    "incorrect_device_code": "the provider did not recognise the device code; run login again",
+    "invalid_grant": "the provider did not accept the device code; run login again",
+    "invalid_request": "the provider refused the request as malformed",
+    "invalid_scope": "the provider refused the requested scopes",
+}
+
+
+def next_step(body: dict[str, Any], *, interval: float, server_interval: Any = None) -> Decision:
+    """Decide what one poll answer means. Pure.
+
+    ``body`` is the decoded JSON answer; ``interval`` the current poll interval.
+    """
+    if isinstance(body.get("access_token"), str) and body["access_token"]:
+        return Decision(Step.DONE, interval)
+    error = body.get("error")
+    if not isinstance(error, str) or not error:
+        return Decision(Step.FAIL, interval, "the provider answered without a token or an error")
+    if error == "authorization_pending":
+        return Decision(Step.WAIT, interval)
+    if error == "slow_down":
+        bumped = interval + SLOW_DOWN_INCREMENT
+        # GitHub also sends the new interval; never go below RFC 8628's +5 s.
+        try:
+            bumped = max(bumped, float(server_interval))
+        except (TypeError, ValueError):
+            pass
+        return Decision(Step.WAIT, bumped)
+    message = _TERMINAL.get(error, "the provider ended the sign-in")
+    return Decision(Step.FAIL, interval, f"{message} ({error[:60]})", error=error[:60])
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number > 0 else default
+
+
+class DeviceFlow:
+    """One device-flow sign-in against one provider."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        *,
+        client_secret: SecretStr | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 30.0,
+    ) -> None:
+        if not spec.device_url:
+            raise PermanentError(
+                f"ExternalAuthProvider {spec.name} has no device authorization endpoint "
+                "(spec.deviceAuthorizationURL)"
+            )
+        self.spec = spec
+        self.client_secret = client_secret
+        self.session = session or session_for(TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=2))
+        self.sleep = sleep
+        self.clock = clock
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"DeviceFlow(provider={self.spec.name!r}, client_secret=[secure])"
+
+    # --- HTTP --------------------------------------------------------------------
+    def _post(self, url: str, data: dict[str, str], what: str) -> tuple[int, dict[str, Any]]:
+        auth = None
+        fields = dict(data)
+        fields["client_id"] = self.spec.client_id
+        if self.client_secret:
+            if self.spec.quirks.client_auth is ClientAuth.BASIC:
+                auth = HTTPBasicAuth(self.spec.client_id, self.client_secret.reveal())
+            else:
+                fields["client_secret"] = self.client_secret.reveal()
+        try:
+            resp = self.session.post(url, data=fields, headers=JSON, auth=auth, timeout=self.timeout)
+        except requests.exceptions.SSLError as e:
+            raise PermanentError(
+                f"TLS verification failed for the provider's {what} endpoint "
+                "(check spec.caBundle of the ExternalAuthProvider)"
+            ) from e
+        except requests.exceptions.InvalidURL as e:
+            raise PermanentError(f"the provider's {what} URL is not usable over https") from e
+        except requests.RequestException as e:
+            raise TransientError(f"cannot reach the provider's {what} endpoint ({type(e).__name__})") from e
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            if resp.status_code >= 500 or resp.status_code == 429:
+                raise TransientError(f"the provider's {what} endpoint answered HTTP {resp.status_code}")
+            raise PermanentError(
+                f"the provider's {what} endpoint answered HTTP {resp.status_code} without a JSON body"
+            )
+        return resp.status_code, body
+
+    # --- the flow ----------------------------------------------------------------
+    def start(self) -> DeviceAuthorization:
+        """Ask for a device code and user code (RFC 8628 §3.1)."""
+        assert self.spec.device_url is not None
+        data = {"scope": " ".join(self.spec.scopes)} if self.spec.scopes else {}
+        status, body = self._post(self.spec.device_url, data, "device authorization")
+        error = body.get("error")
+        if isinstance(error, str) and error:
+            decision = next_step(body, interval=DEFAULT_INTERVAL)
+            raise DeviceFlowError(f"device authorization failed: {decision.message}", error=decision.error)
+        device_code = body.get("device_code")
+        user_code = body.get("user_code")
+        uri = body.get("verification_uri") or body.get("verification_url")  # Google says _url
+        if not (isinstance(device_code, str) and isinstance(user_code, str) and isinstance(uri, str)):
+            raise PermanentError(
+                f"the provider's device authorization answer (HTTP {status}) lacks "
+                "device_code, user_code or verification_uri"
+            )
+        complete = body.get("verification_uri_complete")
+        return DeviceAuthorization(
+            device_code=SecretStr(device_code),
+            user_code=user_code,
+            verification_uri=uri,
+            verification_uri_complete=complete if isinstance(complete, str) else None,
+            expires_in=_int(body.get("expires_in"), DEFAULT_EXPIRES_IN),
+            interval=_int(body.get("interval"), DEFAULT_INTERVAL),
+        )
+
+    def wait(
+        self,
+        authorization: DeviceAuthorization,
+        *,
+        on_poll: Callable[[], None] | None = None,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> TokenSet:
+        """Poll until the user approved (tokens), or raise :class:`DeviceFlowError`."""
+        interval = float(authorization.interval)
+        deadline = self.clock() + authorization.expires_in
+        data = {"grant_type": DEVICE_GRANT, "device_code": authorization.device_code.reveal()}
+        transient_failures = 0
+        while True:
+            self.sleep(interval)
+            if self.clock() > deadline:
+                raise DeviceFlowError(
+                    "the code expired before it was approved; run login again", error="expired_token"
+                )
+            if on_poll is not None:
+                on_poll()
+            try:
+                _, body = self._post(self.spec.token_url, data, "token")
+            except TransientError:
+                transient_failures += 1
+                if transient_failures >= 5:
+                    raise
+                continue
+            transient_failures = 0
+            decision = next_step(body, interval=interval, server_interval=body.get("interval"))
+            if decision.step is Step.DONE:
+                try:
+                    return tokens_from_response(body, now=now())
+                except (KeyError, TypeError, ValueError) as e:
+                    raise PermanentError("the provider's token answer could not be read") from e
+            if decision.step is Step.FAIL:
+                raise DeviceFlowError(f"sign-in failed: {decision.message}", error=decision.error)
+            interval = decision.interval
