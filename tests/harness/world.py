@@ -155,7 +155,25 @@ class World:
 
 
 @pytest.fixture
-def world(namespace: str, core_v1: Any, custom_objects: Any, simulator: Simulator) -> Iterator[World]:
-    w = World(namespace=namespace, core_v1=core_v1, custom_objects=custom_objects, sim=simulator)
-    yield w
-    w.cleanup()
+def make_world(namespace: str, core_v1: Any, custom_objects: Any,
+               make_simulator: Any) -> Iterator[Any]:
+    """``make_world(**simulator_kwargs)``: a World over a new simulator (token lifetime 1 h
+    unless overridden, so that a refreshed token is not due again at once)."""
+    made: list[World] = []
+
+    def make(**sim_kwargs: Any) -> World:
+        sim = make_simulator(**{"access_token_lifetime": 3600, **sim_kwargs})
+        w = World(namespace=namespace, core_v1=core_v1, custom_objects=custom_objects, sim=sim)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.cleanup()
+
+
+@pytest.fixture
+def world(make_world: Any) -> World:
+    """A World over a github-mode simulator."""
+    result: World = make_world()
+    return result

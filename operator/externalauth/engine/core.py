@@ -449,104 +449,114 @@ class Engine:
         spec, provider = inp.spec, inp.provider.spec
         secret_key = (key[0], spec.secret_name)
         consumed = inp.tokens.refresh_token
-        request = inp.refresh_requested
         async with self._secret_locks[secret_key]:
-            secret = self.secrets.get(secret_key)
-            current = self._tokens_of(secret)
-            if current is None or current.refresh_token != consumed:
-                # Someone (another link on this Secret, a user) changed it meanwhile.
-                self._remember(key, acted_request=request)
-                return
-            claim = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION)
-            now_s = time.time()
-            if claim:
-                holder, _, until = claim.rpartition(";")
-                try:
-                    expires = float(until)
-                except ValueError:
-                    expires = 0.0
-                if holder != self.holder and expires > now_s:
-                    log.info("Secret %s/%s is being refreshed by %s; waiting", *secret_key, holder)
-                    self.scheduler.schedule(key, expires + 0.5)
-                    return
-            lease = f"{self.holder};{now_s + self.settings.claim_lease:.0f}"
+            await self._refresh_locked(key, secret_key, consumed, spec, provider)
+
+    def _latest_request(self, key: LinkKey) -> str | None:
+        """The refresh annotation as it is now: a request that arrived while a refresh was
+        in flight is answered by that refresh (single-flight), not by another exchange."""
+        meta = (self.links.get(key) or {}).get("metadata", {})
+        value = (meta.get("annotations") or {}).get(REFRESH_ANNOTATION)
+        return value if isinstance(value, str) else None
+
+    async def _refresh_locked(self, key: LinkKey, secret_key: LinkKey, consumed: SecretStr,
+                              spec: LinkSpec, provider: ProviderSpec) -> None:
+        secret = self.secrets.get(secret_key)
+        current = self._tokens_of(secret)
+        if current is None or current.refresh_token != consumed:
+            # Someone (another link on this Secret, a user) changed it meanwhile.
+            self._remember(key, acted_request=self._latest_request(key))
+            return
+        claim = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION)
+        now_s = time.time()
+        if claim:
+            holder, _, until = claim.rpartition(";")
             try:
-                claimed = await self._io(
-                    self.kube.patch_secret, *secret_key,
-                    {"metadata": {"annotations": {CLAIM_ANNOTATION: lease}}},
-                    resource_version=_rv(secret),
-                )
-            except ConflictError:
-                await self._reread(secret_key)
+                expires = float(until)
+            except ValueError:
+                expires = 0.0
+            if holder != self.holder and expires > now_s:
+                log.info("Secret %s/%s is being refreshed by %s; waiting", *secret_key, holder)
+                self.scheduler.schedule(key, expires + 0.5)
                 return
-            except NotFoundError:
-                self.secrets.pop(secret_key, None)
-                return
-            except ExternalAuthError as e:
-                await self._failed(key, provider.name, request, RefreshableReason.RETRYING_TRANSIENT_ERROR,
-                                   f"cannot claim the Secret for refresh: {e}", None)
-                return
-            self._store_secret(claimed)
-            runtime = self.providers.get(provider.name)
-            if runtime is None or runtime.client is None or runtime.semaphore is None:
-                await self._release(secret_key)
-                return
-            started = time.monotonic()
-            async with runtime.semaphore:
-                result = await self._io(runtime.client.refresh, consumed, now=self.clock())
-            verdict = result.classified.verdict
-            if verdict is classifying.TokenVerdict.SUCCESS and result.tokens is not None:
-                outcome = await self._persist_shielded(key, secret_key, claimed, consumed, result.tokens, spec, provider)
-                metrics.REFRESH_DURATION.labels(provider.name).observe(time.monotonic() - started)
-                if outcome == "persisted":
-                    metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.SUCCESS).inc()
-                    self._remember(key, last_refresh=self.clock(), failure=None, acted_request=request,
-                                   last_refresh_fingerprint=result.tokens.access_token.fingerprint())
-                    if runtime.rejected_failures:
-                        runtime.rejected_failures, runtime.rejected_until = 0, None
-                        await self.reconcile_provider(provider.name)
-                    expiry = result.tokens.expiry
-                    await self._event(key, "Normal", EventReason.REFRESHED,
-                                      "refreshed the access token" + (
-                                          f"; it expires at {format_time(expiry)}" if expiry else ""))
-                    await self._warn_rt_expiry(key, result.tokens)
-                elif outcome == "superseded":
-                    await self._superseded(key, provider.name, request)
-                return
+        lease = f"{self.holder};{now_s + self.settings.claim_lease:.0f}"
+        try:
+            claimed = await self._io(
+                self.kube.patch_secret, *secret_key,
+                {"metadata": {"annotations": {CLAIM_ANNOTATION: lease}}},
+                resource_version=_rv(secret),
+            )
+        except ConflictError:
+            await self._reread(secret_key)
+            return
+        except NotFoundError:
+            self.secrets.pop(secret_key, None)
+            return
+        except ExternalAuthError as e:
+            await self._failed(key, provider.name, self._latest_request(key), RefreshableReason.RETRYING_TRANSIENT_ERROR,
+                               f"cannot claim the Secret for refresh: {e}", None)
+            return
+        self._store_secret(claimed)
+        runtime = self.providers.get(provider.name)
+        if runtime is None or runtime.client is None or runtime.semaphore is None:
             await self._release(secret_key)
-            message = result.classified.message
-            if verdict is classifying.TokenVerdict.DEAD_GRANT:
-                fresh = await self._reread(secret_key)
-                fresh_tokens = self._tokens_of(fresh)
-                if fresh_tokens is not None and fresh_tokens.refresh_token != consumed:
-                    await self._superseded(key, provider.name, request)
-                    return
-                metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.REAUTH_REQUIRED).inc()
-                self._remember(key, dead_grant_fingerprint=consumed.fingerprint(), failure=None,
-                               acted_request=request)
-                await self._event(key, "Warning", EventReason.REAUTH_REQUIRED,
-                                  f"{message}: sign in again to write a new token into the Secret")
-            elif verdict is classifying.TokenVerdict.CLIENT_REJECTED:
-                metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.PROVIDER_REJECTED).inc()
-                runtime.rejected_failures += 1
-                wait = scheduling.backoff(failures=runtime.rejected_failures, seed=provider.name,
-                                          base=self.settings.backoff_base, cap=self.settings.backoff_cap)
-                runtime.rejected_until = self.clock() + dt.timedelta(seconds=wait)
-                await self.reconcile_provider(provider.name)
-                await self._failed(key, provider.name, request,
-                                   RefreshableReason.PROVIDER_CREDENTIALS_REJECTED, message, None,
-                                   count=False)
-            elif verdict is classifying.TokenVerdict.TRANSIENT:
-                metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.TRANSIENT_ERROR).inc()
-                await self._failed(key, provider.name, request,
-                                   RefreshableReason.RETRYING_TRANSIENT_ERROR, message,
-                                   result.classified.retry_after, count=False)
-            else:  # permanent: tried once, the grant cannot be refreshed as it is
-                metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.REAUTH_REQUIRED).inc()
-                self._remember(key, dead_grant_fingerprint=consumed.fingerprint(), failure=None,
-                               acted_request=request)
-                await self._event(key, "Warning", EventReason.REFRESH_FAILED,
-                                  f"{message}; not retried: sign in again")
+            return
+        started = time.monotonic()
+        async with runtime.semaphore:
+            result = await self._io(runtime.client.refresh, consumed, now=self.clock())
+        verdict = result.classified.verdict
+        if verdict is classifying.TokenVerdict.SUCCESS and result.tokens is not None:
+            outcome = await self._persist_shielded(key, secret_key, claimed, consumed, result.tokens, spec, provider)
+            metrics.REFRESH_DURATION.labels(provider.name).observe(time.monotonic() - started)
+            if outcome == "persisted":
+                metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.SUCCESS).inc()
+                self._remember(key, last_refresh=self.clock(), failure=None, acted_request=self._latest_request(key),
+                               last_refresh_fingerprint=result.tokens.access_token.fingerprint())
+                if runtime.rejected_failures:
+                    runtime.rejected_failures, runtime.rejected_until = 0, None
+                    await self.reconcile_provider(provider.name)
+                expiry = result.tokens.expiry
+                await self._event(key, "Normal", EventReason.REFRESHED,
+                                  "refreshed the access token" + (
+                                      f"; it expires at {format_time(expiry)}" if expiry else ""))
+                await self._warn_rt_expiry(key, result.tokens)
+            elif outcome == "superseded":
+                await self._superseded(key, provider.name, self._latest_request(key))
+            return
+        await self._release(secret_key)
+        message = result.classified.message
+        if verdict is classifying.TokenVerdict.DEAD_GRANT:
+            fresh = await self._reread(secret_key)
+            fresh_tokens = self._tokens_of(fresh)
+            if fresh_tokens is not None and fresh_tokens.refresh_token != consumed:
+                await self._superseded(key, provider.name, self._latest_request(key))
+                return
+            metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.REAUTH_REQUIRED).inc()
+            self._remember(key, dead_grant_fingerprint=consumed.fingerprint(), failure=None,
+                           acted_request=self._latest_request(key))
+            await self._event(key, "Warning", EventReason.REAUTH_REQUIRED,
+                              f"{message}: sign in again to write a new token into the Secret")
+        elif verdict is classifying.TokenVerdict.CLIENT_REJECTED:
+            metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.PROVIDER_REJECTED).inc()
+            runtime.rejected_failures += 1
+            wait = scheduling.backoff(failures=runtime.rejected_failures, seed=provider.name,
+                                      base=self.settings.backoff_base, cap=self.settings.backoff_cap)
+            runtime.rejected_until = self.clock() + dt.timedelta(seconds=wait)
+            await self.reconcile_provider(provider.name)
+            await self._failed(key, provider.name, self._latest_request(key),
+                               RefreshableReason.PROVIDER_CREDENTIALS_REJECTED, message, None,
+                               count=False)
+        elif verdict is classifying.TokenVerdict.TRANSIENT:
+            metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.TRANSIENT_ERROR).inc()
+            await self._failed(key, provider.name, self._latest_request(key),
+                               RefreshableReason.RETRYING_TRANSIENT_ERROR, message,
+                               result.classified.retry_after, count=False)
+        else:  # permanent: tried once, the grant cannot be refreshed as it is
+            metrics.REFRESH_TOTAL.labels(provider.name, RefreshResult.REAUTH_REQUIRED).inc()
+            self._remember(key, dead_grant_fingerprint=consumed.fingerprint(), failure=None,
+                           acted_request=self._latest_request(key))
+            await self._event(key, "Warning", EventReason.REFRESH_FAILED,
+                              f"{message}; not retried: sign in again")
 
     async def _failed(self, key: LinkKey, provider: str, request: str | None,
                       reason: RefreshableReason, message: str, retry_after: float | None,
@@ -562,14 +572,14 @@ class Engine:
             runtime = self.providers.get(provider)
             if runtime is not None and runtime.rejected_until is not None:
                 retry_at = runtime.rejected_until
-        self._remember(key, failure=Failure(reason, message, failures, retry_at), acted_request=request)
+        self._remember(key, failure=Failure(reason, message, failures, retry_at), acted_request=self._latest_request(key))
         if previous is None or previous.message != message:
             await self._event(key, "Warning", EventReason.REFRESH_FAILED,
                               f"{message}; retrying with backoff")
 
     async def _superseded(self, key: LinkKey, provider: str, request: str | None) -> None:
         metrics.REFRESH_TOTAL.labels(provider, RefreshResult.SUPERSEDED).inc()
-        self._remember(key, failure=None, acted_request=request)
+        self._remember(key, failure=None, acted_request=self._latest_request(key))
         await self._event(key, "Normal", EventReason.REFRESH_SUPERSEDED,
                           "another writer refreshed the token first; its token was kept")
 

@@ -1,0 +1,331 @@
+"""The refresh engine against the real control plane and the HTTPS provider simulator.
+
+Each test is one behaviour of contract §9 that a user would notice if it broke.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from tests.harness.simulator_fixtures import CLIENT_ID
+from tests.harness.waiting import wait_for
+from tests.harness.world import World
+
+DUE = 300  # seconds to expiry: inside the default refreshBefore (15m), so due at once
+NOT_DUE = 3600
+
+
+def token_is_live(world: World, access_token: str) -> bool:
+    r = requests.get(f"{world.sim.url}/user", headers={"Authorization": f"Bearer {access_token}"},
+                     verify=world.sim.ca_file, timeout=10)
+    return r.status_code == 200
+
+
+def ready_link(world: World, operator_: Any, name: str = "link", **spec: Any) -> dict[str, str]:
+    """A provider, a not-yet-due token Secret and a link that the operator reports Ready."""
+    if not world._providers:
+        world.make_provider()
+    data = world.make_token_secret(f"{name}-token", expires_in=NOT_DUE)
+    world.make_link(name, secret=f"{name}-token", **spec)
+    world.wait_condition(name, "Ready", "True")
+    return data
+
+
+def test_a_due_token_is_refreshed_and_persisted(world: World, operator: Any) -> None:
+    """A token within refreshBefore of expiry is exchanged once and the new one lands in the Secret."""
+    world.make_provider()
+    old = world.make_token_secret("tok", expires_in=DUE)
+    world.make_link("link", secret="tok")
+    status = wait_for(lambda: (world.link("link").get("status") or {}).get("lastRefreshTime")
+                      and world.link("link")["status"], timeout=30, message="a refresh")
+    new = world.secret_data("tok")
+    assert old["refresh_token"] != new["refresh_token"]
+    assert token_is_live(world, new["access_token"])
+    assert "Refreshed" in world.event_reasons("link")
+    assert 1 == world.sim.stats.exchanges_by_refresh_token.get(old["refresh_token"])
+    assert status["expiresAt"] > old["expiry"]
+    world.wait_condition("link", "Validated", "True", "Valid")
+    assert "alice" == world.link("link")["status"]["account"]
+
+
+def test_fifty_concurrent_triggers_make_one_exchange(world: World, operator: Any) -> None:
+    """Annotation bumps and Secret touches racing one in-flight refresh share it: one exchange."""
+    before = ready_link(world, operator)
+    world.sim.add_fault("token", "latency", value=2.0)
+    world.request_refresh("link", "first")
+
+    def trigger(i: int) -> None:
+        if i % 2:
+            world.request_refresh("link", f"bump-{i}")
+        else:
+            world.core.patch_namespaced_secret("link-token", world.ns,
+                                               {"metadata": {"annotations": {"touch": str(i)}}})
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        list(pool.map(trigger, range(49)))
+    last = f"bump-{47}"
+    wait_for(lambda: (world.link("link").get("status") or {}).get("lastRefreshRequest") == last,
+             timeout=30, message="the last bump to be acted on")
+    stats = world.sim.stats
+    assert 1 == stats.successful_refreshes
+    assert 1 == stats.exchanges_by_refresh_token.get(before["refresh_token"])
+    assert 0 == stats.reuse_attempts
+    after = world.secret_data("link-token")
+    assert token_is_live(world, after["access_token"])
+    assert "48" == world.secret("link-token").metadata.annotations["touch"]
+
+
+def test_another_writer_refreshing_first_wins(world: World, operator: Any) -> None:
+    """When someone else exchanges the refresh token first and stores theirs, the operator keeps
+    it (RefreshSuperseded) and does not declare the grant dead."""
+    before = ready_link(world, operator)
+    world.sim.add_fault("token", "latency", value=2.0, count=1)
+    world.request_refresh("link")
+    wait_for(lambda: world.sim.stats.token_calls >= 1, timeout=10, message="the operator's exchange")
+    theirs = requests.post(world.sim.token_url, verify=world.sim.ca_file, timeout=10,
+                           headers={"Accept": "application/json"},
+                           data={"grant_type": "refresh_token", "client_id": CLIENT_ID,
+                                 "client_secret": "test-client-secret",
+                                 "refresh_token": before["refresh_token"]}).json()
+    world.rewrite_secret("link-token", {"access_token": theirs["access_token"],
+                                        "refresh_token": theirs["refresh_token"]})
+    wait_for(lambda: "RefreshSuperseded" in world.event_reasons("link"), timeout=30,
+             message="RefreshSuperseded")
+    assert theirs["refresh_token"] == world.secret_data("link-token")["refresh_token"]
+    assert "ReauthRequired" not in world.event_reasons("link")
+    world.wait_condition("link", "Ready", "True")
+
+
+def test_two_operators_exchange_each_refresh_token_once(make_world: Any, make_operator: Any,
+                                                        namespace: str) -> None:
+    """Two replicas without peering, 50 due links, replay detection on: exactly 50 exchanges,
+    no reuse, no revoked grant, every link Ready."""
+    world = make_world(replay_detection=True)
+    world.make_provider(maxConcurrentRefreshes=10)
+    for i in range(50):
+        world.make_token_secret(f"tok-{i}", expires_in=DUE)
+        world.make_link(f"link-{i}", secret=f"tok-{i}")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: make_operator(namespaces=[namespace]), range(2)))
+    def all_refreshed() -> bool:
+        return all((world.link(f"link-{i}").get("status") or {}).get("lastRefreshTime")
+                   or world.sim.stats.successful_refreshes >= 50 for i in range(50))
+    wait_for(lambda: world.sim.stats.successful_refreshes >= 50, timeout=120,
+             message=lambda: f"50 refreshes, saw {world.sim.stats.successful_refreshes}")
+    for i in range(50):
+        world.wait_condition(f"link-{i}", "Ready", "True", timeout=60)
+    stats = world.sim.stats
+    assert (50, 0, 0, 1) == (stats.successful_refreshes, stats.reuse_attempts, stats.revoked_grants,
+                             stats.max_exchanges_per_refresh_token)
+
+
+@pytest.mark.parametrize(("kind", "validated", "ready"), [
+    pytest.param("primary", ("Unknown", "RateLimited"), "True", id="rate-limited validation keeps the token"),
+    pytest.param("secondary", ("Unknown", "RateLimited"), "True", id="secondary rate limit keeps the token"),
+    pytest.param("429", ("Unknown", "RateLimited"), "True", id="429 keeps the token"),
+    pytest.param("401", ("False", "Invalid"), "False", id="401 marks the token invalid but keeps it"),
+])
+def test_the_new_token_is_saved_before_validation(world: World, operator: Any, kind: str,
+                                                  validated: tuple[str, str], ready: str) -> None:
+    """Validation after a refresh never loses the refreshed token (contract §9.2, §9.6)."""
+    before = ready_link(world, operator)
+    if kind == "401":
+        world.sim.add_fault("validate", "status", value=401)
+    else:
+        world.sim.set_rate_limit(kind)
+    world.request_refresh("link")
+    world.wait_condition("link", "Validated", *validated)
+    after = world.secret_data("link-token")
+    assert before["refresh_token"] != after["refresh_token"]
+    assert 1 == world.sim.stats.exchanges_by_refresh_token.get(before["refresh_token"])
+    world.sim.clear_faults()
+    world.sim.set_rate_limit(None)
+    assert token_is_live(world, after["access_token"])
+    assert ready == world.condition("link", "Ready")["status"]
+
+
+def test_an_unrelated_edit_during_refresh_is_kept_and_the_token_still_lands(world: World,
+                                                                            operator: Any) -> None:
+    """The persist write gets 409 from an unrelated edit, re-reads and re-applies its tokens;
+    the other writer's key and label survive."""
+    before = ready_link(world, operator)
+    world.sim.add_fault("token", "latency", value=2.0, count=1)
+    world.request_refresh("link")
+    wait_for(lambda: world.sim.stats.token_calls >= 1, timeout=10, message="the exchange")
+    world.core.patch_namespaced_secret("link-token", world.ns, {
+        "metadata": {"labels": {"team": "blue"}}, "data": {"note": "aGVsbG8="}})
+    wait_for(lambda: world.secret_data("link-token")["refresh_token"] != before["refresh_token"],
+             timeout=30, message="the new token in the Secret")
+    secret = world.secret("link-token")
+    assert ("blue", "hello") == (secret.metadata.labels["team"], world.secret_data("link-token")["note"])
+    assert token_is_live(world, world.secret_data("link-token")["access_token"])
+    assert "externalauth.io/refresh-claim" not in (secret.metadata.annotations or {})
+
+
+def test_sigterm_after_the_provider_answered_still_persists(world: World, operator: Any) -> None:
+    """Shutdown waits for the in-flight exchange and its write: the rotated token is not lost."""
+    before = ready_link(world, operator)
+    world.sim.add_fault("token", "latency", value=3.0, count=1)
+    world.request_refresh("link")
+    wait_for(lambda: world.sim.stats.token_calls >= 1, timeout=10, message="the exchange")
+    operator.signal(signal.SIGTERM)
+    assert 0 == operator.stop(timeout=60)
+    after = world.secret_data("link-token")
+    assert before["refresh_token"] != after["refresh_token"]
+    assert token_is_live(world, after["access_token"])
+
+
+@pytest.mark.parametrize(("fault", "headers"), [
+    pytest.param(503, {}, id="5xx is retried"),
+    pytest.param(429, {"retry-after": "3"}, id="429 is retried after Retry-After"),
+])
+def test_transient_token_errors_are_retried_with_backoff(world: World, operator: Any, fault: int,
+                                                         headers: dict[str, str]) -> None:
+    """A transient failure sets RetryingTransientError, schedules a retry no sooner than
+    Retry-After, and the refresh then succeeds."""
+    before = ready_link(world, operator)
+    world.sim.add_fault("token", "status", value=fault, count=1, headers=headers)
+    world.request_refresh("link")
+    failing = world.wait_condition("link", "Refreshable", "False", "RetryingTransientError")
+    status = world.link("link")["status"]
+    if headers:
+        planned = dt.datetime.fromisoformat(status["nextRefreshTime"].replace("Z", "+00:00"))
+        failed = dt.datetime.fromisoformat(failing["lastTransitionTime"].replace("Z", "+00:00"))
+        assert planned - failed >= dt.timedelta(seconds=2)
+    wait_for(lambda: world.secret_data("link-token")["refresh_token"] != before["refresh_token"],
+             timeout=30, message="the retried refresh")
+    assert 2 == world.sim.stats.token_calls
+    world.wait_condition("link", "Refreshable", "True")
+
+
+def test_a_permanent_token_error_is_tried_once(world: World, operator: Any) -> None:
+    """A token endpoint answering 404 is not hammered: one try, a Warning, ReauthRequired."""
+    world.make_provider(tokenURL=f"{world.sim.url}/no-such-endpoint")
+    before = world.make_token_secret("tok", expires_in=DUE)
+    world.make_link("link", secret="tok")
+    world.wait_condition("link", "Refreshable", "False", "ReauthRequired")
+    world.request_refresh("link", "again")
+    wait_for(lambda: (world.link("link").get("status") or {}).get("lastRefreshRequest") == "again",
+             timeout=15, message="the request to be acknowledged")
+    assert before == {k: v for k, v in world.secret_data("tok").items() if k in before}
+    assert "RefreshFailed" in world.event_reasons("link")
+
+
+def test_a_dead_grant_requires_reauth_and_recovers_when_the_user_signs_in(world: World,
+                                                                           operator: Any) -> None:
+    """bad_refresh_token → ReauthRequired with the Secret's token keys byte-for-byte unchanged;
+    writing a fresh grant brings the link back without a restart."""
+    world.make_provider()
+    grant = world.sim.issue_grant(CLIENT_ID)
+    world.sim.revoke_grant(grant.refresh_token)
+    world.make_token_secret("tok", access=grant.access_token, refresh=grant.refresh_token, expires_in=DUE)
+    raw_before = dict(world.secret("tok").data)
+    world.make_link("link", secret="tok")
+    world.wait_condition("link", "Ready", "False", "ReauthRequired")
+    world.wait_condition("link", "Refreshable", "False", "ReauthRequired")
+    assert "ReauthRequired" in world.event_reasons("link")
+    assert raw_before == {k: v for k, v in world.secret("tok").data.items() if k in raw_before}
+    fresh = world.sim.issue_grant(CLIENT_ID)
+    world.rewrite_secret("tok", {"access_token": fresh.access_token, "refresh_token": fresh.refresh_token,
+                                 "expiry": "2099-01-01T00:00:00Z"})
+    world.wait_condition("link", "Ready", "True")
+    world.wait_condition("link", "Refreshable", "True")
+
+
+def test_rejected_client_credentials_mark_the_provider_and_touch_no_token(world: World,
+                                                                         operator: Any) -> None:
+    """incorrect_client_credentials → provider CredentialsRejected, link
+    ProviderCredentialsRejected, tokens untouched; fixing the client secret recovers."""
+    before = ready_link(world, operator)
+    raw_before = dict(world.secret("link-token").data)
+    world.sim.set_client_secret(CLIENT_ID, "rotated-at-the-provider")
+    world.request_refresh("link")
+    world.wait_condition("link", "Refreshable", "False", "ProviderCredentialsRejected")
+    wait_for(lambda: (world.provider_condition() or {}).get("reason") == "CredentialsRejected",
+             timeout=15, message="provider CredentialsRejected")
+    assert raw_before == {k: v for k, v in world.secret("link-token").data.items() if k in raw_before}
+    world.set_client_secret("rotated-at-the-provider")
+    wait_for(lambda: (world.provider_condition() or {}).get("reason") == "Valid", timeout=15,
+             message="provider Valid again")
+    world.request_refresh("link")
+    wait_for(lambda: world.secret_data("link-token")["refresh_token"] != before["refresh_token"],
+             timeout=30, message="a refresh with the fixed client secret")
+    world.wait_condition("link", "Refreshable", "True")
+
+
+@pytest.mark.parametrize(("setup", "reason"), [
+    pytest.param(lambda w: None, "SecretNotFound", id="the Secret is missing"),
+    pytest.param(lambda w: w.make_token_secret("bad", data={"refresh_token": "r"}), "SecretInvalid",
+                 id="access_token is missing"),
+    pytest.param(lambda w: w.make_token_secret("bad", data={"access_token": "a", "expiry": "next tuesday"}),
+                 "SecretInvalid", id="expiry is not a date"),
+    pytest.param("unknown-provider", "ProviderNotFound", id="the provider does not exist"),
+])
+def test_bad_input_gets_a_condition_and_an_event_on_that_link_only(world: World, operator: Any,
+                                                                  setup: Any, reason: str) -> None:
+    """A broken link says why (Ready=False, a Warning event); a healthy neighbour keeps refreshing."""
+    before = ready_link(world, operator, "healthy")
+    if setup == "unknown-provider":
+        world.make_token_secret("bad", expires_in=NOT_DUE)
+        world.make_link("broken", secret="bad", provider="no-such-provider")
+    else:
+        setup(world)
+        world.make_link("broken", secret="bad")
+    condition = world.wait_condition("broken", "Ready", "False", reason)
+    assert "next tuesday" not in condition["message"] or reason != "SecretInvalid"
+    wait_for(lambda: any(e.type == "Warning" and reason in e.message for e in world.events("broken")),
+             timeout=10, message="a Warning event on the broken link")
+    request = world.request_refresh("healthy")
+    world.wait_refreshed("healthy", request)
+    assert before["refresh_token"] != world.secret_data("healthy-token")["refresh_token"]
+    assert world.condition("healthy", "Ready")["status"] == "True"
+
+
+def test_a_missing_secret_created_later_is_picked_up(world: World, operator: Any) -> None:
+    """A link created before its Secret becomes Ready once the (labelled) Secret appears."""
+    world.make_provider()
+    world.make_link("link", secret="later")
+    world.wait_condition("link", "Ready", "False", "SecretNotFound")
+    world.make_token_secret("later", expires_in=NOT_DUE, labels={"externalauth.io/managed": "true"})
+    world.wait_condition("link", "Ready", "True", timeout=15)
+
+
+def test_suspend_stops_refreshing(world: World, operator: Any) -> None:
+    """A suspended link is not refreshed even when due or asked to."""
+    world.make_provider()
+    before = world.make_token_secret("tok", expires_in=DUE)
+    world.make_link("link", secret="tok", suspend=True)
+    world.wait_condition("link", "Refreshable", "False", "Suspended")
+    request = world.request_refresh("link")
+    world.wait_refreshed("link", request)
+    assert before["refresh_token"] == world.secret_data("tok")["refresh_token"]
+    assert 0 == world.sim.stats.token_calls
+
+
+def test_no_secret_leaks_into_logs_events_or_status(world: World, operator: Any) -> None:
+    """Canary: every token the operator saw or minted stays out of its DEBUG logs, events,
+    status and metrics."""
+    before = ready_link(world, operator)
+    request = world.request_refresh("link")
+    world.wait_refreshed("link", request)
+    after = world.secret_data("link-token")
+    canaries = {before["access_token"], before["refresh_token"], after["access_token"],
+                after["refresh_token"], "test-client-secret"}
+    haystacks = {
+        "logs": operator.logs(),
+        "events": " ".join(f"{e.reason} {e.message}" for e in world.events()),
+        "status": str(world.link("link").get("status")),
+        "provider status": str(world.provider_condition()),
+        "metrics": operator.metrics(),
+    }
+    leaks = [(where, c[:6]) for where, text in haystacks.items() for c in canaries if c in text]
+    assert [] == leaks
+    assert "DEBUG" in haystacks["logs"] or "debug" in haystacks["logs"].lower()
