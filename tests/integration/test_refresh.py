@@ -176,7 +176,7 @@ def test_sigterm_after_the_provider_answered_still_persists(world: World, operat
     world.sim.add_fault("token", "latency", value=3.0, count=1)
     world.request_refresh("link")
     wait_for(lambda: world.sim.stats.token_calls >= 1, timeout=10, message="the exchange")
-    operator.signal(signal.SIGTERM)
+    operator.send_signal(signal.SIGTERM)
     assert 0 == operator.stop(timeout=60)
     after = world.secret_data("link-token")
     assert before["refresh_token"] != after["refresh_token"]
