@@ -37,7 +37,11 @@ class Cluster:
     def open(cls, *, kubeconfig: str | None, context: str | None) -> Cluster:
         if kubeconfig and not os.path.isfile(kubeconfig):
             raise PermanentError(f"kubeconfig file {kubeconfig} does not exist")
-        client = connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=15.0)
+        try:
+            client = connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=15.0)
+        except KeyError as e:  # pykube resolves the context lazily, after connect()'s own checks
+            what = f"context {context} is not in the kubeconfig" if context else "the kubeconfig is incomplete"
+            raise PermanentError(f"cannot load Kubernetes credentials: {what}") from e
         return cls(client)
 
     @property
