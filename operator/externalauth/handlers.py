@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import kopf
 
 from externalauth import GROUP, VERSION, metrics
+from externalauth.errors import TransientError
 from externalauth.engine.core import MANAGED_LABEL, Engine, Settings
 from externalauth.kube.connecting import connect
 from externalauth.kube.requesting import Kube
@@ -48,12 +50,15 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     loop = asyncio.get_running_loop()
 
     # Providers first (few objects), so links never flap to ProviderNotFound at start.
-    listing = await engine._io(kube.client.get, version=f"{GROUP}/{VERSION}",
-                               url="externalauthproviders")
-    listing.raise_for_status()
-    for item in listing.json().get("items") or []:
-        item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-        item.setdefault("kind", "ExternalAuthProvider")
+    for attempt in itertools.count(1):
+        try:
+            providers = await engine._io(kube.list_providers)
+            break
+        except TransientError as e:  # e.g. 429 "storage is (re)initializing" after a CRD install
+            wait = min(10.0, e.retry_after or 0.5 * attempt)
+            log.info("cannot list ExternalAuthProviders yet (%s); retrying in %.1fs", e, wait)
+            await asyncio.sleep(wait)
+    for item in providers:
         await engine.on_provider("ADDED", item)
 
     # Then the labelled Secrets: the scheduler waits for their first listing, so that

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from externalauth.model.reasons import RefreshableReason, ValidatedReason
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import parse_link, parse_provider
 from externalauth.model.tokens import TokenSet
@@ -30,7 +31,6 @@ from externalauth.policy.deciding import (
     decide,
     render_status,
 )
-from externalauth.model.reasons import RefreshableReason, ValidatedReason
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -181,7 +181,8 @@ CHAIN = [
          RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + dt.timedelta(seconds=30)))),
      Action.NONE, "TokenCurrent"),
     ("the annotation overrides backoff",
-     inp(tokens=tokens(expires_in=60), refresh_requested="r-2", memory=LinkMemory(validation=validated(), failure=Failure(
+     inp(tokens=tokens(expires_in=60), refresh_requested="r-2",
+         memory=LinkMemory(validation=validated(), failure=Failure(
          RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + dt.timedelta(seconds=30)))),
      Action.REFRESH, None),
     ("wait while the provider's credentials are rejected",

@@ -87,7 +87,7 @@ def guarded(func: Command) -> Command:
             return _error(str(e))
         except BrokenPipeError:
             return EXIT_FAILED
-        except Exception as e:  # noqa: BLE001 - the boundary: one line, no traceback
+        except Exception as e:
             return _error(f"unexpected {type(e).__name__} (this is a bug in externalauth; "
                           "please report it with the command you ran)")
     return wrapper

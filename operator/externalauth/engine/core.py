@@ -21,16 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from externalauth import PREFIX, metrics
+from externalauth.engine.scheduling import Scheduler
 from externalauth.errors import (
     ConflictError,
     ExternalAuthError,
     InvalidInputError,
     NotFoundError,
-    TransientError,
 )
 from externalauth.kube.requesting import Kube
 from externalauth.model import conditions as cond
-from externalauth.model import formats, tokens as tokmod
+from externalauth.model import formats
+from externalauth.model import tokens as tokmod
 from externalauth.model.durations import format_time
 from externalauth.model.reasons import (
     EventReason,
@@ -45,7 +46,6 @@ from externalauth.model.specs import LinkSpec, ProviderSpec, parse_link, parse_p
 from externalauth.oauth.exchanging import ProviderClient
 from externalauth.policy import classifying, deciding, scheduling
 from externalauth.policy.deciding import Action, Failure, LinkMemory, ProviderView, Validation
-from externalauth.engine.scheduling import Scheduler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -493,7 +493,8 @@ class Engine:
             self.secrets.pop(secret_key, None)
             return
         except ExternalAuthError as e:
-            await self._failed(key, provider.name, self._latest_request(key), RefreshableReason.RETRYING_TRANSIENT_ERROR,
+            await self._failed(key, provider.name, self._latest_request(key),
+                               RefreshableReason.RETRYING_TRANSIENT_ERROR,
                                f"cannot claim the Secret for refresh: {e}", None)
             return
         self._store_secret(claimed)
@@ -572,7 +573,8 @@ class Engine:
             runtime = self.providers.get(provider)
             if runtime is not None and runtime.rejected_until is not None:
                 retry_at = runtime.rejected_until
-        self._remember(key, failure=Failure(reason, message, failures, retry_at), acted_request=self._latest_request(key))
+        self._remember(key, failure=Failure(reason, message, failures, retry_at),
+                       acted_request=self._latest_request(key))
         if previous is None or previous.message != message:
             await self._event(key, "Warning", EventReason.REFRESH_FAILED,
                               f"{message}; retrying with backoff")

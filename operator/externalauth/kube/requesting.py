@@ -74,6 +74,14 @@ class Kube:
                           namespace=namespace, data=json.dumps(body), headers=MERGE)
 
     # --- custom resources --------------------------------------------------------
+    def list_providers(self) -> list[dict[str, Any]]:
+        listing = self._call("GET", "listing ExternalAuthProviders", version=API, url="externalauthproviders")
+        items: list[dict[str, Any]] = listing.get("items") or []
+        for item in items:
+            item.setdefault("apiVersion", API)
+            item.setdefault("kind", "ExternalAuthProvider")
+        return items
+
     def patch_link_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return self._call("PATCH", f"writing status of ExternalAuthLink {namespace}/{name}",
                           version=API, namespace=namespace,

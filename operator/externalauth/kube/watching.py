@@ -71,7 +71,7 @@ class SecretWatcher:
                         self.synced()
                 rv = self._watch(rv)
                 failures = 0
-            except Exception as e:  # noqa: BLE001 - keep watching whatever happens
+            except Exception as e:
                 if self.stopping.is_set():
                     break
                 failures += 1
@@ -122,5 +122,5 @@ class SecretWatcher:
         if resp is not None:
             try:
                 resp.raw._fp.fp.raw._sock.shutdown(2)  # unblock iter_lines promptly
-            except Exception:  # noqa: BLE001,S110 - best effort
+            except Exception:  # noqa: S110 - best effort
                 pass

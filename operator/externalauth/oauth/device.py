@@ -77,7 +77,8 @@ class Decision:
 _TERMINAL = {
     "access_denied": "the sign-in request was denied",
     "expired_token": "the code expired before it was approved; run login again",
-    "invalid_client": "the provider rejected the OAuth client (ask your cluster admin to check the ExternalAuthProvider)",
+    "invalid_client": "the provider rejected the OAuth client "
+                      "(ask your cluster admin to check the ExternalAuthProvider)",
     "incorrect_client_credentials": "the provider rejected the OAuth client credentials (ask your cluster admin)",
     "unauthorized_client": "the OAuth client is not allowed to use the device flow (enable it at the provider)",
     "device_flow_disabled": "the device flow is disabled for this OAuth application (enable it at the provider)",

@@ -18,9 +18,9 @@ from requests_oauthlib import OAuth2Session
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import TokenSet
+from externalauth.oauth.transport import TrustingAdapter, session_for, ssl_context
 from externalauth.policy import classifying
 from externalauth.providers import ClientAuth
-from externalauth.oauth.transport import TrustingAdapter, session_for, ssl_context
 
 log = logging.getLogger(__name__)
 Observer = Callable[[str, int], None]  # (endpoint, HTTP code or 0) -> None

@@ -17,8 +17,9 @@ for _name in ("requests_oauthlib", "oauthlib", "urllib3", "urllib3.connectionpoo
 
 
 def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """System/certifi trust plus ``ca_bundle``; hostname checks on; TLS 1.2+."""
-    ctx = ssl.create_default_context(cafile=certifi.where())
+    """System trust (plus certifi's bundle) plus ``ca_bundle``; hostname checks on; TLS 1.2+."""
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile=certifi.where())
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_bundle:
         ctx.load_verify_locations(cadata=ca_bundle)

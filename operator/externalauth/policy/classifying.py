@@ -1,4 +1,4 @@
-"""What a token-endpoint or validation answer means (contract §9.4–§9.6). Pure."""
+"""What a token-endpoint or validation answer means (contract §9.4 to §9.6). Pure."""
 
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ def _validation_due(inp: LinkInput, fp: str) -> tuple[bool, dt.datetime | None]:
     return due <= inp.now, due
 
 
-def decide(inp: LinkInput) -> Plan:  # noqa: C901 - one readable chain
+def decide(inp: LinkInput) -> Plan:
     if inp.spec is None:
         return _blocked(inp, ReadyReason.INVALID_SPEC, inp.spec_error or "the spec is invalid")
     if inp.provider is None:
