@@ -600,13 +600,13 @@ class ControlPlane:
             self._etcd = self._popen(
                 [
                     str(binaries.etcd),
-                    "--name=default",
+                    "--name=externalauth-test",
                     f"--data-dir={d / 'etcd-data'}",
                     f"--listen-client-urls={self.etcd_url}",
                     f"--advertise-client-urls={self.etcd_url}",
                     f"--listen-peer-urls={peer_url}",
                     f"--initial-advertise-peer-urls={peer_url}",
-                    f"--initial-cluster=default={peer_url}",
+                    f"--initial-cluster=externalauth-test={peer_url}",
                     "--unsafe-no-fsync=true",
                     "--log-level=warn",
                 ],
