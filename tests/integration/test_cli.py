@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.waiting import wait_for
 from tests.harness.world import World, b64, unb64
 
 EXE = Path(sys.executable).parent / "externalauth"
@@ -196,9 +195,10 @@ def test_status_all_namespaces_as_json_and_yaml(world: World, operator: Any, kub
     world.wait_condition("gh", "Ready", "True")
     as_json = json.loads(cli("status", "-A", "-o", "json", "--kubeconfig", str(kubeconfig)).stdout)
     as_yaml = yaml.safe_load(cli("status", "-A", "-o", "yaml", "--kubeconfig", str(kubeconfig)).stdout)
-    mine = [r for r in as_json if r["namespace"] == world.ns]
+    stable = ("namespace", "link", "provider", "ready", "reason", "expiresAt")  # not the "ago" forms
+    mine = [{k: r[k] for k in stable} for r in as_json if r["namespace"] == world.ns]
     assert [("gh", "True", "TokenCurrent")] == [(r["link"], r["ready"], r["reason"]) for r in mine]
-    assert mine == [r for r in as_yaml if r["namespace"] == world.ns]
+    assert mine == [{k: r[k] for k in stable} for r in as_yaml if r["namespace"] == world.ns]
     table = cli("status", "-A", "--kubeconfig", str(kubeconfig)).stdout
     assert "NAMESPACE" == table.split()[0]
     assert any(line.split()[:2] == [world.ns, "gh"] for line in table.splitlines())
@@ -261,9 +261,9 @@ CASES: list[Any] = [
     pytest.param(lambda c: ["refresh", "x", "-n", c.ns, "--kubeconfig", c.kubeconfig + ".nope"], None, 1,
                  "does not exist", id="a kubeconfig file that does not exist"),
     pytest.param(lambda c: ["status", "-n", c.ns, "--kubeconfig", c.kubeconfig, "--context", "nope"],
-                 None, 1, "cannot load Kubernetes credentials", id="a kubeconfig context that does not exist"),
+                 None, 1, "context '?nope'?", id="a kubeconfig context that does not exist"),
     pytest.param(lambda c: ["refresh", "nosuch", "-n", c.ns, "--kubeconfig", c.kubeconfig], None, 1,
-                 f"ExternalAuthLink {{ns}}/nosuch not found", id="refresh of a missing link"),
+                 "ExternalAuthLink {ns}/nosuch not found", id="refresh of a missing link"),
     pytest.param(lambda c: ["login", "nosuch", "-n", c.ns, "--link", "x", "--kubeconfig", c.kubeconfig],
                  None, 1, "ExternalAuthProvider nosuch not found", id="login at a missing provider"),
     pytest.param(lambda c: ["refresh", "orphan", "-n", c.ns, "--wait", "--timeout", "30s",
@@ -290,4 +290,4 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(
         setup(ctx)
     r = cli(*args(ctx))
     error = assert_one_line_error(r.stderr)
-    assert (code, True) == (r.returncode, message.format(ns=world.ns) in error), error
+    assert (code, True) == (r.returncode, bool(re.search(message.format(ns=world.ns), error))), error

@@ -56,7 +56,7 @@ def test_stale_token_keys_are_removed_when_the_new_grant_lacks_them() -> None:
                  id="a basic-auth Secret"),
 ])
 def test_a_non_token_secret_is_refused_without_force(existing: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInputError, match="not a token Secret.*--force"):
+    with pytest.raises(InvalidInputError, match=r"not a token Secret.*--force"):
         plan(existing)
 
 
