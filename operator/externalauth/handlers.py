@@ -13,7 +13,7 @@ import kopf
 from externalauth import GROUP, VERSION, metrics
 from externalauth.errors import TransientError
 from externalauth.engine.core import MANAGED_LABEL, Engine, Settings
-from externalauth.kube.connecting import connect
+from externalauth.kube import connecting
 from externalauth.kube.requesting import Kube
 from externalauth.kube.watching import SecretWatcher
 
@@ -33,6 +33,24 @@ class Options:
     scheduler_task: asyncio.Task[None] | None = None
 
 
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches use the same credentials (and --context) as our own client."""
+    config = connecting.load_config(kubeconfig=Options.kubeconfig, context=Options.context)
+    ca = config.cluster.get("certificate-authority")
+    cert = config.user.get("client-certificate")
+    key = config.user.get("client-key")
+    return kopf.ConnectionInfo(
+        server=config.cluster["server"],
+        ca_path=ca.filename() if ca else None,
+        insecure=config.cluster.get("insecure-skip-tls-verify"),
+        token=config.user.get("token"),
+        certificate_path=cert.filename() if cert else None,
+        private_key_path=key.filename() if key else None,
+        default_namespace=config.namespace,
+    )
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="externalauth.io")
@@ -44,7 +62,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for name in ("requests_oauthlib", "oauthlib", "urllib3", "kubernetes.client.rest"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    kube = Kube(connect(kubeconfig=Options.kubeconfig, context=Options.context))
+    kube = Kube(connecting.connect(kubeconfig=Options.kubeconfig, context=Options.context))
     engine = Engine(kube, settings=Options.settings)
     Options.engine = engine
     loop = asyncio.get_running_loop()

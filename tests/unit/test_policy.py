@@ -180,6 +180,10 @@ CHAIN = [
      inp(tokens=tokens(expires_in=60), memory=LinkMemory(validation=validated(), failure=Failure(
          RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + dt.timedelta(seconds=30)))),
      Action.NONE, "TokenCurrent"),
+    ("retry once the backoff has passed",
+     inp(memory=LinkMemory(validation=validated(), failure=Failure(
+         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW - dt.timedelta(seconds=1)))),
+     Action.REFRESH, None),
     ("the annotation overrides backoff",
      inp(tokens=tokens(expires_in=60), refresh_requested="r-2",
          memory=LinkMemory(validation=validated(), failure=Failure(

@@ -363,6 +363,7 @@ class Engine:
             plan = deciding.decide(inp)
             if plan.action is Action.REFRESH and Action.REFRESH not in acted:
                 acted.add(Action.REFRESH)
+                log.info("ExternalAuthLink %s/%s: refreshing (%s)", key[0], key[1], plan.why)
                 await self._refresh(key, inp)
                 continue
             if plan.action is Action.VALIDATE and Action.VALIDATE not in acted:
@@ -526,6 +527,7 @@ class Engine:
             return
         await self._release(secret_key)
         message = result.classified.message
+        log.info("ExternalAuthLink %s/%s: refresh failed (%s): %s", key[0], key[1], verdict.value, message)
         if verdict is classifying.TokenVerdict.DEAD_GRANT:
             fresh = await self._reread(secret_key)
             fresh_tokens = self._tokens_of(fresh)

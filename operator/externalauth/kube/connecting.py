@@ -1,4 +1,5 @@
-"""Building the API client from a kubeconfig, the in-cluster service account or the env."""
+"""Kubernetes credentials: a kubeconfig (with an optional context), the in-cluster service
+account, or ``$KUBECONFIG``. One loader serves both our API client and kopf's login."""
 
 from __future__ import annotations
 
@@ -9,21 +10,34 @@ from pykube.http import KubernetesHTTPAdapter
 
 from externalauth.errors import PermanentError
 
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
-def connect(*, kubeconfig: str | None = None, context: str | None = None,
-            pool_size: int = 64, timeout: float = 30.0) -> pykube.HTTPClient:
-    """An HTTP client for the API server, with a connection pool sized for the engine."""
+
+def load_config(*, kubeconfig: str | None = None, context: str | None = None) -> pykube.KubeConfig:
     try:
         if kubeconfig or os.environ.get("KUBECONFIG"):
             path = kubeconfig or os.environ["KUBECONFIG"].split(os.pathsep)[0]
+            if not os.path.exists(path):
+                raise PermanentError(f"kubeconfig {path} does not exist")
             config = pykube.KubeConfig.from_file(path)
-        elif os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"):
+        elif os.path.exists(SERVICE_ACCOUNT_TOKEN):
             config = pykube.KubeConfig.from_service_account()
         else:
             config = pykube.KubeConfig.from_file()
         if context:
+            if context not in config.contexts:
+                raise PermanentError(f"kubeconfig has no context {context!r}")
             config.set_current_context(context)
-    except (OSError, KeyError, ValueError, pykube.exceptions.PyKubeError) as e:
-        raise PermanentError(f"cannot load Kubernetes credentials: {type(e).__name__}") from e
+        return config
+    except PermanentError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, pykube.exceptions.PyKubeError) as e:
+        raise PermanentError(f"cannot load Kubernetes credentials ({type(e).__name__})") from e
+
+
+def connect(*, kubeconfig: str | None = None, context: str | None = None,
+            pool_size: int = 64, timeout: float = 30.0) -> pykube.HTTPClient:
+    """An HTTP client for the API server, with a connection pool sized for the engine."""
+    config = load_config(kubeconfig=kubeconfig, context=context)
     adapter = KubernetesHTTPAdapter(config, pool_connections=4, pool_maxsize=pool_size)
     return pykube.HTTPClient(config, timeout=timeout, http_adapter=adapter)

@@ -229,9 +229,10 @@ def decide(inp: LinkInput) -> Plan:
             and not requested:
         refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, mem.failure.reason, mem.failure.message)
         wake = next_refresh = mem.failure.retry_at
-    elif requested or due is None or due <= now:
+    elif requested or due is None or due <= now or mem.failure is not None:
         action = Action.REFRESH
         why = ("refresh requested by annotation" if requested
+               else "retrying after a failed refresh" if mem.failure is not None
                else "no expiry known: refresh to learn it" if due is None
                else "the token is due for refresh")
         refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.REFRESHED, "")
@@ -252,8 +253,6 @@ def decide(inp: LinkInput) -> Plan:
             action, why = Action.VALIDATE, "the token is due for validation"
         else:
             wake = _earliest(wake, v_when)
-    if expired and wake is None and refresh_fp is None:
-        wake = None
 
     validated = _validated_condition(inp, access_fp, validating)
     if reauth:
