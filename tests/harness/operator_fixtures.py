@@ -46,7 +46,7 @@ class OperatorProcess:
 
     def start(self, *, timeout: float = 60.0) -> OperatorProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
