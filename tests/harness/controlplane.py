@@ -92,9 +92,7 @@ class Binaries:
 # --------------------------------------------------------------------------
 
 
-def locate_binaries(
-    *, stream: IO[str] | None = None, build_log: collections.deque[str] | None = None
-) -> Binaries:
+def locate_binaries(*, stream: IO[str] | None = None, build_log: collections.deque[str] | None = None) -> Binaries:
     """Run ``hack/build-control-plane.sh`` and return the binaries it names.
 
     The script's progress (stderr) is streamed line by line to ``stream``
@@ -130,8 +128,7 @@ def locate_binaries(
     if rc != 0:
         tail = "\n".join(log)
         raise ControlPlaneError(
-            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed with exit code {rc}.\n"
-            f"--- build log (tail) ---\n{tail}"
+            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed with exit code {rc}.\n--- build log (tail) ---\n{tail}"
         )
     last = out_lines[-1].strip() if out_lines else ""
     if last == "TEST_ASSET":
@@ -214,13 +211,9 @@ def _issue(
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in server_ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     if client:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
     return _KeyPair(
         cert_pem=cert.public_bytes(serialization.Encoding.PEM),
@@ -252,10 +245,33 @@ def _tail(path: Path, n: int) -> str:
     return "\n".join(data.splitlines()[-n:])
 
 
+_DIR_PREFIX = "externalauth-cp-"
+
+
+def _sweep_orphaned_dirs() -> None:
+    """Remove temp dirs left by control planes whose owner process was killed."""
+    for d in Path(tempfile.gettempdir()).glob(_DIR_PREFIX + "*"):
+        try:
+            pid = int((d / "owner.pid").read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the child when this (the parent) process dies."""
+    """Ask Linux to SIGKILL the child when this (the parent) process dies.
+
+    SIGKILL, not SIGTERM: both servers would get it at once, and a gracefully
+    stopping etcd waits for kube-apiserver's watch streams while kube-apiserver
+    waits for etcd, so neither would exit. The data is throwaway anyway.
+    """
     with contextlib.suppress(Exception):
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 try:  # resolved in the parent so the child only makes the call
@@ -296,9 +312,7 @@ class ControlPlane:
         self._binaries = binaries
         self.crds_dir = crds_dir
         self.start_timeout = start_timeout
-        self.keep_dir = (
-            os.environ.get("EXTERNALAUTH_KEEP_CP_DIR") == "1" if keep_dir is None else keep_dir
-        )
+        self.keep_dir = os.environ.get("EXTERNALAUTH_KEEP_CP_DIR") == "1" if keep_dir is None else keep_dir
         self._log_stream = log_stream
         self.build_log: collections.deque[str] = collections.deque(maxlen=200)
         self.dir: Path | None = None
@@ -313,6 +327,8 @@ class ControlPlane:
         self._lock = threading.Lock()
         self._admin: _KeyPair | None = None
         self.startup_seconds: float | None = None
+        #: Seconds per startup phase (binaries, certs, etcd, kube-apiserver, crds).
+        self.timings: dict[str, float] = {}
 
     # -- public properties ---------------------------------------------------
 
@@ -351,16 +367,30 @@ class ControlPlane:
         """Start etcd and kube-apiserver, wait until ready, apply the CRDs."""
         if self.dir is not None:
             raise ControlPlaneError("already started")
-        t0 = time.monotonic()
+        t0 = mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            self.timings[name] = now - mark
+            mark = now
+
         binaries = self.binaries  # may build; raises ControlPlaneError with the build log
-        self.dir = Path(tempfile.mkdtemp(prefix="externalauth-cp-"))
+        phase("binaries")
+        _sweep_orphaned_dirs()
+        self.dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
+        (self.dir / "owner.pid").write_text(str(os.getpid()), encoding="ascii")
         atexit.register(self.stop)
         try:
             self._write_certs()
+            phase("certs")
             self._start_etcd(binaries)
+            phase("etcd")
             self._start_apiserver(binaries)
+            phase("kube-apiserver")
             if self.crds_dir is not None:
                 self.apply_crds()
+                phase("crds")
         except BaseException as e:
             report = self.failure_report()
             self.stop()
@@ -475,9 +505,7 @@ class ControlPlane:
 
         Raises ``ControlPlaneError`` on a status >= 400.
         """
-        status, payload = self._raw_request(
-            method, path, body=body, content_type=content_type, timeout=timeout
-        )
+        status, payload = self._raw_request(method, path, body=body, content_type=content_type, timeout=timeout)
         if status >= 400:
             raise ControlPlaneError(f"{method} {path} -> {status}: {payload}")
         return status, payload
@@ -757,9 +785,7 @@ class ControlPlane:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"{what}: not ready after {timeout or self.start_timeout:.0f}s"
-                )
+                raise ControlPlaneError(f"{what}: not ready after {timeout or self.start_timeout:.0f}s")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
@@ -787,7 +813,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cp = ControlPlane(keep_dir=False)
     t0 = time.monotonic()
     cp.start()
-    print(f"control plane ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in cp.timings.items())
+    print(f"control plane ready in {time.monotonic() - t0:.1f}s ({phases})", file=sys.stderr)
     if args.print_timing:
         t1 = time.monotonic()
         cp.stop()
