@@ -11,8 +11,8 @@ from typing import Any
 import kopf
 
 from externalauth import GROUP, VERSION, metrics
-from externalauth.errors import TransientError
 from externalauth.engine.core import MANAGED_LABEL, Engine, Settings
+from externalauth.errors import TransientError
 from externalauth.kube import connecting
 from externalauth.kube.requesting import Kube
 from externalauth.kube.watching import SecretWatcher
@@ -81,7 +81,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
     # Then the labelled Secrets: the scheduler waits for their first listing, so that
     # links are decided from the cache and not by one read each.
-    pending = {ns or "" for ns in (Options.namespaces or [None])}
+    scopes: list[str | None] = list(Options.namespaces) or [None]
+    pending = {ns or "" for ns in scopes}
     synced = asyncio.Event()
 
     def mark(ns: str) -> None:
@@ -89,12 +90,15 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         if not pending:
             synced.set()
 
-    for ns in Options.namespaces or [None]:
-        watcher = SecretWatcher(
-            kube, namespace=ns, selector=f"{MANAGED_LABEL}=true",
-            callback=lambda kind, obj: loop.call_soon_threadsafe(engine.on_secret, kind, obj),
-            synced=lambda ns=ns: loop.call_soon_threadsafe(mark, ns or ""),
-        )
+    def deliver(kind: str, obj: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(engine.on_secret, kind, obj)
+
+    for ns in scopes:
+        def on_synced(ns: str = ns or "") -> None:
+            loop.call_soon_threadsafe(mark, ns)
+
+        watcher = SecretWatcher(kube, namespace=ns, selector=f"{MANAGED_LABEL}=true",
+                                callback=deliver, synced=on_synced)
         Options.watchers.append(watcher)
         threading.Thread(target=watcher.run, name=f"secret-watch-{ns or 'all'}", daemon=True).start()
     await asyncio.wait_for(synced.wait(), timeout=300)
@@ -116,13 +120,13 @@ async def cleanup(**_: Any) -> None:
     log.info("externalauth operator stopped")
 
 
-@kopf.on.event(GROUP, VERSION, "externalauthlinks")
+@kopf.on.event(GROUP, VERSION, "externalauthlinks")  # type: ignore[arg-type]
 def link_event(event: dict[str, Any], **_: Any) -> None:
     if Options.engine is not None:
         Options.engine.on_link(event.get("type") or "ADDED", dict(event["object"]))
 
 
-@kopf.on.event(GROUP, VERSION, "externalauthproviders")
+@kopf.on.event(GROUP, VERSION, "externalauthproviders")  # type: ignore[arg-type]
 async def provider_event(event: dict[str, Any], **_: Any) -> None:
     if Options.engine is not None:
         await Options.engine.on_provider(event.get("type") or "ADDED", dict(event["object"]))

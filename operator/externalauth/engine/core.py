@@ -93,7 +93,8 @@ class ProviderRuntime:
 
 
 def _rv(body: dict[str, Any] | None) -> str | None:
-    return (body or {}).get("metadata", {}).get("resourceVersion")
+    value = (body or {}).get("metadata", {}).get("resourceVersion")
+    return value if isinstance(value, str) else None
 
 
 def _newer(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
@@ -304,7 +305,8 @@ class Engine:
             except ExternalAuthError as e:
                 log.warning("cannot label Secret %s/%s: %s", key[0], key[1], e)
         self._store_secret(body)
-        return self.secrets.get(key, body)
+        stored: dict[str, Any] = self.secrets.get(key, body)
+        return stored
 
     # --- links ---------------------------------------------------------------------
     async def _reconcile_key(self, key: Any) -> None:

@@ -121,6 +121,6 @@ class SecretWatcher:
         resp = self._response
         if resp is not None:
             try:
-                resp.raw._fp.fp.raw._sock.shutdown(2)  # unblock iter_lines promptly
+                resp.raw._fp.fp.raw._sock.shutdown(2)  # type: ignore[union-attr]  # unblock iter_lines
             except Exception:  # noqa: S110 - best effort
                 pass

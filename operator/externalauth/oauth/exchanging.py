@@ -108,7 +108,8 @@ class ProviderClient:
 
         quirks = self.spec.quirks
         scope = list(self.spec.scopes) if quirks.send_scope_on_refresh and self.spec.scopes else None
-        session = session_for(self._adapter, OAuth2Session(client_id=self.spec.client_id, scope=scope))
+        session = OAuth2Session(client_id=self.spec.client_id, scope=scope)
+        session_for(self._adapter, session)
         session.register_compliance_hook("refresh_token_response", hook)
         kwargs: dict[str, Any] = {
             "timeout": self._timeout,

@@ -39,7 +39,7 @@ class TrustingAdapter(requests.adapters.HTTPAdapter):
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         # Verification is on (the context requires it); do not swap the trust store.
-        super().cert_verify(conn, url, verify=True, cert=cert)
+        super().cert_verify(conn, url, verify=True, cert=cert)  # type: ignore[no-untyped-call]
         conn.ca_certs = None
         conn.ca_cert_dir = None
 

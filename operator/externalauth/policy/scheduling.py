@@ -47,4 +47,4 @@ def backoff(
     wait = exp * (0.8 + 0.4 * fraction(f"{seed}/{failures}"))
     if retry_after is not None:
         wait = max(wait, min(retry_after, 3600.0))
-    return wait
+    return float(wait)
