@@ -149,7 +149,7 @@ def k8s_api(kubeconfig: Path) -> Iterator[Any]:
     """An admin ``kubernetes.client.ApiClient``."""
     from kubernetes import config as k8s_config
 
-    client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    client = k8s_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     try:
         yield client
     finally:

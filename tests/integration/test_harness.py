@@ -218,7 +218,7 @@ def user(control_plane: ControlPlane) -> tuple[str, Path]:
 
 
 def _list_secrets_as(kubeconfig: Path, namespace: str) -> int:
-    api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    api = k8s_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     try:
         return _status_of(lambda: client.CoreV1Api(api).list_namespaced_secret(namespace))
     finally:
