@@ -325,3 +325,24 @@ def test_no_secret_leaks_into_logs_events_or_status(world: World, operator: Any)
     leaks = [(where, c[:6]) for where, text in haystacks.items() for c in canaries if c in text]
     assert [] == leaks
     assert "DEBUG" in haystacks["logs"] or "debug" in haystacks["logs"].lower()
+
+
+def test_metrics_count_refreshes_validations_and_links(world: World, operator: Any) -> None:
+    """/metrics reports the refresh, the provider calls, the validation and the ready link."""
+    ready_link(world, operator)
+    request = world.request_refresh("link")
+    world.wait_refreshed("link", request)
+    world.wait_condition("link", "Refreshable", "True", "Refreshed")
+    world.wait_condition("link", "Validated", "True", "Valid")
+    text = wait_for(lambda: (m := operator.metrics()) and 'result="success"' in m and m, timeout=10,
+                    message="the success counter")
+    p = world.provider
+    expected = [
+        f'externalauth_refresh_total{{provider="{p}",result="success"}} 1.0',
+        f'externalauth_provider_requests_total{{code="200",endpoint="token",provider="{p}"}} 1.0',
+        f'externalauth_links{{provider="{p}",ready="true"}} 1.0',
+        f'externalauth_token_expiry_timestamp_seconds{{link="link",namespace="{world.ns}"}}',
+        f'externalauth_refresh_duration_seconds_count{{provider="{p}"}} 1.0',
+    ]
+    assert [] == [line for line in expected if line not in text]
+    assert f'externalauth_validation_total{{provider="{p}",result="valid"}}' in text

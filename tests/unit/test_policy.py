@@ -259,3 +259,16 @@ def test_pure_packages_import_no_io() -> None:
                 offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in forbidden
                               or any(n.startswith(f) for f in forbidden if "." in f)]
     assert [] == offenders
+
+
+def test_after_a_refresh_the_link_says_refreshed() -> None:
+    memory = LinkMemory(validation=validated(), last_refresh=NOW,
+                        last_refresh_fingerprint=SecretStr("a1").fingerprint())
+    assert ("True", "Refreshed") == conditions(decide(inp(memory=memory)))["Refreshable"]
+
+
+def test_an_unfinished_refresh_does_not_rewrite_refreshable() -> None:
+    existing = {"conditions": [{"type": "Refreshable", "status": "False", "reason": "RetryingTransientError",
+                                "message": "m", "lastTransitionTime": "2026-11-27T11:00:00Z"}]}
+    plan = decide(inp(tokens=tokens(expires_in=60), status=existing))
+    assert (Action.REFRESH, ("False", "RetryingTransientError")) == (plan.action, conditions(plan)["Refreshable"])

@@ -414,6 +414,11 @@ class Engine:
         if inp.tokens is not None and inp.tokens.expiry is not None:
             metrics.TOKEN_EXPIRY.labels(key[0], key[1]).set(inp.tokens.expiry.timestamp())
         # when to look again
+        if plan.action is not Action.NONE:
+            # The action could not be done now (e.g. another replica holds the claim): look
+            # again soon; the Secret's watch event usually comes first.
+            self.scheduler.schedule(key, time.time() + 2)
+            return
         wake = plan.wake_at
         if inp.spec is not None and not inp.secret_found and inp.provider and inp.provider.spec:
             wake = inp.now + dt.timedelta(seconds=self.settings.missing_secret_recheck)

@@ -235,10 +235,20 @@ def decide(inp: LinkInput) -> Plan:
                else "retrying after a failed refresh" if mem.failure is not None
                else "no expiry known: refresh to learn it" if due is None
                else "the token is due for refresh")
-        refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.REFRESHED, "")
+        # Until the action is done the condition stays as it is (or says a refresh is on).
+        if existing_ref is not None:
+            refreshable = _c(ConditionType.REFRESHABLE, Status(existing_ref.get("status", "Unknown")),
+                             existing_ref.get("reason", RefreshableReason.NOT_YET_DUE),
+                             existing_ref.get("message", ""))
+        else:
+            refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.NOT_YET_DUE,
+                             "the token is refreshed ahead of its expiry")
     else:
         wake = next_refresh = due
-        if existing_ref is not None and existing_ref.get("status") == Status.TRUE and mem.failure is None:
+        if mem.last_refresh is not None and mem.last_refresh_fingerprint == access_fp:
+            refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.REFRESHED,
+                             "the operator refreshed the token and keeps it fresh")
+        elif existing_ref is not None and existing_ref.get("status") == Status.TRUE:
             refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE,
                              existing_ref.get("reason", RefreshableReason.NOT_YET_DUE),
                              existing_ref.get("message", ""))
