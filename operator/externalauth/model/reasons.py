@@ -37,8 +37,6 @@ class RefreshableReason(enum.StrEnum):
     REAUTH_REQUIRED = "ReauthRequired"
     NO_REFRESH_TOKEN = "NoRefreshToken"
     SUSPENDED = "Suspended"
-    # Not refreshable because the inputs themselves are unusable (see Ready's reason).
-    BLOCKED = "Blocked"
 
 
 class ValidatedReason(enum.StrEnum):
