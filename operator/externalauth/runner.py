@@ -9,6 +9,28 @@ import os
 from externalauth.engine.core import Settings
 
 
+def preflight(*, kubeconfig: str | None, context: str | None) -> None:
+    """Fail fast, in one line, when the cluster is unreachable or the CRDs are missing."""
+    import requests
+
+    from externalauth import GROUP, VERSION
+    from externalauth.errors import PermanentError
+    from externalauth.kube import connecting
+
+    client = connecting.connect(kubeconfig=kubeconfig, context=context, pool_size=2, timeout=10)
+    try:
+        resp = client.get(version=f"{GROUP}/{VERSION}")
+    except requests.RequestException as e:
+        raise PermanentError(f"cannot reach the API server at {client.url} ({type(e).__name__})") from e
+    if resp.status_code == 404:
+        raise PermanentError(f"the API server does not serve {GROUP}/{VERSION}: install the CRDs "
+                             "(kubectl apply -f crds/)")
+    if resp.status_code in (401, 403):
+        raise PermanentError(f"the API server refused our credentials (HTTP {resp.status_code})")
+    if resp.status_code >= 400:
+        raise PermanentError(f"the API server answered HTTP {resp.status_code} for {GROUP}/{VERSION}")
+
+
 def run(
     *,
     namespaces: list[str],
@@ -23,6 +45,7 @@ def run(
     validation_interval: dt.timedelta,
     liveness_port: int | None = None,
 ) -> int:
+    preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
 
     from externalauth import handlers
