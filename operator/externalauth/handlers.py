@@ -57,6 +57,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="externalauth.io", key="last-handled-configuration")
     settings.posting.enabled = False  # our own events only, never log lines as events
+    # No scanning of namespaces and CRDs: the resources are known and the namespaces
+    # explicit, so the operator needs no RBAC on namespaces or CRDs (deploy/rbac.yaml).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     for name in ("requests_oauthlib", "oauthlib", "urllib3", "kubernetes.client.rest"):

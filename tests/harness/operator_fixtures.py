@@ -12,8 +12,10 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 STARTED = "externalauth operator started"
 
@@ -86,16 +88,37 @@ class OperatorProcess:
             return r.read().decode()
 
 
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+OPERATOR_USER = "externalauth-operator-under-test"
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(control_plane: Any) -> Path:
+    """A kubeconfig for a user bound to exactly the ClusterRole of ``deploy/rbac.yaml``
+    (contract §9.9): the operator under test has the permissions a user installs, no more."""
+    role = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d and d["kind"] == "ClusterRole")
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{OPERATOR_USER}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role["metadata"]["name"]},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+    }
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    path: Path = control_plane.mint_user(OPERATOR_USER)
+    return path
+
+
 @pytest.fixture
-def make_operator(request: pytest.FixtureRequest, kubeconfig: Path,
+def make_operator(request: pytest.FixtureRequest, operator_kubeconfig: Path,
                   tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start operators: ``make_operator(namespaces=[ns], extra_args=(...))``; all are stopped
-    at teardown, and their logs are printed when the test failed."""
+    """Start operators (as the least-privileged operator user): ``make_operator(namespaces=[ns],
+    extra_args=(...))``; all are stopped at teardown, their logs printed when the test failed."""
     started: list[OperatorProcess] = []
 
     def make(*, namespaces: list[str], extra_args: tuple[str, ...] = (),
              env: dict[str, str] | None = None, start: bool = True) -> OperatorProcess:
-        op = OperatorProcess(kubeconfig=str(kubeconfig), namespaces=namespaces,
+        op = OperatorProcess(kubeconfig=str(operator_kubeconfig), namespaces=namespaces,
                              log_path=tmp_path / f"operator-{len(started)}.log",
                              extra_args=extra_args, env=env)
         started.append(op)
