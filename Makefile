@@ -42,8 +42,23 @@ control-plane:
 	$(call say,kube-apiserver + etcd + kubectl (cached; a cold build took 11 min on 2 cores))
 	@dir=$$(hack/build-control-plane.sh | tail -n1); echo "binaries: $$dir"
 
+# Tools the integration tests drive for real: git (credential helper) and the
+# GitHub CLI (reads gh-hosts.yml). Installed from Debian's packages when we may
+# (root with apt-get, as on CI); otherwise the one gh test says it was skipped.
+.PHONY: tools
+tools:
+	@if ! command -v gh >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    printf '\n==> installing the GitHub CLI (apt package gh) for the output-format tests\n'; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gh >/dev/null; \
+	  else \
+	    echo "note: gh (GitHub CLI) is not installed; its output-format test will be skipped"; \
+	  fi; \
+	fi
+	@command -v git >/dev/null 2>&1 || { echo "error: git is required by the tests" >&2; exit 1; }
+
 .PHONY: test
-test: venv control-plane
+test: venv control-plane tools
 	$(call say,pytest $(TEST_DIRS))
 	$(BIN)/pytest $(TEST_DIRS) $(PYTEST_ARGS)
 

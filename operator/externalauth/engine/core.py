@@ -324,7 +324,7 @@ class Engine:
         except InvalidInputError as e:
             spec_error = str(e)
         provider_view = None
-        secret_found, tokens, secret_error = False, None, None
+        secret_found, tokens, secret_error, formats_stale = False, None, None, False
         if spec is not None:
             runtime = self.providers.get(spec.provider_name)
             provider_view = runtime.view() if runtime is not None else None
@@ -336,6 +336,11 @@ class Engine:
                         tokens = tokmod.parse_secret_data(secret.get("data"), secret_type=secret.get("type"))
                     except InvalidInputError as e:
                         secret_error = str(e)
+                    else:
+                        assert provider_view.spec is not None
+                        wanted = self._format_keys(key, tokens, spec, provider_view.spec)
+                        data = secret.get("data") or {}
+                        formats_stale = any(data.get(k) != v for k, v in wanted.items())
         annotations = meta.get("annotations") or {}
         inp = deciding.LinkInput(
             now=self.clock(),
@@ -351,6 +356,7 @@ class Engine:
             status=body.get("status") or {},
             memory=self.memory.get(key, LinkMemory()),
             validation_interval=self.settings.validation_interval,
+            formats_stale=formats_stale,
         )
         return inp, body
 
@@ -367,6 +373,10 @@ class Engine:
                 acted.add(Action.REFRESH)
                 log.info("ExternalAuthLink %s/%s: refreshing (%s)", key[0], key[1], plan.why)
                 await self._refresh(key, inp)
+                continue
+            if plan.action is Action.WRITE_FORMATS and Action.WRITE_FORMATS not in acted:
+                acted.add(Action.WRITE_FORMATS)
+                await self._write_formats(key, inp)
                 continue
             if plan.action is Action.VALIDATE and Action.VALIDATE not in acted:
                 acted.add(Action.VALIDATE)
@@ -643,28 +653,60 @@ class Engine:
                                 consumed: SecretStr, new: tokmod.TokenSet, spec: LinkSpec,
                                 provider: ProviderSpec) -> str:
         task = asyncio.get_running_loop().create_task(
-            self._persist(secret_key, claimed, consumed, new, spec, provider),
+            self._persist(key, secret_key, claimed, consumed, new, spec, provider),
             name=f"persist {secret_key}",
         )
         self._inflight_persists.add(task)
         task.add_done_callback(self._inflight_persists.discard)
         return await asyncio.shield(task)
 
-    def _token_patch(self, new: tokmod.TokenSet, spec: LinkSpec, provider: ProviderSpec,
-                     account: str | None) -> dict[str, Any]:
+    def _account(self, key: LinkKey) -> str | None:
+        """The identity the provider reported for this link (memory, else its status)."""
+        mem = self.memory.get(key)
+        if mem is not None and mem.validation is not None and mem.validation.account:
+            return mem.validation.account
+        account = ((self.links.get(key) or {}).get("status") or {}).get("account")
+        return account if isinstance(account, str) else None
+
+    def _format_keys(self, key: LinkKey, tokens: tokmod.TokenSet, spec: LinkSpec,
+                     provider: ProviderSpec) -> dict[str, str]:
+        return formats.render_keys(list(spec.output_formats), host=provider.host,
+                                   username=provider.quirks.git_username,
+                                   token=tokens.access_token, account=self._account(key))
+
+    def _token_patch(self, key: LinkKey, new: tokmod.TokenSet, spec: LinkSpec,
+                     provider: ProviderSpec) -> dict[str, Any]:
+        """Token keys and format keys in one write: a pod never sees a format key that
+        disagrees with access_token."""
         data = tokmod.render_token_keys(new)
-        data.update(formats.render_keys(list(spec.output_formats), host=provider.host,
-                                        username=provider.quirks.git_username,
-                                        token=new.access_token, account=account))
+        data.update(self._format_keys(key, new, spec, provider))
         return {"data": data, "metadata": {"annotations": {CLAIM_ANNOTATION: None}}}
 
-    async def _persist(self, secret_key: LinkKey, claimed: dict[str, Any], consumed: SecretStr,
+    async def _write_formats(self, key: LinkKey, inp: deciding.LinkInput) -> None:
+        """(Re)write the outputFormats keys for the access token the Secret holds now."""
+        assert inp.spec is not None and inp.tokens is not None
+        assert inp.provider is not None and inp.provider.spec is not None
+        secret_key = (key[0], inp.spec.secret_name)
+        async with self._secret_locks[secret_key]:
+            secret = self.secrets.get(secret_key)
+            current = self._tokens_of(secret)
+            if current is None or current.access_token != inp.tokens.access_token:
+                return  # changed meanwhile: decide again
+            data = self._format_keys(key, current, inp.spec, inp.provider.spec)
+            try:
+                body = await self._io(self.kube.patch_secret, *secret_key, {"data": data},
+                                      resource_version=_rv(secret))
+                self._store_secret(body)
+            except ConflictError:
+                metrics.SECRET_WRITE_CONFLICTS.inc()
+                await self._reread(secret_key)
+            except ExternalAuthError as e:
+                log.warning("cannot write output formats into Secret %s/%s: %s", *secret_key, e)
+
+    async def _persist(self, key: LinkKey, secret_key: LinkKey, claimed: dict[str, Any], consumed: SecretStr,
                        new: tokmod.TokenSet, spec: LinkSpec, provider: ProviderSpec) -> str:
         """Write the new tokens with compare-and-swap until written or superseded."""
-        links = self.links_by_secret.get(secret_key, set())
-        account = next((m.validation.account for k in links if (m := self.memory.get(k))
-                        and m.validation and m.validation.account), None)
-        patch = self._token_patch(new, spec, provider, account)
+        patch = self._token_patch(key, new, spec, provider)
         base = claimed
         attempt = 0
         while True:

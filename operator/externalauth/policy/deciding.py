@@ -34,6 +34,7 @@ class Action(enum.StrEnum):
     NONE = "none"
     REFRESH = "refresh"
     VALIDATE = "validate"
+    WRITE_FORMATS = "write-formats"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +91,7 @@ class LinkInput:
     status: Mapping[str, Any]
     memory: LinkMemory
     validation_interval: dt.timedelta = DEFAULT_VALIDATION_INTERVAL
+    formats_stale: bool = False  # the Secret's outputFormats keys do not match its access_token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +257,9 @@ def decide(inp: LinkInput) -> Plan:
         else:
             refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.NOT_YET_DUE,
                              "the token is refreshed ahead of its expiry")
+
+    if action is Action.NONE and inp.formats_stale:
+        action, why = Action.WRITE_FORMATS, "the output format keys do not match the token"
 
     validating = spec.validate and provider.validate_url is not None
     if action is Action.NONE and validating:
