@@ -346,3 +346,15 @@ def test_metrics_count_refreshes_validations_and_links(world: World, operator: A
     ]
     assert [] == [line for line in expected if line not in text]
     assert f'externalauth_validation_total{{provider="{p}",result="valid"}}' in text
+
+
+def test_a_refresh_token_expiring_within_a_week_warns(make_world: Any, operator: Any) -> None:
+    """A refresh token the provider says expires in 3 days: refreshTokenExpiresAt is reported
+    and a RefreshTokenExpiringSoon Warning asks the user to sign in again in time."""
+    world = make_world(refresh_token_lifetime=3 * 86400)
+    ready_link(world, operator)
+    request = world.request_refresh("link")
+    status = world.wait_refreshed("link", request)
+    assert "refreshTokenExpiresAt" in status
+    wait_for(lambda: any(e.reason == "RefreshTokenExpiringSoon" and e.type == "Warning"
+                         for e in world.events("link")), timeout=10, message="RefreshTokenExpiringSoon")
