@@ -47,7 +47,7 @@ def test_a_due_token_is_refreshed_and_persisted(world: World, operator: Any) -> 
     new = world.secret_data("tok")
     assert old["refresh_token"] != new["refresh_token"]
     assert token_is_live(world, new["access_token"])
-    assert "Refreshed" in world.event_reasons("link")
+    wait_for(lambda: "Refreshed" in world.event_reasons("link"), timeout=10, message="a Refreshed event")
     assert 1 == world.sim.stats.exchanges_by_refresh_token.get(old["refresh_token"])
     assert status["expiresAt"] > old["expiry"]
     world.wait_condition("link", "Validated", "True", "Valid")
@@ -213,7 +213,7 @@ def test_a_permanent_token_error_is_tried_once(world: World, operator: Any) -> N
     wait_for(lambda: (world.link("link").get("status") or {}).get("lastRefreshRequest") == "again",
              timeout=15, message="the request to be acknowledged")
     assert before == {k: v for k, v in world.secret_data("tok").items() if k in before}
-    assert "RefreshFailed" in world.event_reasons("link")
+    wait_for(lambda: "RefreshFailed" in world.event_reasons("link"), timeout=10, message="RefreshFailed")
 
 
 def test_a_dead_grant_requires_reauth_and_recovers_when_the_user_signs_in(world: World,
@@ -228,7 +228,7 @@ def test_a_dead_grant_requires_reauth_and_recovers_when_the_user_signs_in(world:
     world.make_link("link", secret="tok")
     world.wait_condition("link", "Ready", "False", "ReauthRequired")
     world.wait_condition("link", "Refreshable", "False", "ReauthRequired")
-    assert "ReauthRequired" in world.event_reasons("link")
+    wait_for(lambda: "ReauthRequired" in world.event_reasons("link"), timeout=10, message="ReauthRequired")
     assert raw_before == {k: v for k, v in world.secret("tok").data.items() if k in raw_before}
     fresh = world.sim.issue_grant(CLIENT_ID)
     world.rewrite_secret("tok", {"access_token": fresh.access_token, "refresh_token": fresh.refresh_token,
@@ -312,6 +312,7 @@ def test_no_secret_leaks_into_logs_events_or_status(world: World, operator: Any)
     before = ready_link(world, operator)
     request = world.request_refresh("link")
     world.wait_refreshed("link", request)
+    wait_for(lambda: "Refreshed" in world.event_reasons("link"), timeout=10, message="a Refreshed event")
     after = world.secret_data("link-token")
     canaries = {before["access_token"], before["refresh_token"], after["access_token"],
                 after["refresh_token"], "test-client-secret"}

@@ -132,6 +132,7 @@ class Engine:
         self._executor = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="externalauth")
         self.scheduler = Scheduler(self._reconcile_key, concurrency=self.settings.concurrency)
         self._inflight_persists: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
 
     # --- threads -------------------------------------------------------------------
     async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -449,16 +450,24 @@ class Engine:
         return mem
 
     async def _event(self, key: LinkKey, type_: str, reason: EventReason, message: str) -> None:
+        """Post an event in the background: it never delays the refresh path; shutdown
+        waits for it like for a persist."""
         body = self.links.get(key)
         if body is None:
             return
         obj = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind", "ExternalAuthLink"),
                "metadata": body.get("metadata", {})}
-        try:
-            await self._io(self.kube.post_event, obj, type_=type_, reason=reason.value,
-                           message=message, now=self.clock())
-        except ExternalAuthError as e:
-            log.info("cannot post event %s on %s/%s: %s", reason, key[0], key[1], e)
+
+        async def post() -> None:
+            try:
+                await self._io(self.kube.post_event, obj, type_=type_, reason=reason.value,
+                               message=message, now=self.clock())
+            except ExternalAuthError as e:
+                log.info("cannot post event %s on %s/%s: %s", reason, key[0], key[1], e)
+
+        task = asyncio.get_running_loop().create_task(post(), name=f"event {reason} {key}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # --- refresh -------------------------------------------------------------------
     async def _refresh(self, key: LinkKey, inp: deciding.LinkInput) -> None:
@@ -789,4 +798,6 @@ class Engine:
         if self._inflight_persists:
             log.info("waiting for %d token write(s) to land", len(self._inflight_persists))
             await asyncio.wait(set(self._inflight_persists), timeout=self.settings.shutdown_grace)
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
