@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -359,3 +360,20 @@ def test_a_refresh_token_expiring_within_a_week_warns(make_world: Any, operator:
     assert "refreshTokenExpiresAt" in status
     wait_for(lambda: any(e.reason == "RefreshTokenExpiringSoon" and e.type == "Warning"
                          for e in world.events("link")), timeout=10, message="RefreshTokenExpiringSoon")
+
+
+def test_a_claim_left_by_a_crashed_replica_blocks_only_until_its_lease_ends(world: World,
+                                                                           operator: Any) -> None:
+    """Another holder's live claim defers the refresh (no exchange); once its lease has run out
+    the operator takes over and refreshes."""
+    before = ready_link(world, operator)
+    until = time.time() + 4
+    world.core.patch_namespaced_secret("link-token", world.ns, {"metadata": {"annotations": {
+        "externalauth.io/refresh-claim": f"crashed-replica-0;{until:.0f}"}}})
+    world.request_refresh("link")
+    while time.time() < until - 1:  # while the lease is live, nobody exchanges the token
+        assert 0 == world.sim.stats.token_calls
+        time.sleep(0.1)
+    wait_for(lambda: world.secret_data("link-token")["refresh_token"] != before["refresh_token"],
+             timeout=20, message="the refresh after the lease ran out")
+    assert 1 == world.sim.stats.token_calls
