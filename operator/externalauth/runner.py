@@ -55,6 +55,9 @@ def run(
     kopf.configure(debug=debug, verbose=verbose)
     for name in ("requests_oauthlib", "oauthlib", "urllib3", "kubernetes.client.rest"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if not (verbose or debug):
+        # kopf logs every handler call on every object at INFO: noise at 10,000 links.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     handlers.Options.namespaces = [] if all_namespaces else list(namespaces)
     handlers.Options.kubeconfig = kubeconfig
     handlers.Options.context = context
