@@ -16,6 +16,7 @@ import argparse
 import concurrent.futures
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,19 @@ from tests.harness.controlplane import ControlPlane  # noqa: E402
 from providersim import Simulator  # noqa: E402
 
 NS = "storm"
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> int:
@@ -112,6 +126,7 @@ def main() -> int:
             print(f"all created in {created:.1f}s; the storm starts in {wait:.0f}s", flush=True)
             time.sleep(wait)  # the instant every token falls due: the benchmark's start line
             started = time.monotonic()
+            cpu_before = cpu_seconds(operator.pid)
             while sim.stats.successful_refreshes < args.links:
                 if operator.poll() is not None:
                     print("the operator died; see", work / "operator.log")
@@ -132,6 +147,7 @@ def main() -> int:
                     return 1
                 time.sleep(0.2)
             total = time.monotonic() - started
+            operator_cpu = cpu_seconds(operator.pid) - cpu_before
             stats = sim.stats
             print(json.dumps({
                 "links": args.links, "latency_s": args.latency, "maxConcurrentRefreshes": args.concurrency,
@@ -139,6 +155,10 @@ def main() -> int:
                 "all_persisted_in_s": round(total, 2), "target_s": round(target, 2),
                 "met": total <= target, "token_calls": stats.token_calls,
                 "max_exchanges_per_refresh_token": stats.max_exchanges_per_refresh_token,
+                "operator_cpu_s": round(operator_cpu, 2),
+                "operator_cpu_ms_per_refresh": round(1000 * operator_cpu / args.links, 1),
+                "operator_rss_mib": round(rss_mib(operator.pid), 1),
+                "machine": f"{os.cpu_count()} cores",
             }, indent=2))
         finally:
             operator.send_signal(signal.SIGTERM)

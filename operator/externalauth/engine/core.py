@@ -79,7 +79,8 @@ class ProviderRuntime:
     reason: ProviderReason = ProviderReason.INVALID_SPEC
     message: str = ""
     client: ProviderClient | None = None
-    semaphore: asyncio.Semaphore | None = None
+    semaphore: asyncio.Semaphore | None = None  # K token calls in flight
+    pipeline: asyncio.Semaphore | None = None  # 2K links between claim and exchange
     rejected_failures: int = 0
     rejected_until: dt.datetime | None = None
     secret_fp: str | None = None
@@ -254,6 +255,7 @@ class Engine:
                 )
                 if runtime.spec is None or runtime.spec.max_concurrent != spec.max_concurrent:
                     runtime.semaphore = asyncio.Semaphore(spec.max_concurrent)
+                    runtime.pipeline = asyncio.Semaphore(2 * spec.max_concurrent)
                 if runtime.secret_fp != fp:
                     runtime.rejected_failures, runtime.rejected_until = 0, None
                 runtime.spec, runtime.secret_fp = spec, fp
@@ -488,50 +490,26 @@ class Engine:
 
     async def _refresh_locked(self, key: LinkKey, secret_key: LinkKey, consumed: SecretStr,
                               spec: LinkSpec, provider: ProviderSpec) -> None:
-        secret = self.secrets.get(secret_key)
-        current = self._tokens_of(secret)
-        if current is None or current.refresh_token != consumed:
-            # Someone (another link on this Secret, a user) changed it meanwhile.
-            self._remember(key, acted_request=self._latest_request(key))
-            return
-        claim = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION)
-        now_s = time.time()
-        if claim:
-            holder, _, until = claim.rpartition(";")
-            try:
-                expires = float(until)
-            except ValueError:
-                expires = 0.0
-            if holder != self.holder and expires > now_s:
-                log.info("Secret %s/%s is being refreshed by %s; waiting", *secret_key, holder)
-                self.scheduler.schedule(key, expires + 0.5)
-                return
-        lease = f"{self.holder};{now_s + self.settings.claim_lease:.0f}"
-        try:
-            claimed = await self._io(
-                self.kube.patch_secret, *secret_key,
-                {"metadata": {"annotations": {CLAIM_ANNOTATION: lease}}},
-                resource_version=_rv(secret),
-            )
-        except ConflictError:
-            await self._reread(secret_key)
-            return
-        except NotFoundError:
-            self.secrets.pop(secret_key, None)
-            return
-        except ExternalAuthError as e:
-            await self._failed(key, provider.name, self._latest_request(key),
-                               RefreshableReason.RETRYING_TRANSIENT_ERROR,
-                               f"cannot claim the Secret for refresh: {e}", None)
-            return
-        self._store_secret(claimed)
         runtime = self.providers.get(provider.name)
         if runtime is None or runtime.client is None or runtime.semaphore is None:
-            await self._release(secret_key)
             return
-        started = time.monotonic()
-        async with runtime.semaphore:
-            result = await self._io(runtime.client.refresh, consumed, now=self.clock())
+        # A pipeline of 2×K: up to K links hold a claim while K others exchange, so the
+        # claim write overlaps the exchanges instead of adding to each. A claimed link
+        # waits for at most one exchange ahead of it, far less than the lease; still, a
+        # lease that has run low is renewed before the token is sent (a lease that ran
+        # out in the queue would let another replica exchange the same refresh token).
+        assert runtime.pipeline is not None
+        async with runtime.pipeline:
+            claimed = await self._claim(key, secret_key, consumed, provider)
+            if claimed is None:
+                return
+            async with runtime.semaphore:
+                if self._lease_left(claimed) < self.settings.read_timeout + self.settings.connect_timeout + 5:
+                    claimed = await self._claim(key, secret_key, consumed, provider)
+                    if claimed is None:
+                        return
+                started = time.monotonic()
+                result = await self._io(runtime.client.refresh, consumed, now=self.clock())
         verdict = result.classified.verdict
         if verdict is classifying.TokenVerdict.SUCCESS and result.tokens is not None:
             outcome = await self._persist_shielded(key, secret_key, claimed, consumed, result.tokens, spec, provider)
@@ -586,6 +564,58 @@ class Engine:
                            acted_request=self._latest_request(key))
             await self._event(key, "Warning", EventReason.REFRESH_FAILED,
                               f"{message}; not retried: sign in again")
+
+    def _lease_left(self, secret: dict[str, Any]) -> float:
+        """Seconds left on our claim of ``secret`` (0 if it is not ours)."""
+        claim = (secret.get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION, "")
+        holder, _, until = claim.rpartition(";")
+        try:
+            return float(until) - time.time() if holder == self.holder else 0.0
+        except ValueError:
+            return 0.0
+
+    async def _claim(self, key: LinkKey, secret_key: LinkKey, consumed: SecretStr,
+                     provider: ProviderSpec) -> dict[str, Any] | None:
+        """Take the cross-replica claim on the Secret (a resourceVersion-preconditioned write),
+        or return None when someone else refreshed it, holds a live claim, or the write lost."""
+        secret = self.secrets.get(secret_key)
+        current = self._tokens_of(secret)
+        if current is None or current.refresh_token != consumed:
+            # Someone (another link on this Secret, a user) changed it meanwhile.
+            self._remember(key, acted_request=self._latest_request(key))
+            return None
+        claim = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION)
+        now_s = time.time()
+        if claim:
+            holder, _, until = claim.rpartition(";")
+            try:
+                expires = float(until)
+            except ValueError:
+                expires = 0.0
+            if holder != self.holder and expires > now_s:
+                log.info("Secret %s/%s is being refreshed by %s; waiting", *secret_key, holder)
+                self.scheduler.schedule(key, expires + 0.5)
+                return None
+        lease = f"{self.holder};{now_s + self.settings.claim_lease:.0f}"
+        try:
+            claimed = await self._io(
+                self.kube.patch_secret, *secret_key,
+                {"metadata": {"annotations": {CLAIM_ANNOTATION: lease}}},
+                resource_version=_rv(secret),
+            )
+        except ConflictError:
+            await self._reread(secret_key)
+            return None
+        except NotFoundError:
+            self.secrets.pop(secret_key, None)
+            return None
+        except ExternalAuthError as e:
+            await self._failed(key, provider.name, self._latest_request(key),
+                               RefreshableReason.RETRYING_TRANSIENT_ERROR,
+                               f"cannot claim the Secret for refresh: {e}", None)
+            return None
+        self._store_secret(claimed)
+        return claimed
 
     async def _failed(self, key: LinkKey, provider: str, request: str | None,
                       reason: RefreshableReason, message: str, retry_after: float | None,

@@ -18,7 +18,7 @@ from requests_oauthlib import OAuth2Session
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import TokenSet
-from externalauth.oauth.transport import TrustingAdapter, session_for, ssl_context
+from externalauth.oauth.transport import TrustingAdapter, proxies_for, session_for, ssl_context
 from externalauth.policy import classifying
 from externalauth.providers import ClientAuth
 
@@ -89,6 +89,7 @@ class ProviderClient:
         self._observe = observe or (lambda endpoint, code: None)
         self._timeout = (connect_timeout, read_timeout)
         self._adapter = TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=max(4, spec.max_concurrent))
+        self._proxies = {url: proxies_for(url) for url in (spec.token_url, spec.validate_url) if url}
 
     def __repr__(self) -> str:
         return f"ProviderClient({self.spec.name!r})"
@@ -109,7 +110,7 @@ class ProviderClient:
         quirks = self.spec.quirks
         scope = list(self.spec.scopes) if quirks.send_scope_on_refresh and self.spec.scopes else None
         session = OAuth2Session(client_id=self.spec.client_id, scope=scope)
-        session_for(self._adapter, session)
+        session_for(self._adapter, session, proxies=self._proxies.get(self.spec.token_url))
         session.register_compliance_hook("refresh_token_response", hook)
         kwargs: dict[str, Any] = {
             "timeout": self._timeout,
@@ -151,8 +152,6 @@ class ProviderClient:
             if "status" in seen:
                 return self._fail(seen, None)
             return ExchangeResult(classifying.classify_token_answer(classifying.TokenAnswer(status=None)))
-        finally:
-            session.close()
         answer = classifying.TokenAnswer(
             status=seen.get("status", 200), has_access_token=bool(token.get("access_token"))
         )
@@ -172,7 +171,7 @@ class ProviderClient:
     def validate(self, access_token: SecretStr, *, now: dt.datetime) -> classifying.ValidationOutcome:
         url = self.spec.validate_url
         assert url is not None
-        session = session_for(self._adapter)
+        session = session_for(self._adapter, proxies=self._proxies.get(url))
         try:
             resp = session.get(
                 url,
@@ -187,8 +186,6 @@ class ProviderClient:
             return classifying.classify_validation(
                 status=None, headers={}, body=None, account_fields=(), now=now
             )
-        finally:
-            session.close()
         self._observe("validate", resp.status_code)
         try:
             body = resp.json()

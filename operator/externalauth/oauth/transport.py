@@ -10,6 +10,10 @@ import certifi
 import requests
 import requests.adapters
 
+from externalauth.proxying import proxies_for
+
+__all__ = ["TrustingAdapter", "proxies_for", "session_for", "ssl_context"]
+
 # These libraries log request bodies and headers (tokens) at DEBUG. Keep them quiet
 # whatever the operator's verbosity (contract §9.8).
 for _name in ("requests_oauthlib", "oauthlib", "urllib3", "urllib3.connectionpool"):
@@ -44,11 +48,14 @@ class TrustingAdapter(requests.adapters.HTTPAdapter):
         conn.ca_cert_dir = None
 
 
-def session_for(adapter: TrustingAdapter, session: requests.Session | None = None) -> requests.Session:
+def session_for(adapter: TrustingAdapter, session: requests.Session | None = None,
+                *, proxies: dict[str, str] | None = None) -> requests.Session:
     s = session if session is not None else requests.Session()
     s.mount("https://", adapter)
     s.mount("http://", _RefusePlainHTTP())
     s.trust_env = False
+    if proxies:
+        s.proxies.update(proxies)
     return s
 
 
