@@ -16,7 +16,7 @@ import requests
 
 from tests.harness.simulator_fixtures import CLIENT_ID
 from tests.harness.waiting import wait_for
-from tests.harness.world import World
+from tests.harness.world import World, rfc3339
 
 DUE = 300  # seconds to expiry: inside the default refreshBefore (15m), so due at once
 NOT_DUE = 3600
@@ -377,3 +377,18 @@ def test_a_claim_left_by_a_crashed_replica_blocks_only_until_its_lease_ends(worl
     wait_for(lambda: world.secret_data("link-token")["refresh_token"] != before["refresh_token"],
              timeout=20, message="the refresh after the lease ran out")
     assert 1 == world.sim.stats.token_calls
+
+
+def test_watches_survive_an_api_server_restart(world: World, operator: Any, control_plane: Any) -> None:
+    """After kube-apiserver restarts, the operator's watches resume: a user rewriting the Secret
+    with a new (due) grant is noticed and that grant is refreshed, exactly once."""
+    ready_link(world, operator)
+    control_plane.restart_apiserver()
+    fresh = world.sim.issue_grant(CLIENT_ID)
+    world.rewrite_secret("link-token", {"access_token": fresh.access_token,
+                                        "refresh_token": fresh.refresh_token,
+                                        "expiry": rfc3339(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=DUE))})
+    wait_for(lambda: world.secret_data("link-token")["refresh_token"] != fresh.refresh_token,
+             timeout=60, message="the rewritten grant to be refreshed after the restart")
+    assert 1 == world.sim.stats.exchanges_by_refresh_token.get(fresh.refresh_token)
+    assert operator.proc is not None and operator.proc.poll() is None
