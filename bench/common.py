@@ -1,0 +1,121 @@
+"""Shared set-up for the benchmarks: a control plane, the simulator, a provider, token
+Secrets and links, and the operator as the least-privileged user of deploy/rbac.yaml."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
+
+from kubernetes import client as k8s  # noqa: E402
+from kubernetes import config as k8s_config  # noqa: E402
+from tests.harness.controlplane import ControlPlane  # noqa: E402
+
+from providersim import Simulator  # noqa: E402
+
+CLIENT_ID, CLIENT_SECRET = "bench", "bench-secret"
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    def __init__(self, cp: ControlPlane, sim: Simulator, namespace: str) -> None:
+        self.cp, self.sim, self.ns = cp, sim, namespace
+        api = k8s_config.new_client_from_config(config_file=str(cp.kubeconfig))
+        self.core, self.co = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
+        self.work = Path(tempfile.mkdtemp(prefix="externalauth-bench-"))
+        self.operator: subprocess.Popen[bytes] | None = None
+
+    def provider(self, *, concurrency: int = 10, validate: bool = False) -> None:
+        self.sim.register_client(CLIENT_ID, CLIENT_SECRET)
+        self.core.create_namespace({"metadata": {"name": self.ns}})
+        self.core.create_namespaced_secret(self.ns, {"metadata": {"name": "client"},
+                                                     "stringData": {"secret": CLIENT_SECRET}})
+        self.co.create_cluster_custom_object("externalauth.io", "v1alpha1", "externalauthproviders", {
+            "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthProvider",
+            "metadata": {"name": "bench"},
+            "spec": {"type": "github", "clientID": CLIENT_ID, "baseURL": self.sim.url,
+                     "validateURL": f"{self.sim.url}/user" if validate else "",
+                     "caBundle": self.sim.ca_pem, "maxConcurrentRefreshes": concurrency,
+                     "clientSecretRef": {"namespace": self.ns, "name": "client", "key": "secret"}}})
+
+    def links(self, count: int, *, expiry: str, threads: int = 16) -> dict[str, str]:
+        """``count`` token Secrets (labelled) and links; returns Secret name -> refresh token."""
+        tokens: dict[str, str] = {}
+
+        def make(i: int) -> None:
+            grant = self.sim.issue_grant(CLIENT_ID, login=f"user{i}")
+            tokens[f"tok-{i}"] = grant.refresh_token
+            self.core.create_namespaced_secret(self.ns, {
+                "metadata": {"name": f"tok-{i}", "labels": {"externalauth.io/managed": "true"}},
+                "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
+                               "expiry": expiry}})
+            self.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", self.ns, "externalauthlinks", {
+                "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
+                "metadata": {"name": f"link-{i}"},
+                "spec": {"providerName": "bench", "secretName": f"tok-{i}", "validate": False}})
+
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(make, range(count)))
+        return tokens
+
+    def start_operator(self, *extra: str) -> subprocess.Popen[bytes]:
+        role = next(d for d in yaml.safe_load_all((ROOT / "deploy/rbac.yaml").read_text())
+                    if d and d["kind"] == "ClusterRole")
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "bench-operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role["metadata"]["name"]},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bench-operator"}]}]))
+        kubeconfig = self.cp.mint_user("bench-operator")
+        self.log = self.work / "operator.log"
+        out = open(self.log, "ab")
+        self.operator = subprocess.Popen(
+            [str(Path(sys.executable).parent / "externalauth"), "run", "-n", self.ns,
+             "--kubeconfig", str(kubeconfig), *(extra or ("--metrics-port", "0"))],
+            stdout=out, stderr=subprocess.STDOUT)
+        while b"externalauth operator started" not in self.log.read_bytes():
+            if self.operator.poll() is not None:
+                raise SystemExit(f"the operator exited; see {self.log}")
+            time.sleep(0.05)
+        return self.operator
+
+    def stop_operator(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.send_signal(signal.SIGTERM)
+            self.operator.wait(60)
+
+
+@contextlib.contextmanager
+def bench(namespace: str, **sim_kwargs: Any) -> Iterator[Bench]:
+    with ControlPlane() as cp, Simulator(mode="github", **sim_kwargs) as sim:
+        b = Bench(cp, sim, namespace)
+        try:
+            yield b
+        finally:
+            b.stop_operator()

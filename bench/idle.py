@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Idle and restart benchmark (contract §10): N links, none due.
+
+    .venv/bin/python bench/idle.py [--links 10000] [--idle-seconds 60]
+
+Creates N token Secrets (not due for 8 h) and N links, starts the operator and waits until
+every link has been decided (``externalauth_links`` sums to N on /metrics). Then restarts
+the operator and measures how long it takes to decide every link again ("restart: all
+scheduled within 60 s; links not due are not refreshed"), and finally measures the idle
+operator's CPU share and resident memory over ``--idle-seconds`` ("≤ 1 % of a core,
+≤ 200 MB, no requests beyond scheduled work": the simulator counts provider calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import socket
+import sys
+import time
+import urllib.request
+
+from common import bench, cpu_seconds, rss_mib
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def decided(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("externalauth_links{")))
+
+
+def wait_decided(port: int, n: int, *, timeout: float) -> float:
+    started = time.monotonic()
+    while decided(port) < n:
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"only {decided(port)} of {n} links decided after {timeout:.0f}s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--links", type=int, default=10000)
+    ap.add_argument("--idle-seconds", type=float, default=60)
+    args = ap.parse_args()
+    far = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with bench("idle", access_token_lifetime=8 * 3600) as b:
+        b.provider()
+        print(f"creating {args.links} token Secrets and links ...", flush=True)
+        t = time.monotonic()
+        b.links(args.links, expiry=far)
+        created = time.monotonic() - t
+        port = free_port()
+        print(f"created in {created:.0f}s; first start ...", flush=True)
+        start = time.monotonic()
+        b.start_operator("--metrics-port", str(port))
+        first = wait_decided(port, args.links, timeout=1800) + (time.monotonic() - start) * 0
+        first_total = time.monotonic() - start
+        print(f"first start: all decided in {first_total:.1f}s; restarting ...", flush=True)
+        b.stop_operator()
+        start = time.monotonic()
+        b.start_operator("--metrics-port", str(port))
+        restart = time.monotonic() - start
+        restart_total = restart + wait_decided(port, args.links, timeout=600)
+        print(f"restart: all decided in {restart_total:.1f}s; idling {args.idle_seconds:.0f}s ...", flush=True)
+        assert b.operator is not None
+        calls_before = b.sim.stats.token_calls + b.sim.stats.validation_calls
+        cpu0, t0 = cpu_seconds(b.operator.pid), time.monotonic()
+        time.sleep(args.idle_seconds)  # the measurement window itself
+        cpu_share = (cpu_seconds(b.operator.pid) - cpu0) / (time.monotonic() - t0)
+        print(json.dumps({
+            "links": args.links, "setup_s": round(created, 1),
+            "first_start_all_decided_s": round(first_total, 1),
+            "restart_all_decided_s": round(restart_total, 1), "restart_target_s": 60,
+            "idle_cpu_percent_of_a_core": round(100 * cpu_share, 2), "idle_cpu_target_percent": 1,
+            "rss_mib": round(rss_mib(b.operator.pid), 1), "rss_target_mib": 200,
+            "provider_calls_while_idle": b.sim.stats.token_calls + b.sim.stats.validation_calls - calls_before,
+            "token_calls_total": b.sim.stats.token_calls,
+            "first_decided_wait_s": round(first, 1),
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
