@@ -124,7 +124,9 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "externalauthlinks")  # type: ignore[arg-type]
-def link_event(event: dict[str, Any], **_: Any) -> None:
+async def link_event(event: dict[str, Any], **_: Any) -> None:
+    # async on purpose: kopf runs sync handlers in worker threads, and the engine's caches
+    # and scheduler belong to the event loop (a sync handler stalled 10,000 links).
     if Options.engine is not None:
         Options.engine.on_link(event.get("type") or "ADDED", dict(event["object"]))
 
