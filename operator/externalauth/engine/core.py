@@ -109,6 +109,15 @@ def _newer(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
         return True
 
 
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The object without what the engine never reads (managedFields are often the largest
+    part of an object): the caches hold 10,000s of links and Secrets."""
+    meta = body.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        body = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return body
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -155,6 +164,7 @@ class Engine:
         if old is not None and not _newer(old, body):
             return
         self._unlink(key, old)
+        body = _slim(body)
         self.links[key] = body
         spec = body.get("spec") or {}
         if isinstance(spec.get("secretName"), str):
@@ -190,7 +200,7 @@ class Engine:
             return False
         if old is not None and _rv(old) == _rv(body):
             return False
-        self.secrets[key] = body
+        self.secrets[key] = _slim(body)
         return True
 
     async def on_provider(self, kind: str, body: dict[str, Any]) -> None:
