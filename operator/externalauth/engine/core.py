@@ -503,7 +503,7 @@ class Engine:
         runtime = self.providers.get(provider.name)
         if runtime is None or runtime.client is None or runtime.semaphore is None:
             return
-        # A pipeline of 2×K: up to K links hold a claim while K others exchange, so the
+        # A pipeline of 2 x K: up to K links hold a claim while K others exchange, so the
         # claim write overlaps the exchanges instead of adding to each. A claimed link
         # waits for at most one exchange ahead of it, far less than the lease; still, a
         # lease that has run low is renewed before the token is sent (a lease that ran
