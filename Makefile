@@ -70,7 +70,7 @@ unit: venv
 .PHONY: lint
 lint: venv
 	$(call say,ruff)
-	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff check operator tests hack bench
 	$(call say,mypy)
 	$(BIN)/mypy
 	$(call say,import-linter)
