@@ -15,18 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from tests.harness.controlplane import ControlPlane  # noqa: E402
+from tests.harness.operator_fixtures import least_privileged_kubeconfig  # noqa: E402
 
 from providersim import Simulator  # noqa: E402
 
 CLIENT_ID, CLIENT_SECRET = "bench", "bench-secret"
+STARTED = b"externalauth operator started"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -84,22 +84,15 @@ class Bench:
         return tokens
 
     def start_operator(self, *extra: str) -> subprocess.Popen[bytes]:
-        role = next(d for d in yaml.safe_load_all((ROOT / "deploy/rbac.yaml").read_text())
-                    if d and d["kind"] == "ClusterRole")
-        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "bench-operator"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": role["metadata"]["name"]},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bench-operator"}]}]))
-        kubeconfig = self.cp.mint_user("bench-operator")
+        kubeconfig = least_privileged_kubeconfig(self.cp, "bench-operator")
         self.log = self.work / "operator.log"
+        started = self.log.read_bytes().count(STARTED) if self.log.exists() else 0
         out = open(self.log, "ab")
         self.operator = subprocess.Popen(
             [str(Path(sys.executable).parent / "externalauth"), "run", "-n", self.ns,
              "--kubeconfig", str(kubeconfig), *(extra or ("--metrics-port", "0"))],
             stdout=out, stderr=subprocess.STDOUT)
-        while b"externalauth operator started" not in self.log.read_bytes():
+        while self.log.read_bytes().count(STARTED) <= started:  # this start, not an earlier one
             if self.operator.poll() is not None:
                 raise SystemExit(f"the operator exited; see {self.log}")
             time.sleep(0.05)

@@ -92,21 +92,26 @@ RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
 OPERATOR_USER = "externalauth-operator-under-test"
 
 
-@pytest.fixture(scope="session")
-def operator_kubeconfig(control_plane: Any) -> Path:
-    """A kubeconfig for a user bound to exactly the ClusterRole of ``deploy/rbac.yaml``
-    (contract §9.9): the operator under test has the permissions a user installs, no more."""
+def least_privileged_kubeconfig(control_plane: Any, user: str) -> Path:
+    """A kubeconfig for ``user`` bound to exactly the ClusterRole of ``deploy/rbac.yaml``
+    (contract §9.9). Used by the tests and the benchmarks (no pytest needed)."""
     role = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d and d["kind"] == "ClusterRole")
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": f"{OPERATOR_USER}"},
+        "metadata": {"name": user},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                     "name": role["metadata"]["name"]},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     }
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
-    path: Path = control_plane.mint_user(OPERATOR_USER)
+    path: Path = control_plane.mint_user(user)
     return path
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(control_plane: Any) -> Path:
+    """The operator under test has the permissions a user installs, no more."""
+    return least_privileged_kubeconfig(control_plane, OPERATOR_USER)
 
 
 @pytest.fixture
