@@ -11,11 +11,12 @@ from typing import Any
 import kopf
 
 from externalauth import GROUP, VERSION, metrics
-from externalauth.engine.core import MANAGED_LABEL, Engine, Settings
+from externalauth.engine.core import Engine, Settings
 from externalauth.errors import TransientError
 from externalauth.kube import connecting
 from externalauth.kube.requesting import Kube
 from externalauth.kube.watching import SecretWatcher
+from externalauth.model.names import MANAGED_LABEL
 
 log = logging.getLogger("externalauth")
 

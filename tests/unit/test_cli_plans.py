@@ -75,10 +75,3 @@ def test_force_replaces_a_secret_whose_type_cannot_hold_a_token() -> None:
 
 def test_link_patch_touches_only_provider_and_secret() -> None:
     assert {"spec": {"providerName": "gh", "secretName": "s"}} == plans.link_patch(provider="gh", secret="s")
-
-
-def test_constants_match_the_engine() -> None:
-    """The CLI and the operator agree on the label and the annotation."""
-    from externalauth.engine import core
-
-    assert (core.MANAGED_LABEL, core.REFRESH_ANNOTATION) == (plans.MANAGED_LABEL, plans.REFRESH_ANNOTATION)

@@ -12,12 +12,10 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from externalauth import PREFIX
 from externalauth.errors import InvalidInputError
 from externalauth.model import tokens as tokmod
+from externalauth.model.names import MANAGED_LABEL
 
-MANAGED_LABEL = f"{PREFIX}managed"  # same value as externalauth.engine.core.MANAGED_LABEL
-REFRESH_ANNOTATION = f"{PREFIX}refresh-requested"  # = engine.core.REFRESH_ANNOTATION
 API_VERSION = "externalauth.io/v1alpha1"
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from externalauth import PREFIX, metrics
+from externalauth import metrics
 from externalauth.engine.scheduling import Scheduler
 from externalauth.errors import (
     ConflictError,
@@ -33,6 +33,7 @@ from externalauth.model import conditions as cond
 from externalauth.model import formats
 from externalauth.model import tokens as tokmod
 from externalauth.model.durations import format_time
+from externalauth.model.names import CLAIM_ANNOTATION, MANAGED_LABEL, REFRESH_ANNOTATION, LinkKey
 from externalauth.model.reasons import (
     EventReason,
     ProviderReason,
@@ -50,11 +51,7 @@ from externalauth.policy.deciding import Action, Failure, LinkMemory, ProviderVi
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MANAGED_LABEL = f"{PREFIX}managed"
-CLAIM_ANNOTATION = f"{PREFIX}refresh-claim"
-REFRESH_ANNOTATION = f"{PREFIX}refresh-requested"
 RT_EXPIRING_SOON = dt.timedelta(days=7)
-LinkKey = tuple[str, str]
 
 
 @dataclasses.dataclass
