@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import os
 
-from externalauth.engine.core import Settings
+from externalauth.engine.settings import Settings
 
 
 def preflight(*, kubeconfig: str | None, context: str | None) -> None:
@@ -58,11 +58,15 @@ def run(
     if not (verbose or debug):
         # kopf logs every handler call on every object at INFO: noise at 10,000 links.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    handlers.Options.namespaces = [] if all_namespaces else list(namespaces)
-    handlers.Options.kubeconfig = kubeconfig
-    handlers.Options.context = context
-    handlers.Options.metrics_port = metrics_port
-    handlers.Options.settings = Settings(validation_interval=validation_interval)
+    from externalauth.engine.starting import Options
+
+    handlers.State.options = Options(
+        namespaces=[] if all_namespaces else list(namespaces),
+        kubeconfig=kubeconfig,
+        context=context,
+        metrics_port=metrics_port,
+        settings=Settings(validation_interval=validation_interval),
+    )
     kopf.run(
         clusterwide=all_namespaces or not namespaces,
         namespaces=() if all_namespaces or not namespaces else list(namespaces),

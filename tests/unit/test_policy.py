@@ -13,7 +13,7 @@ from externalauth.model.reasons import RefreshableReason, ValidatedReason
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import parse_link, parse_provider
 from externalauth.model.tokens import TokenSet
-from externalauth.policy import scheduling
+from externalauth.policy import timing
 from externalauth.policy.classifying import (
     TokenAnswer,
     TokenVerdict,
@@ -100,7 +100,7 @@ def test_rate_limit_reset_becomes_retry_after() -> None:
 def test_due_time_is_never_later_than_expiry_minus_refresh_before() -> None:
     expiry = NOW + dt.timedelta(hours=8)
     for i in range(200):
-        due = scheduling.due_at(expiry=expiry, refresh_before=dt.timedelta(minutes=15),
+        due = timing.due_at(expiry=expiry, refresh_before=dt.timedelta(minutes=15),
                                 issued_at=NOW, seed=f"link-{i}")
         assert due is not None
         assert expiry - dt.timedelta(minutes=15) - dt.timedelta(minutes=48) <= due <= expiry - dt.timedelta(minutes=15)
@@ -108,7 +108,7 @@ def test_due_time_is_never_later_than_expiry_minus_refresh_before() -> None:
 
 def test_due_time_is_spread_across_links() -> None:
     expiry = NOW + dt.timedelta(hours=8)
-    dues = {scheduling.due_at(expiry=expiry, refresh_before=dt.timedelta(minutes=15),
+    dues = {timing.due_at(expiry=expiry, refresh_before=dt.timedelta(minutes=15),
                               issued_at=NOW, seed=f"link-{i}") for i in range(50)}
     assert 50 == len(dues)
 
@@ -120,7 +120,7 @@ def test_due_time_is_spread_across_links() -> None:
     pytest.param(1, 30.0, 30, 30, id="Retry-After wins when longer"),
 ])
 def test_backoff(failures: int, retry_after: float | None, low: float, high: float) -> None:
-    wait = scheduling.backoff(failures=failures, seed="x", retry_after=retry_after)
+    wait = timing.backoff(failures=failures, seed="x", retry_after=retry_after)
     assert low <= wait <= high
 
 
@@ -156,68 +156,98 @@ def conditions(plan: Any) -> dict[str, tuple[str, str]]:
     return {c.type: (c.status, c.reason) for c in plan.conditions}
 
 
-CHAIN = [
-    ("nothing to do for a fresh validated token", inp(), Action.NONE, "TokenCurrent"),
-    ("refresh because the token is within refreshBefore of expiry", inp(tokens=tokens(expires_in=600)),
-     Action.REFRESH, None),
-    ("refresh because the Secret has no expiry", inp(tokens=tokens(expires_in=None)), Action.REFRESH, None),
-    ("refresh because the annotation asks", inp(refresh_requested="r-1"), Action.REFRESH, None),
+S = dt.timedelta(seconds=1)
+DUE = NOW + dt.timedelta(hours=8) - dt.timedelta(minutes=15)  # default token: expiry - refreshBefore
+NEXT_VALIDATION = NOW + dt.timedelta(hours=1)
+OK = ("True", "TokenCurrent")
+NOT_YET_DUE = ("True", "NotYetDue")
+VALID = ("True", "Valid")
+PENDING = ("Unknown", "Pending")
+BACKOFF = Failure(RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + 30 * S)
+DEAD = SecretStr("r1").fingerprint()
+Row = tuple[str, LinkInput, Action, tuple[str, str], "tuple[str, str] | None", "tuple[str, str] | None",
+            "dt.datetime | None"]
+
+# Each row: the sentence, the input, then the whole decision — action, Ready, Refreshable,
+# Validated (None: no such condition) and when to decide again (None: on the next event).
+CHAIN: list[Row] = [
+    ("nothing to do for a fresh validated token; wake for the next validation",
+     inp(), Action.NONE, OK, NOT_YET_DUE, VALID, NEXT_VALIDATION),
+    ("refresh because the token is within refreshBefore of expiry",
+     inp(tokens=tokens(expires_in=600)), Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+    ("refresh because the Secret has no expiry",
+     inp(tokens=tokens(expires_in=None)), Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+    ("refresh because the annotation asks",
+     inp(refresh_requested="r-1"), Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
     ("no refresh when the annotation was already acted on",
-     inp(refresh_requested="r-1", status={"lastRefreshRequest": "r-1"}), Action.NONE, "TokenCurrent"),
-    ("no refresh when suspended", inp(spec=parse_link({"providerName": "gh", "secretName": "tok", "suspend": True}),
-                                     tokens=tokens(expires_in=60)), Action.NONE, "TokenCurrent"),
-    ("no refresh without a refresh token", inp(tokens=tokens(expires_in=60, refresh=None)), Action.NONE,
-     "TokenCurrent"),
+     inp(refresh_requested="r-1", status={"lastRefreshRequest": "r-1"}),
+     Action.NONE, OK, NOT_YET_DUE, VALID, NEXT_VALIDATION),
+    ("no refresh when suspended; wake when the token expires",
+     inp(spec=parse_link({"providerName": "gh", "secretName": "tok", "suspend": True}), tokens=tokens(expires_in=60)),
+     Action.NONE, OK, ("False", "Suspended"), VALID, NOW + 60 * S),
+    ("no refresh without a refresh token; wake when the token expires",
+     inp(tokens=tokens(expires_in=60, refresh=None)), Action.NONE, OK, ("False", "NoRefreshToken"), VALID,
+     NOW + 60 * S),
     ("no refresh of a grant the provider declared dead",
-     inp(tokens=tokens(expires_in=60), memory=LinkMemory(dead_grant_fingerprint=SecretStr("r1").fingerprint(),
-                                                           validation=validated())),
-     Action.NONE, "ReauthRequired"),
+     inp(tokens=tokens(expires_in=60), memory=LinkMemory(dead_grant_fingerprint=DEAD, validation=validated())),
+     Action.NONE, ("False", "ReauthRequired"), ("False", "ReauthRequired"), VALID, NOW + 60 * S),
     ("refresh again once the user wrote a new grant",
-     inp(tokens=tokens(expires_in=60, refresh="r2"),
-         memory=LinkMemory(dead_grant_fingerprint=SecretStr("r1").fingerprint(), validation=validated())),
-     Action.REFRESH, None),
-    ("wait during transient backoff",
-     inp(tokens=tokens(expires_in=60), memory=LinkMemory(validation=validated(), failure=Failure(
-         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + dt.timedelta(seconds=30)))),
-     Action.NONE, "TokenCurrent"),
+     inp(tokens=tokens(expires_in=60, refresh="r2"), memory=LinkMemory(dead_grant_fingerprint=DEAD,
+                                                                       validation=validated())),
+     Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+    ("wait during transient backoff, until it ends",
+     inp(tokens=tokens(expires_in=60), memory=LinkMemory(validation=validated(), failure=BACKOFF)),
+     Action.NONE, OK, ("False", "RetryingTransientError"), VALID, NOW + 30 * S),
     ("retry once the backoff has passed",
      inp(memory=LinkMemory(validation=validated(), failure=Failure(
-         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW - dt.timedelta(seconds=1)))),
-     Action.REFRESH, None),
+         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW - S))),
+     Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
     ("the annotation overrides backoff",
      inp(tokens=tokens(expires_in=60), refresh_requested="r-2",
-         memory=LinkMemory(validation=validated(), failure=Failure(
-         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW + dt.timedelta(seconds=30)))),
-     Action.REFRESH, None),
-    ("wait while the provider's credentials are rejected",
-     inp(tokens=tokens(expires_in=60), provider=ProviderView(spec=PROVIDER,
-         credentials_rejected_until=NOW + dt.timedelta(seconds=30))), Action.NONE, "TokenCurrent"),
-    ("rewrite the output formats when they do not match the token", inp(formats_stale=True),
-     Action.WRITE_FORMATS, None),
-    ("refresh before rewriting formats when both are due", inp(formats_stale=True, tokens=tokens(expires_in=60)),
-     Action.REFRESH, None),
-    ("validate a token never validated", inp(memory=LinkMemory()), Action.VALIDATE, None),
+         memory=LinkMemory(validation=validated(), failure=BACKOFF)),
+     Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+    ("wait while the provider's credentials are rejected, until its backoff ends",
+     inp(tokens=tokens(expires_in=60), provider=ProviderView(spec=PROVIDER, credentials_rejected_until=NOW + 30 * S)),
+     Action.NONE, OK, ("False", "ProviderCredentialsRejected"), VALID, NOW + 30 * S),
+    ("wait while another replica holds a claim, until it ends",
+     inp(tokens=tokens(expires_in=60), claimed_by="other", claimed_until=NOW + 40 * S),
+     Action.NONE, OK, ("False", "ClaimedElsewhere"), VALID, NOW + 40.5 * S),
+    ("another replica's claim does not matter when nothing is due",
+     inp(claimed_by="other", claimed_until=NOW + 40 * S), Action.NONE, OK, NOT_YET_DUE, VALID, NEXT_VALIDATION),
+    ("rewrite the output formats when they do not match the token",
+     inp(formats_stale=True), Action.WRITE_FORMATS, OK, NOT_YET_DUE, VALID, DUE),
+    ("refresh before rewriting formats when both are due",
+     inp(formats_stale=True, tokens=tokens(expires_in=60)), Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+    ("validate a token never validated",
+     inp(memory=LinkMemory()), Action.VALIDATE, OK, NOT_YET_DUE, PENDING, DUE),
     ("validate a token that changed since the last validation",
-     inp(tokens=tokens(access="a2")), Action.VALIDATE, None),
-    ("ready is false for an expired static token", inp(tokens=tokens(expires_in=-5, refresh=None)),
-     Action.NONE, "TokenExpired"),
+     inp(tokens=tokens(access="a2")), Action.VALIDATE, OK, NOT_YET_DUE, PENDING, DUE),
+    ("ready is false for an expired static token",
+     inp(tokens=tokens(expires_in=-5, refresh=None)), Action.NONE, ("False", "TokenExpired"),
+     ("False", "NoRefreshToken"), VALID, NEXT_VALIDATION),
     ("ready is false for a token the provider rejected",
-     inp(memory=LinkMemory(validation=validated(reason=ValidatedReason.INVALID))), Action.NONE, "TokenRejected"),
-    ("secret missing", inp(secret_found=False, tokens=None), Action.NONE, "SecretNotFound"),
-    ("secret invalid", inp(tokens=None, secret_error="key access_token is missing"), Action.NONE, "SecretInvalid"),
-    ("provider missing", inp(provider=None), Action.NONE, "ProviderNotFound"),
+     inp(memory=LinkMemory(validation=validated(reason=ValidatedReason.INVALID))),
+     Action.NONE, ("False", "TokenRejected"), NOT_YET_DUE, ("False", "Invalid"), NEXT_VALIDATION),
+    ("secret missing: look again later",
+     inp(secret_found=False, tokens=None), Action.NONE, ("False", "SecretNotFound"), None, None, NOW + 30 * S),
+    ("secret invalid: wait for it to change",
+     inp(tokens=None, secret_error="key access_token is missing"), Action.NONE, ("False", "SecretInvalid"),
+     None, None, None),
+    ("provider missing", inp(provider=None), Action.NONE, ("False", "ProviderNotFound"), None, None, None),
     ("provider not ready", inp(provider=ProviderView(spec=None, not_ready_message="x")), Action.NONE,
-     "ProviderNotReady"),
+     ("False", "ProviderNotReady"), None, None, None),
 ]
 
 
-@pytest.mark.parametrize(("case", "action", "ready_reason"), [(c[1], c[2], c[3]) for c in CHAIN],
-                         ids=[c[0] for c in CHAIN])
-def test_decision_chain(case: LinkInput, action: Action, ready_reason: str | None) -> None:
+@pytest.mark.parametrize(("case", "action", "ready", "refreshable", "validated_", "wake_at"),
+                         [c[1:] for c in CHAIN], ids=[c[0] for c in CHAIN])
+def test_decision_chain(case: LinkInput, action: Action, ready: tuple[str, str],
+                        refreshable: tuple[str, str] | None, validated_: tuple[str, str] | None,
+                        wake_at: dt.datetime | None) -> None:
     plan = decide(case)
-    assert action == plan.action
-    if ready_reason is not None:
-        assert ready_reason == conditions(plan)["Ready"][1]
+    got = conditions(plan)
+    assert (action, ready, refreshable, validated_, wake_at) == (
+        plan.action, got["Ready"], got.get("Refreshable"), got.get("Validated"), plan.wake_at)
 
 
 def test_a_rate_limited_validation_keeps_the_link_ready() -> None:
@@ -228,9 +258,14 @@ def test_a_rate_limited_validation_keeps_the_link_ready() -> None:
         k: v for k, v in conditions(plan).items() if k != "Refreshable"}
 
 
-def test_the_next_wake_up_is_the_due_time() -> None:
-    plan = decide(inp())
-    assert plan.wake_at is not None and plan.wake_at <= NOW + dt.timedelta(hours=8) - dt.timedelta(minutes=15)
+def test_the_next_wake_up_is_after_now_and_no_later_than_the_due_time() -> None:
+    """Never later than the refresh is due, and never now (that would be a busy loop)."""
+    for memory in (LinkMemory(validation=validated()), LinkMemory(validation=Validation(
+            reason=ValidatedReason.VALID, message="m", at=NOW - dt.timedelta(minutes=59),
+            token_fingerprint=SecretStr("a1").fingerprint()))):
+        plan = decide(inp(memory=memory))
+        assert Action.NONE == plan.action
+        assert plan.wake_at is not None and NOW < plan.wake_at <= DUE
 
 
 def test_status_is_stable_when_nothing_changed() -> None:

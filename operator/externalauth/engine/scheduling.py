@@ -8,20 +8,24 @@ coalesced into a single re-run (single-flight per link).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import heapq
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Hashable
 
+from externalauth.engine.ports import Clock, SystemClock
+
 log = logging.getLogger(__name__)
+#: A reconcile that crashed (a bug) is tried again after this long.
+CRASH_RETRY = dt.timedelta(seconds=30)
 
 
 class Scheduler:
     def __init__(self, work: Callable[[Hashable], Awaitable[None]], *, concurrency: int = 256,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Clock | None = None) -> None:
         self._work = work
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._heap: list[tuple[float, int, Hashable]] = []
         self._when: dict[Hashable, float] = {}
         self._seq = itertools.count()
@@ -35,21 +39,29 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._when)
 
-    def schedule(self, key: Hashable, when: float | None = None) -> None:
-        """Decide about ``key`` at ``when`` (epoch seconds; default now). An earlier time
-        replaces a later one; a later one replaces an earlier one only via :meth:`reset`."""
-        when = self._clock() if when is None else when
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
+
+    def schedule(self, key: Hashable, at: dt.datetime | None = None) -> None:
+        """Decide about ``key`` at ``at`` (default now). An earlier time replaces a later
+        one; a later one replaces an earlier one only via :meth:`reset`."""
+        when = self._now() if at is None else at.timestamp()
         current = self._when.get(key)
         if current is not None and current <= when:
             return
         self._push(key, when)
 
-    def reset(self, key: Hashable, when: float | None) -> None:
+    def reset(self, key: Hashable, at: dt.datetime | None) -> None:
         """Set the next decision time for ``key`` exactly (None: only on the next event)."""
-        if when is None:
+        if at is None:
             self._when.pop(key, None)
             return
-        self._push(key, when)
+        self._push(key, at.timestamp())
+
+    def when(self, key: Hashable) -> dt.datetime | None:
+        """When ``key`` is next decided (None: only on its next event)."""
+        at = self._when.get(key)
+        return dt.datetime.fromtimestamp(at, dt.UTC) if at is not None else None
 
     def forget(self, key: Hashable) -> None:
         self._when.pop(key, None)
@@ -66,21 +78,24 @@ class Scheduler:
 
     async def run(self) -> None:
         while not self._stopped:
-            now = self._clock()
-            while not self._paused and self._heap and self._heap[0][0] <= now:
-                when, _, key = heapq.heappop(self._heap)
-                if self._when.get(key) != when:
-                    continue  # superseded entry
-                del self._when[key]
-                self._dispatch(key)
+            self.dispatch_due()
             timeout = None
             if not self._paused and self._heap:
-                timeout = max(0.0, self._heap[0][0] - self._clock())
+                timeout = max(0.0, self._heap[0][0] - self._now())
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
+            await self._clock.wait(self._wake, timeout)
+
+    def dispatch_due(self) -> int:
+        """Start a reconcile for every key whose time has come; how many were due."""
+        now, due = self._now(), 0
+        while not self._paused and self._heap and self._heap[0][0] <= now:
+            when, _, key = heapq.heappop(self._heap)
+            if self._when.get(key) != when:
+                continue  # superseded entry
+            del self._when[key]
+            due += 1
+            self._dispatch(key)
+        return due
 
     def _dispatch(self, key: Hashable) -> None:
         if key in self._running:
@@ -99,7 +114,7 @@ class Scheduler:
                         raise
                     except Exception:
                         log.exception("reconcile of %s failed unexpectedly; retrying in 30s", key)
-                        self.schedule(key, self._clock() + 30)
+                        self.schedule(key, self._clock.now() + CRASH_RETRY)
                 if key not in self._rerun or self._stopped:
                     break
         finally:

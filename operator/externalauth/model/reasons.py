@@ -37,6 +37,7 @@ class RefreshableReason(enum.StrEnum):
     REAUTH_REQUIRED = "ReauthRequired"
     NO_REFRESH_TOKEN = "NoRefreshToken"
     SUSPENDED = "Suspended"
+    CLAIMED_ELSEWHERE = "ClaimedElsewhere"
 
 
 class ValidatedReason(enum.StrEnum):
@@ -74,10 +75,3 @@ class RefreshResult(enum.StrEnum):
     TRANSIENT_ERROR = "transient_error"
     REAUTH_REQUIRED = "reauth_required"
     PROVIDER_REJECTED = "provider_rejected"
-
-
-class ValidationResult(enum.StrEnum):
-    VALID = "valid"
-    INVALID = "invalid"
-    RATE_LIMITED = "rate_limited"
-    UNREACHABLE = "unreachable"

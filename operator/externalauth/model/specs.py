@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any
 
 from externalauth import providers
 from externalauth.errors import InvalidInputError
@@ -19,14 +19,6 @@ from externalauth.model.formats import OutputFormat
 
 DEFAULT_REFRESH_BEFORE = dt.timedelta(minutes=15)
 DEFAULT_MAX_CONCURRENT = 10
-
-
-class ObjectBody(TypedDict, total=False):
-    apiVersion: str
-    kind: str
-    metadata: dict[str, Any]
-    spec: dict[str, Any]
-    status: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from externalauth.model.reasons import (
 )
 from externalauth.model.specs import LinkSpec, ProviderSpec
 from externalauth.model.tokens import TokenSet
-from externalauth.policy import scheduling
+from externalauth.policy import timing
 
 DEFAULT_VALIDATION_INTERVAL = dt.timedelta(hours=1)
 
@@ -54,6 +54,7 @@ class Validation:
     token_fingerprint: str
     account: str | None = None
     retry_at: dt.datetime | None = None
+    failures: int = 0  # consecutive validations without a verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,8 @@ class LinkInput:
     memory: LinkMemory
     validation_interval: dt.timedelta = DEFAULT_VALIDATION_INTERVAL
     formats_stale: bool = False  # the Secret's outputFormats keys do not match its access_token
+    claimed_by: str | None = None  # another replica's live claim on the Secret: its holder
+    claimed_until: dt.datetime | None = None  # ... and when it ends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +126,8 @@ def _earliest(*moments: dt.datetime | None) -> dt.datetime | None:
     return min(present) if present else None
 
 
-def _blocked(inp: LinkInput, reason: ReadyReason, message: str) -> Plan:
+def _blocked(inp: LinkInput, reason: ReadyReason, message: str,
+             *, wake_at: dt.datetime | None = None) -> Plan:
     fields: dict[str, Any] = {"nextRefreshTime": None}
     if inp.refresh_requested is not None:
         fields["lastRefreshRequest"] = inp.refresh_requested
@@ -132,7 +136,7 @@ def _blocked(inp: LinkInput, reason: ReadyReason, message: str) -> Plan:
         why=message,
         conditions=(_c(ConditionType.READY, Status.FALSE, reason, message),),
         fields=fields,
-        wake_at=None,
+        wake_at=wake_at,
     )
 
 
@@ -183,7 +187,8 @@ def decide(inp: LinkInput) -> Plan:
                         f"{inp.provider.not_ready_message or 'unknown reason'}")
     if not inp.secret_found:
         return _blocked(inp, ReadyReason.SECRET_NOT_FOUND,
-                        f"Secret {inp.spec.secret_name} does not exist in this namespace")
+                        f"Secret {inp.spec.secret_name} does not exist in this namespace",
+                        wake_at=inp.now + timing.MISSING_SECRET_RECHECK)
     if inp.tokens is None:
         return _blocked(inp, ReadyReason.SECRET_INVALID,
                         f"Secret {inp.spec.secret_name}: {inp.secret_error or 'unusable'}")
@@ -196,7 +201,7 @@ def decide(inp: LinkInput) -> Plan:
         and inp.refresh_requested != (mem.acted_request or inp.status.get("lastRefreshRequest"))
     )
     issued = mem.last_refresh if mem.last_refresh_fingerprint == access_fp else None
-    due = scheduling.due_at(
+    due = timing.due_at(
         expiry=tokens.expiry,
         refresh_before=spec.refresh_before,
         issued_at=issued or _status_time(inp.status, "lastRefreshTime"),
@@ -231,6 +236,12 @@ def decide(inp: LinkInput) -> Plan:
             and not requested:
         refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, mem.failure.reason, mem.failure.message)
         wake = next_refresh = mem.failure.retry_at
+    elif (inp.claimed_until is not None and inp.claimed_until > now
+          and (requested or due is None or due <= now or mem.failure is not None)):
+        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.CLAIMED_ELSEWHERE,
+                         f"another replica ({inp.claimed_by}) is refreshing the token; "
+                         f"its claim ends at {format_time(inp.claimed_until)}")
+        wake = next_refresh = inp.claimed_until + timing.CLAIM_GRACE
     elif requested or due is None or due <= now or mem.failure is not None:
         action = Action.REFRESH
         why = ("refresh requested by annotation" if requested

@@ -1,0 +1,115 @@
+"""The watch caches: links, token Secrets and providers as the API server last sent
+them, with the indexes the engine looks things up by. No I/O, no scheduling: every
+``on_*``/``store_*`` returns what it affected, and the engine decides what to do about it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Hashable
+from typing import TypeVar
+
+from externalauth.model import bodies
+from externalauth.model.bodies import RawBody
+from externalauth.model.names import LinkKey
+
+
+@dataclasses.dataclass(frozen=True)
+class Affected:
+    """Links and providers whose decision may have changed."""
+
+    links: frozenset[LinkKey] = frozenset()
+    providers: frozenset[str] = frozenset()
+
+
+NOTHING = Affected()
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _discard(index: dict[K, set[V]], at: K, value: V) -> None:
+    """Remove ``value`` from ``index[at]``, and the entry once it is empty."""
+    values = index.get(at)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[at]
+
+
+class Caches:
+    def __init__(self) -> None:
+        self.links: dict[LinkKey, RawBody] = {}
+        self.secrets: dict[LinkKey, RawBody] = {}
+        self.providers: dict[str, RawBody] = {}
+        self._links_by_secret: dict[LinkKey, set[LinkKey]] = collections.defaultdict(set)
+        self._links_by_provider: dict[str, set[LinkKey]] = collections.defaultdict(set)
+        self._providers_by_secret: dict[LinkKey, set[str]] = collections.defaultdict(set)
+
+    # --- links ------------------------------------------------------------------------
+    def store_link(self, body: RawBody) -> Affected:
+        key = bodies.key_of(body)
+        old = self.links.get(key)
+        if old is not None and not bodies.newer(old, body):
+            return NOTHING
+        self._unindex_link(key, old)
+        body = bodies.slim(body)
+        self.links[key] = body
+        spec = body.get("spec") or {}
+        if isinstance(spec.get("secretName"), str):
+            self._links_by_secret[(key[0], spec["secretName"])].add(key)
+        if isinstance(spec.get("providerName"), str):
+            self._links_by_provider[spec["providerName"]].add(key)
+        return Affected(links=frozenset({key}))
+
+    def forget_link(self, key: LinkKey) -> None:
+        self._unindex_link(key, self.links.pop(key, None))
+
+    def _unindex_link(self, key: LinkKey, old: RawBody | None) -> None:
+        if old is None:
+            return
+        spec = old.get("spec") or {}
+        _discard(self._links_by_secret, (key[0], spec.get("secretName", "")), key)
+        _discard(self._links_by_provider, spec.get("providerName", ""), key)
+
+    def links_of_provider(self, name: str) -> frozenset[LinkKey]:
+        return frozenset(self._links_by_provider.get(name, ()))
+
+    # --- Secrets ----------------------------------------------------------------------
+    def store_secret(self, body: RawBody) -> Affected:
+        key = bodies.key_of(body)
+        old = self.secrets.get(key)
+        if old is not None and (not bodies.newer(old, body)
+                                or bodies.resource_version(old) == bodies.resource_version(body)):
+            return NOTHING
+        self.secrets[key] = bodies.slim(body)
+        return self._readers_of(key)
+
+    def forget_secret(self, key: LinkKey) -> Affected:
+        self.secrets.pop(key, None)
+        return self._readers_of(key)
+
+    def _readers_of(self, key: LinkKey) -> Affected:
+        return Affected(links=frozenset(self._links_by_secret.get(key, ())),
+                        providers=frozenset(self._providers_by_secret.get(key, ())))
+
+    # --- providers --------------------------------------------------------------------
+    def store_provider(self, body: RawBody) -> Affected:
+        name = bodies.key_of(body)[1]
+        old = self.providers.get(name)
+        if old is not None and not bodies.newer(old, body):
+            return NOTHING
+        self.providers[name] = body
+        return Affected(links=self.links_of_provider(name), providers=frozenset({name}))
+
+    def forget_provider(self, name: str) -> Affected:
+        self.providers.pop(name, None)
+        self.index_client_secret(name, None)
+        return Affected(links=self.links_of_provider(name), providers=frozenset({name}))
+
+    def index_client_secret(self, provider: str, ref: LinkKey | None) -> None:
+        """Record which Secret holds ``provider``'s client secret (None: none)."""
+        for key in [k for k, names in self._providers_by_secret.items() if provider in names]:
+            _discard(self._providers_by_secret, key, provider)
+        if ref is not None:
+            self._providers_by_secret[ref].add(provider)

@@ -1,0 +1,84 @@
+"""The engine's seams: what it needs from the Kubernetes side, the provider side and
+time, as Protocols. The real implementations wrap blocking clients in thread pools
+(:mod:`externalauth.engine.threads`); unit tests hand the engine fakes and a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from externalauth.model.bodies import RawBody
+from externalauth.model.secure import SecretStr
+from externalauth.model.specs import ProviderSpec
+from externalauth.oauth.exchanging import ExchangeResult
+from externalauth.policy.classifying import ValidationOutcome
+
+
+class KubePort(Protocol):
+    """The API-server calls the engine makes (reads come from watches; these are the
+    writes, plus the re-reads a compare-and-swap needs)."""
+
+    async def get_secret(self, namespace: str, name: str) -> RawBody | None: ...
+
+    async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
+                           *, resource_version: str | None) -> RawBody: ...
+
+    async def patch_link_status(self, namespace: str, name: str,
+                                status: Mapping[str, Any]) -> RawBody: ...
+
+    async def patch_provider_status(self, name: str, status: Mapping[str, Any]) -> RawBody: ...
+
+    async def post_event(self, obj: RawBody, *, type_: str, reason: str, message: str,
+                         now: dt.datetime) -> None: ...
+
+    async def list_providers(self) -> list[RawBody]: ...
+
+
+class ProviderPort(Protocol):
+    """One provider's token and validation endpoints."""
+
+    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult: ...
+
+    async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome: ...
+
+    def close(self) -> None: ...
+
+
+#: Makes the client for a provider spec and its client secret (None: a public client).
+ProviderFactory = Callable[[ProviderSpec, "SecretStr | None"], ProviderPort]
+
+
+class Clock(Protocol):
+    """The one source of time for the engine: decisions, leases, delays and waits."""
+
+    def now(self) -> dt.datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    async def wait(self, event: asyncio.Event, timeout: float | None) -> None:
+        """Return when ``event`` is set or ``timeout`` seconds have passed."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait(self, event: asyncio.Event, timeout: float | None) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass

@@ -1,0 +1,174 @@
+"""Provider runtime and status: for each ExternalAuthProvider, its parsed spec, its
+client (made by the injected factory), its concurrency bounds, whether the provider
+rejected its OAuth client lately, and the ``Ready`` condition on its status."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+from externalauth.engine.caches import Caches
+from externalauth.engine.ports import Clock, KubePort, ProviderFactory, ProviderPort
+from externalauth.engine.settings import Settings
+from externalauth.errors import ExternalAuthError, InvalidInputError
+from externalauth.model import conditions as cond
+from externalauth.model.bodies import RawBody
+from externalauth.model.names import LinkKey
+from externalauth.model.reasons import ProviderReason, Status
+from externalauth.model.secure import SecretStr
+from externalauth.model.specs import ProviderSpec, parse_provider
+from externalauth.policy import timing
+from externalauth.policy.deciding import ProviderView
+
+log = logging.getLogger(__name__)
+SecretFetcher = Callable[[LinkKey], Awaitable[RawBody | None]]
+
+
+@dataclasses.dataclass
+class ProviderRuntime:
+    name: str
+    spec: ProviderSpec | None = None
+    reason: ProviderReason = ProviderReason.INVALID_SPEC
+    message: str = ""
+    client: ProviderPort | None = None
+    semaphore: asyncio.Semaphore | None = None  # K token calls in flight
+    pipeline: asyncio.Semaphore | None = None  # 2K links between claim and exchange
+    rejected_failures: int = 0
+    rejected_until: dt.datetime | None = None
+    secret_fp: str | None = None
+
+    def view(self) -> ProviderView:
+        if self.spec is None or self.reason in (
+            ProviderReason.INVALID_SPEC, ProviderReason.CLIENT_SECRET_NOT_FOUND
+        ):
+            return ProviderView(spec=None, not_ready_message=self.message)
+        return ProviderView(spec=self.spec, credentials_rejected_until=self.rejected_until)
+
+
+class Providers:
+    def __init__(self, *, kube: KubePort, caches: Caches, clock: Clock, settings: Settings,
+                 make_client: ProviderFactory, fetch_secret: SecretFetcher) -> None:
+        self._kube = kube
+        self._caches = caches
+        self._clock = clock
+        self._settings = settings
+        self._make_client = make_client
+        self._fetch_secret = fetch_secret
+        self._runtimes: dict[str, ProviderRuntime] = {}
+
+    def get(self, name: str) -> ProviderRuntime | None:
+        return self._runtimes.get(name)
+
+    def view(self, name: str) -> ProviderView | None:
+        runtime = self._runtimes.get(name)
+        return runtime.view() if runtime is not None else None
+
+    def forget(self, name: str) -> None:
+        runtime = self._runtimes.pop(name, None)
+        if runtime is not None and runtime.client is not None:
+            runtime.client.close()
+
+    def close(self) -> None:
+        for name in list(self._runtimes):
+            self.forget(name)
+
+    # --- what refreshes learnt about the OAuth client --------------------------------
+    async def client_rejected(self, name: str) -> dt.datetime | None:
+        """The provider rejected the OAuth client: back off the whole provider. Returns
+        when its links may try again."""
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            return None
+        runtime.rejected_failures += 1
+        wait = timing.backoff(failures=runtime.rejected_failures, seed=name,
+                              base=self._settings.backoff_base, cap=self._settings.backoff_cap)
+        runtime.rejected_until = timing.after(self._clock.now(), wait)
+        await self.reconcile(name)
+        return runtime.rejected_until
+
+    async def client_accepted(self, name: str) -> bool:
+        """A refresh succeeded: the client is fine again. True if that changed anything."""
+        runtime = self._runtimes.get(name)
+        if runtime is None or not runtime.rejected_failures:
+            return False
+        runtime.rejected_failures, runtime.rejected_until = 0, None
+        await self.reconcile(name)
+        return True
+
+    # --- reconcile ---------------------------------------------------------------------
+    async def reconcile(self, name: str) -> None:
+        """Bring the runtime in line with the cached body and write the provider's status."""
+        body = self._caches.providers.get(name)
+        if body is None:
+            self.forget(name)
+            return
+        runtime = self._runtimes.setdefault(name, ProviderRuntime(name=name))
+        try:
+            spec = parse_provider(name, body.get("spec"))
+        except InvalidInputError as e:
+            self._caches.index_client_secret(name, None)
+            runtime.spec, runtime.reason, runtime.message = None, ProviderReason.INVALID_SPEC, str(e)
+        else:
+            secret, reason, message = await self._client_secret(spec)
+            self._rebuild(runtime, spec, secret)
+            if reason is ProviderReason.VALID and runtime.rejected_failures:
+                reason = ProviderReason.CREDENTIALS_REJECTED
+                message = "the provider rejected the OAuth client credentials"
+            runtime.reason, runtime.message = reason, message
+        await self._write_status(runtime, body)
+
+    async def _client_secret(self, spec: ProviderSpec) -> tuple[SecretStr | None, ProviderReason, str]:
+        ref = spec.client_secret_ref
+        self._caches.index_client_secret(spec.name, (ref.namespace, ref.name) if ref else None)
+        if ref is None:
+            return None, ProviderReason.VALID, "the provider is usable"
+        where = f"Secret {ref.namespace}/{ref.name}"
+        secret = await self._fetch_secret((ref.namespace, ref.name))
+        if secret is None:
+            return None, ProviderReason.CLIENT_SECRET_NOT_FOUND, f"{where} does not exist"
+        raw = (secret.get("data") or {}).get(ref.key)
+        if not raw:
+            return None, ProviderReason.CLIENT_SECRET_NOT_FOUND, f"{where} has no key {ref.key}"
+        try:
+            value = base64.b64decode(raw, validate=True).decode().strip()
+        except (binascii.Error, ValueError):
+            return None, ProviderReason.CLIENT_SECRET_NOT_FOUND, f"{where} key {ref.key} is not valid"
+        return SecretStr(value), ProviderReason.VALID, "the provider is usable"
+
+    def _rebuild(self, runtime: ProviderRuntime, spec: ProviderSpec, secret: SecretStr | None) -> None:
+        """A new client when the spec or the client secret changed; new bounds when K did."""
+        fp = secret.fingerprint() if secret else None
+        if runtime.spec == spec and runtime.secret_fp == fp and runtime.client is not None:
+            return
+        if runtime.client is not None:
+            runtime.client.close()
+        runtime.client = self._make_client(spec, secret)
+        if runtime.spec is None or runtime.spec.max_concurrent != spec.max_concurrent \
+                or runtime.semaphore is None:
+            runtime.semaphore = asyncio.Semaphore(spec.max_concurrent)
+            runtime.pipeline = asyncio.Semaphore(2 * spec.max_concurrent)
+        if runtime.secret_fp != fp:
+            runtime.rejected_failures, runtime.rejected_until = 0, None
+        runtime.spec, runtime.secret_fp = spec, fp
+
+    async def _write_status(self, runtime: ProviderRuntime, body: RawBody) -> None:
+        existing = body.get("status") or {}
+        generation = (body.get("metadata") or {}).get("generation", 0)
+        ok = runtime.reason is ProviderReason.VALID
+        want = cond.Condition(type="Ready", status=Status.TRUE if ok else Status.FALSE,
+                              reason=runtime.reason.value, message=runtime.message)
+        new = dict(existing)
+        new["observedGeneration"] = generation
+        new["conditions"] = cond.merge(existing.get("conditions") or [], [want],
+                                       now=self._clock.now(), generation=generation)
+        if new == existing:
+            return
+        try:
+            self._caches.store_provider(await self._kube.patch_provider_status(runtime.name, new))
+        except ExternalAuthError as e:
+            log.warning("cannot write status of ExternalAuthProvider %s: %s", runtime.name, e)

@@ -1,0 +1,28 @@
+"""The engine's knobs (set by ``externalauth run``; tests shorten some)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from externalauth.policy import deciding
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    validation_interval: dt.timedelta = deciding.DEFAULT_VALIDATION_INTERVAL
+    claim_lease: float = 60.0  # seconds a claim on a Secret lasts
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    api_threads: int = 16  # blocking API-server calls in flight
+    provider_threads: int = 64  # blocking provider calls in flight (all providers)
+    concurrency: int = 512  # links reconciled at once
+    shutdown_grace: float = 60.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+
+    @property
+    def provider_call_budget(self) -> float:
+        """Longest a provider call can take; a claim is renewed when less than this (plus
+        a margin) is left of it before the refresh token is sent."""
+        return self.connect_timeout + self.read_timeout + 5.0

@@ -1,0 +1,80 @@
+"""The real ports: the blocking Kubernetes and provider clients, each run in its own
+thread pool (contract §9.14: a slow provider cannot stall API-server writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar, cast
+
+from externalauth.kube.requesting import Kube
+from externalauth.model.bodies import RawBody
+from externalauth.model.secure import SecretStr
+from externalauth.oauth.exchanging import ExchangeResult, ProviderClient
+from externalauth.policy.classifying import ValidationOutcome
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def run_blocking(pool: ThreadPoolExecutor, fn: Callable[P, T], /,
+                       *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in ``pool``, type-checked against ``fn``'s signature."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+
+
+class ThreadedKube:
+    """:class:`~externalauth.engine.ports.KubePort` over the blocking :class:`Kube`."""
+
+    def __init__(self, kube: Kube, pool: ThreadPoolExecutor) -> None:
+        self.kube = kube
+        self._pool = pool
+
+    async def get_secret(self, namespace: str, name: str) -> RawBody | None:
+        body = await run_blocking(self._pool, self.kube.get_secret, namespace, name)
+        return cast(RawBody, body) if body is not None else None
+
+    async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
+                           *, resource_version: str | None) -> RawBody:
+        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_secret, namespace, name,
+                                  dict(patch), resource_version=resource_version))
+
+    async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> RawBody:
+        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_link_status,
+                                  namespace, name, dict(status)))
+
+    async def patch_provider_status(self, name: str, status: Mapping[str, Any]) -> RawBody:
+        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_provider_status,
+                                  name, dict(status)))
+
+    async def post_event(self, obj: RawBody, *, type_: str, reason: str, message: str,
+                         now: dt.datetime) -> None:
+        await run_blocking(self._pool, self.kube.post_event, dict(obj), type_=type_,
+                           reason=reason, message=message, now=now)
+
+    async def list_providers(self) -> list[RawBody]:
+        return cast(list[RawBody], await run_blocking(self._pool, self.kube.list_providers))
+
+
+class ThreadedProvider:
+    """:class:`~externalauth.engine.ports.ProviderPort` over the blocking :class:`ProviderClient`."""
+
+    def __init__(self, client: ProviderClient, pool: ThreadPoolExecutor) -> None:
+        self.client = client
+        self._pool = pool
+
+    def __repr__(self) -> str:
+        return f"ThreadedProvider({self.client!r})"
+
+    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
+        return await run_blocking(self._pool, self.client.refresh, refresh_token, now=now)
+
+    async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome:
+        return await run_blocking(self._pool, self.client.validate, access_token, now=now)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,229 @@
+"""Every write of a token Secret: the claim, its release, the compare-and-swap persist
+of new tokens (shielded: cancellation and shutdown do not interrupt it), and the
+output-format keys. Writes carry the ``resourceVersion`` they were based on; the cache
+is updated from each answer."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import enum
+import logging
+from collections.abc import Mapping
+
+from externalauth import metrics
+from externalauth.engine.caches import Caches
+from externalauth.engine.ports import Clock, KubePort
+from externalauth.errors import (
+    ConflictError,
+    ExternalAuthError,
+    InvalidInputError,
+    NotFoundError,
+    PermanentError,
+)
+from externalauth.model import bodies, claims
+from externalauth.model import tokens as tokmod
+from externalauth.model.bodies import RawBody
+from externalauth.model.names import CLAIM_ANNOTATION, LinkKey
+from externalauth.model.secure import SecretStr
+from externalauth.policy import timing
+
+log = logging.getLogger(__name__)
+
+
+class ClaimState(enum.Enum):
+    CLAIMED = "claimed"  # ours, with ``body`` the Secret as written
+    CHANGED = "changed"  # the Secret no longer holds the refresh token: decide again
+    HELD_ELSEWHERE = "held-elsewhere"  # another replica holds a live claim until ``until``
+    RACED = "raced"  # the write lost a race (409) or the Secret is gone: decide again
+    FAILED = "failed"  # the write failed: ``message`` says why
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimResult:
+    state: ClaimState
+    body: RawBody | None = None
+    claim: claims.Claim | None = None
+    message: str = ""
+
+
+class PersistOutcome(enum.Enum):
+    PERSISTED = "persisted"
+    SUPERSEDED = "superseded"  # someone stored a newer refresh token: theirs wins
+    # The new tokens could not be stored, for good: retrying cannot help (contract §3).
+    LOST_GONE = "lost-gone"  # the Secret was deleted (404)
+    LOST_INVALID = "lost-invalid"  # the API server refused the write (422: immutable, too big)
+
+
+def tokens_of(secret: RawBody | None) -> tokmod.TokenSet | None:
+    if secret is None:
+        return None
+    try:
+        return tokmod.parse_secret_data(secret.get("data"))
+    except InvalidInputError:
+        return None
+
+
+class SecretWriter:
+    def __init__(self, *, kube: KubePort, caches: Caches, clock: Clock, holder: str,
+                 claim_lease: float) -> None:
+        self._kube = kube
+        self._caches = caches
+        self._clock = clock
+        self.holder = holder
+        self._lease = claim_lease
+        self._locks: dict[LinkKey, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._inflight: set[asyncio.Task[PersistOutcome]] = set()
+
+    def lock(self, key: LinkKey) -> asyncio.Lock:
+        """One refresh (or format write) per Secret at a time, whatever link asks."""
+        return self._locks[key]
+
+    def claim_of(self, secret: RawBody | None) -> claims.Claim | None:
+        return claims.parse(bodies.annotation(secret, CLAIM_ANNOTATION),
+                            now=self._clock.now().timestamp(), max_lease=self._lease)
+
+    def lease_left(self, secret: RawBody | None) -> float:
+        return claims.lease_left(self.claim_of(secret), holder=self.holder,
+                                 now=self._clock.now().timestamp())
+
+    # --- claim ------------------------------------------------------------------------
+    async def claim(self, key: LinkKey, consumed: SecretStr) -> ClaimResult:
+        """Take the cross-replica claim on the Secret: a write preconditioned on the
+        ``resourceVersion`` of the cached copy, so two replicas cannot both win."""
+        secret = self._caches.secrets.get(key)
+        current = tokens_of(secret)
+        if current is None or current.refresh_token != consumed:
+            return ClaimResult(ClaimState.CHANGED)
+        now = self._clock.now().timestamp()
+        held = self.claim_of(secret)
+        if claims.held_elsewhere(held, holder=self.holder, now=now):
+            log.info("Secret %s/%s is being refreshed by another replica; waiting", *key)
+            return ClaimResult(ClaimState.HELD_ELSEWHERE, claim=held)
+        mine = claims.Claim(holder=self.holder, until=now + self._lease)
+        try:
+            body = await self._kube.patch_secret(
+                *key, {"metadata": {"annotations": {CLAIM_ANNOTATION: mine.render()}}},
+                resource_version=bodies.resource_version(secret))
+        except ConflictError:
+            await self.reread(key)
+            return ClaimResult(ClaimState.RACED)
+        except NotFoundError:
+            self._caches.forget_secret(key)
+            return ClaimResult(ClaimState.RACED)
+        except ExternalAuthError as e:
+            return ClaimResult(ClaimState.FAILED, message=f"cannot claim the Secret for refresh: {e}")
+        self._caches.store_secret(body)
+        return ClaimResult(ClaimState.CLAIMED, body=body, claim=mine)
+
+    async def release(self, key: LinkKey) -> None:
+        """Drop our claim after a refresh that stored nothing (its lease would end anyway)."""
+        secret = self._caches.secrets.get(key)
+        held = self.claim_of(secret)
+        if held is None or held.holder != self.holder:
+            return
+        try:
+            body = await self._kube.patch_secret(
+                *key, {"metadata": {"annotations": {CLAIM_ANNOTATION: None}}},
+                resource_version=bodies.resource_version(secret))
+            self._caches.store_secret(body)
+        except ExternalAuthError:
+            pass  # the lease runs out by itself
+
+    async def reread(self, key: LinkKey) -> RawBody | None:
+        """A fresh read of the Secret into the cache (the cache on failure)."""
+        try:
+            body = await self._kube.get_secret(*key)
+        except ExternalAuthError as e:
+            log.warning("cannot re-read Secret %s/%s: %s", key[0], key[1], e)
+            return self._caches.secrets.get(key)
+        if body is None:
+            self._caches.forget_secret(key)
+            return None
+        self._caches.store_secret(body)
+        return body
+
+    # --- persist: not interruptible ---------------------------------------------------
+    async def persist(self, key: LinkKey, *, base: RawBody, consumed: SecretStr,
+                      data: Mapping[str, str]) -> PersistOutcome:
+        """Write ``data`` (the new token keys) and drop our claim, compare-and-swap, until
+        written or superseded. Runs in its own task: cancelling the caller does not stop it,
+        and :meth:`drain` waits for it at shutdown."""
+        task = asyncio.get_running_loop().create_task(
+            self._persist(key, base=base, consumed=consumed, data=data), name=f"persist {key}")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def _persist(self, key: LinkKey, *, base: RawBody, consumed: SecretStr,
+                       data: Mapping[str, str]) -> PersistOutcome:
+        patch = {"data": dict(data), "metadata": {"annotations": {CLAIM_ANNOTATION: None}}}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                body = await self._kube.patch_secret(*key, patch,
+                                                     resource_version=bodies.resource_version(base))
+            except ConflictError:
+                metrics.SECRET_WRITE_CONFLICTS.inc()
+                try:
+                    fresh = await self._kube.get_secret(*key)
+                except ExternalAuthError:
+                    await self._clock.sleep(timing.reread_retry(attempt))
+                    continue
+                if fresh is None:
+                    log.error("Secret %s/%s was deleted while its token was refreshed; "
+                              "the new token could not be stored", *key)
+                    self._caches.forget_secret(key)
+                    return PersistOutcome.LOST_GONE
+                stored = tokens_of(fresh)
+                if stored is not None and stored.refresh_token is not None \
+                        and stored.refresh_token != consumed:
+                    self._caches.store_secret(fresh)
+                    return PersistOutcome.SUPERSEDED
+                base = fresh  # an unrelated edit: re-apply our tokens on the new version
+                continue
+            except NotFoundError:
+                log.error("Secret %s/%s was deleted while its token was refreshed; "
+                          "the new token could not be stored", *key)
+                self._caches.forget_secret(key)
+                return PersistOutcome.LOST_GONE
+            except PermanentError as e:
+                log.error("Secret %s/%s cannot take the new token (%s); it could not be stored",
+                          key[0], key[1], e)
+                return PersistOutcome.LOST_INVALID
+            except ExternalAuthError as e:
+                wait = timing.persist_retry(attempt)
+                log.warning("persisting Secret %s/%s failed (%s); retrying in %.1fs",
+                            key[0], key[1], e, wait)
+                await self._clock.sleep(wait)
+                continue
+            self._caches.store_secret(body)
+            if attempt > 1:
+                log.info("persisted Secret %s/%s after %d attempts", *key, attempt)
+            return PersistOutcome.PERSISTED
+
+    # --- output formats ----------------------------------------------------------------
+    async def write_formats(self, key: LinkKey, *, access_token: SecretStr,
+                            data: Mapping[str, str]) -> None:
+        """(Re)write format keys, if the Secret still holds ``access_token``."""
+        async with self.lock(key):
+            secret = self._caches.secrets.get(key)
+            current = tokens_of(secret)
+            if current is None or current.access_token != access_token:
+                return  # changed meanwhile: the engine decides again
+            try:
+                body = await self._kube.patch_secret(*key, {"data": dict(data)},
+                                                     resource_version=bodies.resource_version(secret))
+                self._caches.store_secret(body)
+            except ConflictError:
+                metrics.SECRET_WRITE_CONFLICTS.inc()
+                await self.reread(key)
+            except ExternalAuthError as e:
+                log.warning("cannot write output formats into Secret %s/%s: %s", *key, e)
+
+    async def drain(self, *, grace: float) -> None:
+        if self._inflight:
+            log.info("waiting for %d token write(s) to land", len(self._inflight))
+            await asyncio.wait(set(self._inflight), timeout=grace)

@@ -1,0 +1,94 @@
+"""Every "when": when a refresh is due, how long to back off, when to look again.
+Pure: ``now`` and jitter seeds are passed in; the engine never invents a delay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+MAX_SPREAD = 0.10  # refresh up to 10% of the token lifetime early, to spread load
+#: Longest wait a provider's Retry-After (or rate-limit reset) can impose (contract §9.14).
+MAX_RETRY_AFTER = 3600.0
+#: An action that could not be done now (another replica's claim, say): look again soon;
+#: the Secret's watch event usually comes first.
+RETRY_SOON = dt.timedelta(seconds=2)
+#: A status write that failed is tried again after this long.
+STATUS_RETRY = dt.timedelta(seconds=5)
+#: A link whose Secret does not exist (yet) is looked at again after this long.
+MISSING_SECRET_RECHECK = dt.timedelta(seconds=30)
+#: A claim that ends at T is taken over at T + this, if its holder never released it.
+CLAIM_GRACE = dt.timedelta(seconds=0.5)
+#: Validation that got no verdict backs off from this base.
+VALIDATION_BACKOFF_BASE = 30.0
+
+
+def fraction(seed: str) -> float:
+    """A deterministic number in [0, 1) from a seed string (stable across restarts)."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def due_at(
+    *,
+    expiry: dt.datetime | None,
+    refresh_before: dt.timedelta,
+    issued_at: dt.datetime | None,
+    seed: str,
+) -> dt.datetime | None:
+    """When a refresh is due: ``expiry - refreshBefore``, minus a jitter of at most 10%
+    of the token's lifetime (known only when we saw it issued). Never later.
+    ``None`` means "no expiry known"; the caller refreshes at once to learn it."""
+    if expiry is None:
+        return None
+    due = expiry - refresh_before
+    if issued_at is not None and issued_at < expiry:
+        lifetime = expiry - issued_at
+        due -= lifetime * (MAX_SPREAD * fraction(seed))
+    return due
+
+
+def backoff(
+    *,
+    failures: int,
+    seed: str,
+    base: float = 2.0,
+    cap: float = 300.0,
+    retry_after: float | None = None,
+) -> float:
+    """Seconds to wait after ``failures`` consecutive failures (>= 1): exponential with
+    ±20% jitter, capped, and never sooner than the provider's ``Retry-After``."""
+    exp = min(cap, base * (2 ** max(0, failures - 1)))
+    wait = exp * (0.8 + 0.4 * fraction(f"{seed}/{failures}"))
+    if retry_after is not None:
+        wait = max(wait, capped_retry_after(retry_after))
+    return float(wait)
+
+
+def capped_retry_after(seconds: float) -> float:
+    """A provider's Retry-After in [0, MAX_RETRY_AFTER] (NaN and negatives are 0)."""
+    if not seconds > 0:  # NaN fails every comparison
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+def after(now: dt.datetime, seconds: float) -> dt.datetime:
+    return now + dt.timedelta(seconds=seconds)
+
+
+def validation_retry(*, failures: int, seed: str, retry_after: float | None, cap: float) -> float:
+    """Seconds until a validation that got no verdict (rate-limited, unreachable) is tried
+    again: after the provider's reset when it names one, else exponential backoff."""
+    if retry_after is not None:
+        return capped_retry_after(retry_after) + 1.0
+    return backoff(failures=failures, seed=seed, base=VALIDATION_BACKOFF_BASE, cap=cap)
+
+
+def persist_retry(attempt: int) -> float:
+    """Seconds before attempt ``attempt + 1`` of a token write that failed for a reason
+    other than a conflict (the API server unreachable, say): 0.4 s doubling to 10 s."""
+    return min(10.0, 0.2 * 2.0 ** min(attempt, 6))
+
+
+def reread_retry(attempt: int) -> float:
+    """Seconds before re-reading a Secret after a conflict whose re-read failed."""
+    return min(5.0, 0.2 * attempt)

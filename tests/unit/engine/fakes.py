@@ -1,0 +1,235 @@
+"""Fakes of the engine's ports (engine/ports.py) and a fake clock, for unit tests that
+run in milliseconds. ``FakeKube`` is an in-memory store with the one API-server
+behaviour the engine relies on — compare-and-swap on ``resourceVersion`` (409) and
+404 for a missing object — and a journal of every call, in order, shared with
+``FakeProvider`` so tests can assert what happened before what."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime as dt
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from externalauth.errors import ConflictError, NotFoundError, TransientError
+from externalauth.model.bodies import RawBody
+from externalauth.model.durations import format_time
+from externalauth.model.names import CLAIM_ANNOTATION
+from externalauth.model.secure import SecretStr
+from externalauth.model.tokens import TokenSet
+from externalauth.oauth.exchanging import ExchangeResult
+from externalauth.policy.classifying import (
+    Classified,
+    TokenVerdict,
+    ValidationOutcome,
+    ValidationVerdict,
+)
+
+T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+class FakeClock:
+    """Time that moves only when told (``advance``) or when the engine sleeps."""
+
+    def __init__(self, start: dt.datetime = T0) -> None:
+        self.t = start
+        self._mono = 1000.0
+        self._tick = asyncio.Event()
+
+    def now(self) -> dt.datetime:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        self.t += dt.timedelta(seconds=seconds)
+        self._mono += seconds
+        self._tick.set()
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+    async def wait(self, event: asyncio.Event, timeout: float | None) -> None:
+        deadline = None if timeout is None else self.t + dt.timedelta(seconds=timeout)
+        while not event.is_set():
+            if deadline is not None and self.t >= deadline:
+                return
+            self._tick.clear()
+            waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._tick.wait())]
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
+
+
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """RFC 7386 JSON merge patch."""
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, Mapping):
+            node = target.setdefault(k, {})
+            _merge(node, v)
+        else:
+            target[k] = copy.deepcopy(v)
+
+
+def _kind(patch: Mapping[str, Any]) -> str:
+    """What a Secret patch is, for the journal."""
+    data = patch.get("data") or {}
+    annotations = (patch.get("metadata") or {}).get("annotations") or {}
+    if "access_token" in data:
+        return "persist"
+    if data:
+        return "formats"
+    if CLAIM_ANNOTATION in annotations:
+        return "claim" if annotations[CLAIM_ANNOTATION] else "release"
+    return "patch"
+
+
+class FakeKube:
+    def __init__(self, journal: list[str]) -> None:
+        self.journal = journal
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.links: dict[tuple[str, str], dict[str, Any]] = {}
+        self.providers: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
+        self._rv = itertools.count(100)
+        #: Called with (key, patch) before a Secret patch is applied: tests use it to
+        #: make another writer act first, or to fail the write.
+        self.before_secret_patch: Callable[[tuple[str, str], Mapping[str, Any]], None] | None = None
+        self.fail_reads = 0
+
+    def bump(self, body: dict[str, Any]) -> None:
+        body.setdefault("metadata", {})["resourceVersion"] = str(next(self._rv))
+
+    # --- seeding ------------------------------------------------------------------------
+    def put_secret(self, namespace: str, name: str, *, access: str, refresh: str | None,
+                   expiry: dt.datetime | None, annotations: dict[str, str] | None = None) -> RawBody:
+        data = {"access_token": b64(access)}
+        if refresh is not None:
+            data["refresh_token"] = b64(refresh)
+        if expiry is not None:
+            data["expiry"] = b64(format_time(expiry))
+        body: dict[str, Any] = {"metadata": {"namespace": namespace, "name": name,
+                                             "labels": {"externalauth.io/managed": "true"},
+                                             "annotations": dict(annotations or {})},
+                                "type": "Opaque", "data": data}
+        self.bump(body)
+        self.secrets[(namespace, name)] = body
+        return copy.deepcopy(body)  # type: ignore[return-value]
+
+    def edit_secret(self, key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        """Another writer (a user, another replica) edits the Secret."""
+        _merge(self.secrets[key], patch)
+        self.bump(self.secrets[key])
+
+    def stored(self, key: tuple[str, str], field: str) -> str | None:
+        raw = self.secrets[key]["data"].get(field)
+        return unb64(raw) if raw is not None else None
+
+    def claim(self, key: tuple[str, str]) -> str | None:
+        return (self.secrets[key]["metadata"].get("annotations") or {}).get(CLAIM_ANNOTATION)
+
+    # --- KubePort -----------------------------------------------------------------------
+    async def get_secret(self, namespace: str, name: str) -> RawBody | None:
+        await asyncio.sleep(0)
+        self.journal.append(f"get {namespace}/{name}")
+        if self.fail_reads:
+            self.fail_reads -= 1
+            raise TransientError("API server unreachable")
+        body = self.secrets.get((namespace, name))
+        return copy.deepcopy(body) if body is not None else None  # type: ignore[return-value]
+
+    async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
+                           *, resource_version: str | None) -> RawBody:
+        await asyncio.sleep(0)
+        key = (namespace, name)
+        what = _kind(patch)
+        if self.before_secret_patch is not None:
+            self.before_secret_patch(key, patch)
+        body = self.secrets.get(key)
+        if body is None:
+            self.journal.append(f"{what} {namespace}/{name} 404")
+            raise NotFoundError("writing Secret: not found")
+        if resource_version is not None and body["metadata"]["resourceVersion"] != resource_version:
+            self.journal.append(f"{what} {namespace}/{name} 409")
+            raise ConflictError("writing Secret: conflict")
+        self.journal.append(f"{what} {namespace}/{name}")
+        _merge(body, patch)
+        self.bump(body)
+        return copy.deepcopy(body)  # type: ignore[return-value]
+
+    async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> RawBody:
+        await asyncio.sleep(0)
+        body = self.links.get((namespace, name))
+        if body is None:
+            raise NotFoundError("writing status: not found")
+        self.journal.append(f"status {namespace}/{name}")
+        _merge(body.setdefault("status", {}), status)
+        self.bump(body)
+        return copy.deepcopy(body)  # type: ignore[return-value]
+
+    async def patch_provider_status(self, name: str, status: Mapping[str, Any]) -> RawBody:
+        body = self.providers[name]
+        _merge(body.setdefault("status", {}), status)
+        self.bump(body)
+        return copy.deepcopy(body)  # type: ignore[return-value]
+
+    async def post_event(self, obj: RawBody, *, type_: str, reason: str, message: str,
+                         now: dt.datetime) -> None:
+        self.events.append((type_, reason, message))
+
+    async def list_providers(self) -> list[RawBody]:
+        return [copy.deepcopy(b) for b in self.providers.values()]  # type: ignore[misc]
+
+
+def success(access: str, refresh: str | None, *, now: dt.datetime, lifetime: float = 3600) -> ExchangeResult:
+    return ExchangeResult(Classified(TokenVerdict.SUCCESS, "refreshed"), TokenSet(
+        access_token=SecretStr(access), refresh_token=SecretStr(refresh) if refresh else None,
+        expiry=now + dt.timedelta(seconds=lifetime)))
+
+
+def failure(verdict: TokenVerdict, message: str = "failed", retry_after: float | None = None) -> ExchangeResult:
+    return ExchangeResult(Classified(verdict, message, retry_after))
+
+
+class FakeProvider:
+    """Answers token exchanges from ``answer(refresh_token, n)``; records every call."""
+
+    def __init__(self, journal: list[str], clock: FakeClock) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.exchanged: list[str] = []
+        self.validated: list[str] = []
+        self.gate: asyncio.Event | None = None  # when set, exchanges wait for it
+        self.answer: Callable[[str, int], ExchangeResult] = (
+            lambda rt, n: success(f"access-{n}", f"refresh-{n}", now=self.clock.now()))
+        self.verdict = ValidationOutcome(ValidationVerdict.VALID, "the provider accepted the token", "alice")
+
+    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
+        self.journal.append(f"exchange {refresh_token.reveal()}")
+        self.exchanged.append(refresh_token.reveal())
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.answer(refresh_token.reveal(), len(self.exchanged))
+
+    async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome:
+        self.journal.append(f"validate {access_token.reveal()}")
+        self.validated.append(access_token.reveal())
+        return self.verdict
+
+    def close(self) -> None:
+        pass

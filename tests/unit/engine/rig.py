@@ -1,0 +1,92 @@
+"""An engine wired to fakes: one provider ``gh``, one link ``ns/l`` on Secret ``ns/tok``."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from externalauth.engine.core import Engine
+from externalauth.engine.settings import Settings
+from externalauth.model import conditions as cond
+from tests.unit.engine.fakes import FakeClock, FakeKube, FakeProvider
+
+LINK = ("ns", "l")
+SECRET = ("ns", "tok")
+T = TypeVar("T")
+
+
+def run(test: Callable[[], Awaitable[T]]) -> Callable[[], T]:
+    """Run an async test body on a fresh event loop (no plugin needed)."""
+    def wrapper() -> T:
+        return asyncio.run(test())  # type: ignore[arg-type]
+    wrapper.__name__ = test.__name__
+    wrapper.__doc__ = test.__doc__
+    return wrapper
+
+
+class Rig:
+    def __init__(self, *, validate: bool = False, max_concurrent: int = 10,
+                 settings: Settings | None = None) -> None:
+        self.journal: list[str] = []
+        self.clock = FakeClock()
+        self.kube = FakeKube(self.journal)
+        self.provider = FakeProvider(self.journal, self.clock)
+        self.engine = Engine(self.kube, make_client=lambda spec, secret: self.provider,
+                             settings=settings or Settings(), clock=self.clock, holder="me")
+        self._validate = validate
+        self._max_concurrent = max_concurrent
+
+    async def add_provider(self) -> None:
+        body = {"metadata": {"name": "gh", "generation": 1, "resourceVersion": "1"},
+                "spec": {"type": "generic", "clientID": "id", "tokenURL": "https://provider.test/token",
+                         "validateURL": "https://provider.test/user" if self._validate else "",
+                         "maxConcurrentRefreshes": self._max_concurrent}}
+        self.kube.providers["gh"] = body
+        await self.engine.on_provider("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
+
+    def add_secret(self, name: str = "tok", *, access: str = "access-0", refresh: str | None = "refresh-0",
+                   expires_in: float = 60, annotations: dict[str, str] | None = None) -> None:
+        body = self.kube.put_secret("ns", name, access=access, refresh=refresh,
+                                    expiry=self.clock.now() + dt.timedelta(seconds=expires_in),
+                                    annotations=annotations)
+        self.engine.on_secret("ADDED", body)
+
+    def add_link(self, name: str = "l", *, secret: str = "tok", annotations: dict[str, str] | None = None) -> None:
+        body: dict[str, Any] = {
+            "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
+            "metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}", "generation": 1,
+                         "annotations": dict(annotations or {})},
+            "spec": {"providerName": "gh", "secretName": secret, "validate": self._validate}}
+        self.kube.bump(body)
+        self.kube.links[("ns", name)] = body
+        self.engine.on_link("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
+
+    async def standard(self, **secret: Any) -> None:
+        await self.add_provider()
+        self.add_secret(**secret)
+        self.add_link()
+
+    async def reconcile(self, key: tuple[str, str] = LINK) -> None:
+        """What the scheduler does when the link's time has come."""
+        self.engine.scheduler.forget(key)
+        await self.engine.reconcile_link(key)
+
+    def steps(self, *kinds: str, full: bool = False) -> list[str]:
+        """The journal's entries of these ``kinds`` (their first word, or whole)."""
+        return [e if full else e.split(" ")[0] for e in self.journal if e.split(" ")[0] in kinds]
+
+    def condition(self, kind: str, key: tuple[str, str] = LINK) -> tuple[str, str]:
+        found = cond.find(self.kube.links[key].get("status", {}).get("conditions") or [], kind)
+        assert found is not None, f"no {kind} condition"
+        return found.get("status", ""), found.get("reason", "")
+
+    def event_reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.kube.events]
+
+    async def settle(self) -> None:
+        """Let background tasks (events) run."""
+        for _ in range(5):
+            await asyncio.sleep(0)

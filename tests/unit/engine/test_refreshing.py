@@ -1,0 +1,210 @@
+"""The engine's refresh path against fakes of its ports and a fake clock: claim →
+exchange → persist → validate, compare-and-swap, claims and leases, dead grants."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from externalauth.engine.settings import Settings
+from externalauth.model.names import CLAIM_ANNOTATION
+from externalauth.policy.classifying import TokenVerdict, ValidationOutcome, ValidationVerdict
+from tests.unit.engine.fakes import b64, failure, success
+from tests.unit.engine.rig import LINK, SECRET, Rig, run
+
+
+@run
+async def test_a_due_token_is_claimed_exchanged_and_persisted_before_it_is_validated() -> None:
+    """The order every refresh keeps: claim, exchange, persist, then validation."""
+    rig = Rig(validate=True)
+    await rig.standard()
+    await rig.reconcile()
+    assert ["claim", "exchange", "persist", "validate", "status"] == rig.steps(
+        "claim", "exchange", "persist", "validate", "status")
+    assert ("access-1", "refresh-1", None) == (
+        rig.kube.stored(SECRET, "access_token"), rig.kube.stored(SECRET, "refresh_token"), rig.kube.claim(SECRET))
+    assert ("True", "Refreshed") == rig.condition("Refreshable")
+
+
+@run
+async def test_a_rate_limited_validation_after_a_refresh_keeps_the_new_token() -> None:
+    """Persist first: a validation without a verdict never touches what was stored."""
+    rig = Rig(validate=True)
+    rig.provider.verdict = ValidationOutcome(ValidationVerdict.RATE_LIMITED, "rate limited", retry_after=120)
+    await rig.standard()
+    await rig.reconcile()
+    stored = (rig.kube.stored(SECRET, "access_token"), rig.kube.stored(SECRET, "refresh_token"))
+    assert ("access-1", "refresh-1") == stored
+    assert ("Unknown", "RateLimited") == rig.condition("Validated")
+
+
+@run
+async def test_a_conflict_from_an_unrelated_edit_is_re_applied_on_the_new_version() -> None:
+    """409 because someone added a key: re-read, same refresh token stored → write again;
+    the unrelated edit survives."""
+    rig = Rig()
+    await rig.standard()
+    edited = False
+
+    def user_edits(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        nonlocal edited
+        if "access_token" in (patch.get("data") or {}) and not edited:
+            edited = True
+            rig.kube.edit_secret(key, {"data": {"note": b64("keep me")}})
+
+    rig.kube.before_secret_patch = user_edits
+    await rig.reconcile()
+    assert ["persist ns/tok 409", "get ns/tok", "persist ns/tok"] == rig.steps("persist", "get", full=True)
+    assert ("access-1", "keep me") == (rig.kube.stored(SECRET, "access_token"), rig.kube.stored(SECRET, "note"))
+
+
+@run
+async def test_a_conflict_from_another_refresh_keeps_the_stored_token() -> None:
+    """409 because another writer stored a newer refresh token: theirs wins."""
+    rig = Rig()
+    await rig.standard()
+
+    def other_refreshes(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        if "access_token" in (patch.get("data") or {}) and rig.kube.stored(key, "refresh_token") == "refresh-0":
+            rig.kube.edit_secret(key, {"data": {"access_token": b64("theirs"), "refresh_token": b64("their-rt")}})
+
+    rig.kube.before_secret_patch = other_refreshes
+    await rig.reconcile()
+    await rig.settle()
+    assert ("theirs", "their-rt") == (rig.kube.stored(SECRET, "access_token"), rig.kube.stored(SECRET, "refresh_token"))
+    assert ["exchange"] == rig.steps("exchange")
+    assert "RefreshSuperseded" in rig.event_reasons()
+
+
+@run
+async def test_a_dead_grant_is_rechecked_and_is_success_when_another_writer_changed_the_token() -> None:
+    """invalid_grant, but a fresh read shows a new refresh token: someone else refreshed."""
+    rig = Rig()
+    await rig.standard()
+
+    def other_won(rt: str, n: int) -> Any:
+        rig.kube.edit_secret(SECRET, {"data": {"access_token": b64("theirs"), "refresh_token": b64("their-rt")}})
+        return failure(TokenVerdict.DEAD_GRANT, "the provider refused the refresh token (invalid_grant)")
+
+    rig.provider.answer = other_won
+    await rig.reconcile()
+    await rig.settle()
+    assert "get ns/tok" in rig.journal  # re-read before concluding anything
+    assert ("True", "TokenCurrent") == rig.condition("Ready")
+    assert "RefreshSuperseded" in rig.event_reasons()
+    assert "ReauthRequired" not in rig.event_reasons()
+
+
+@run
+async def test_a_dead_grant_with_the_token_unchanged_waits_for_a_new_sign_in() -> None:
+    """invalid_grant and the Secret still holds the refresh token: ReauthRequired, the
+    token keys untouched, and no second exchange of the dead token."""
+    rig = Rig()
+    await rig.standard()
+    before = dict(rig.kube.secrets[SECRET]["data"])
+    rig.provider.answer = lambda rt, n: failure(TokenVerdict.DEAD_GRANT, "refused (invalid_grant)")
+    await rig.reconcile()
+    await rig.reconcile()
+    await rig.settle()
+    assert before == rig.kube.secrets[SECRET]["data"]
+    assert ["exchange"] == rig.steps("exchange")
+    assert ("False", "ReauthRequired") == rig.condition("Refreshable")
+    assert "ReauthRequired" in rig.event_reasons()
+    assert rig.kube.claim(SECRET) is None  # released
+
+
+@run
+async def test_a_live_claim_of_another_replica_defers_the_refresh_until_it_ends() -> None:
+    """No exchange while another replica's claim is live; look again when it ends."""
+    rig = Rig()
+    until = rig.clock.now().timestamp() + 40
+    await rig.standard(annotations={CLAIM_ANNOTATION: f"other;{until:.0f}"})
+    await rig.reconcile()
+    assert [] == rig.steps("exchange", "claim")
+    wake = rig.engine.scheduler.when(LINK)
+    assert wake is not None and until <= wake.timestamp() <= until + 2
+
+
+@run
+async def test_a_claim_whose_lease_ran_out_is_taken_over() -> None:
+    """A crashed replica's claim holds only until its lease ends."""
+    rig = Rig()
+    await rig.standard(annotations={CLAIM_ANNOTATION: f"other;{rig.clock.now().timestamp() - 1:.0f}"})
+    await rig.reconcile()
+    assert ["claim", "exchange", "persist"] == rig.steps("claim", "exchange", "persist")
+
+
+@run
+async def test_forged_claims_are_replaced_not_obeyed() -> None:
+    """A claim no operator could have written (endless, or beyond the longest lease)."""
+    for forged in ("someone;inf", "someone;99999999999", "someone;nan", "garbage"):
+        rig = Rig()
+        await rig.standard(annotations={CLAIM_ANNOTATION: forged})
+        await rig.reconcile()
+        assert ["claim", "exchange", "persist"] == rig.steps("claim", "exchange", "persist"), forged
+
+
+@run
+async def test_a_lease_that_ran_low_in_the_queue_is_renewed_before_the_token_is_sent() -> None:
+    """With one exchange slot, the second Secret's claim waits behind the first exchange;
+    when less lease is left than a provider call may take, it is renewed first."""
+    rig = Rig(max_concurrent=1, settings=Settings(claim_lease=60))
+    await rig.add_provider()
+    rig.add_secret("tok")
+    rig.add_secret("tok2", access="a2", refresh="r2")
+    rig.add_link("l")
+    rig.add_link("l2", secret="tok2")
+    rig.provider.gate = gate = asyncio.Event()
+    first = asyncio.create_task(rig.reconcile(("ns", "l")))
+    second = asyncio.create_task(rig.reconcile(("ns", "l2")))
+    while rig.steps("claim").count("claim") < 2 or not rig.provider.exchanged:
+        await asyncio.sleep(0)
+    rig.clock.advance(45)  # the first exchange is slow: 15 s of the second lease are left
+    gate.set()
+    await asyncio.gather(first, second)
+    second_secret = [e for e in rig.steps("claim", "exchange", "persist", full=True) if e.endswith(("tok2", " r2"))]
+    assert ["claim ns/tok2", "claim ns/tok2", "exchange r2", "persist ns/tok2"] == second_secret
+
+
+@run
+async def test_a_secret_deleted_during_the_exchange_loses_the_token_and_stops() -> None:
+    """The provider answered, but the Secret is gone: no endless retry of the write."""
+    rig = Rig()
+    await rig.standard()
+
+    def delete_then_answer(rt: str, n: int) -> Any:
+        del rig.kube.secrets[SECRET]
+        return success("access-1", "refresh-1", now=rig.clock.now())
+
+    rig.provider.answer = delete_then_answer
+    await asyncio.wait_for(rig.reconcile(), timeout=5)
+    assert ["persist ns/tok 404"] == rig.steps("persist", full=True)
+
+
+@run
+async def test_a_transient_failure_backs_off_and_is_retried_on_the_current_secret() -> None:
+    """A 5xx is retried after backoff, never before; the retry decides again."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.answer = lambda rt, n: failure(TokenVerdict.TRANSIENT, "HTTP 503", retry_after=30)
+    await rig.reconcile()
+    assert ("False", "RetryingTransientError") == rig.condition("Refreshable")
+    wake = rig.engine.scheduler.when(LINK)
+    assert wake is not None and (wake - rig.clock.now()).total_seconds() >= 30
+    await rig.reconcile()  # woken early (an unrelated event): still backing off
+    assert ["exchange"] == rig.steps("exchange")
+
+
+@run
+async def test_a_rejected_client_backs_off_the_provider_not_the_link_tokens() -> None:
+    """invalid_client: the provider is CredentialsRejected, the Secret untouched."""
+    rig = Rig()
+    await rig.standard()
+    before = dict(rig.kube.secrets[SECRET]["data"])
+    rig.provider.answer = lambda rt, n: failure(TokenVerdict.CLIENT_REJECTED, "rejected (invalid_client)")
+    await rig.reconcile()
+    assert before == rig.kube.secrets[SECRET]["data"]
+    assert ("False", "ProviderCredentialsRejected") == rig.condition("Refreshable")
+    conditions = rig.kube.providers["gh"]["status"]["conditions"]
+    assert [("False", "CredentialsRejected")] == [(c["status"], c["reason"]) for c in conditions]
