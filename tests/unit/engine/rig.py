@@ -90,3 +90,13 @@ class Rig:
         """Let background tasks (events) run."""
         for _ in range(5):
             await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], object], *, rounds: int = 1000) -> None:
+    """Yield to the loop until ``condition()`` holds, failing after ``rounds`` turns (a
+    fake-clock test never needs wall time: a condition that does not hold soon never will)."""
+    for _ in range(rounds):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")

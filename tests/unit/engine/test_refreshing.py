@@ -11,7 +11,7 @@ from externalauth.engine.settings import Settings
 from externalauth.model.names import CLAIM_ANNOTATION
 from externalauth.policy.classifying import TokenVerdict, ValidationOutcome, ValidationVerdict
 from tests.unit.engine.fakes import b64, failure, success
-from tests.unit.engine.rig import LINK, SECRET, Rig, run
+from tests.unit.engine.rig import LINK, SECRET, Rig, run, until
 
 
 @run
@@ -158,8 +158,7 @@ async def test_a_lease_that_ran_low_in_the_queue_is_renewed_before_the_token_is_
     rig.provider.gate = gate = asyncio.Event()
     first = asyncio.create_task(rig.reconcile(("ns", "l")))
     second = asyncio.create_task(rig.reconcile(("ns", "l2")))
-    while rig.steps("claim").count("claim") < 2 or not rig.provider.exchanged:
-        await asyncio.sleep(0)
+    await until(lambda: rig.steps("claim").count("claim") == 2 and rig.provider.exchanged)
     rig.clock.advance(45)  # the first exchange is slow: 15 s of the second lease are left
     gate.set()
     await asyncio.gather(first, second)

@@ -8,7 +8,7 @@ from collections.abc import Hashable
 
 from externalauth.engine.scheduling import Scheduler
 from tests.unit.engine.fakes import FakeClock
-from tests.unit.engine.rig import LINK, Rig, run
+from tests.unit.engine.rig import LINK, Rig, run, until
 
 
 class Recorder:
@@ -22,15 +22,6 @@ class Recorder:
         if self.gate is not None:
             await self.gate.wait()
         self.done.append(key)
-
-
-async def until(condition: object, *, rounds: int = 1000) -> None:
-    """Yield to the loop until ``condition()`` holds (a bounded number of rounds)."""
-    for _ in range(rounds):
-        if condition():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 def seconds(n: float) -> dt.timedelta:
