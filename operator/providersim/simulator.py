@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from providersim import certs
+from providersim import pki
 from providersim.provider import (
     Endpoint,
     FaultKind,
@@ -65,7 +65,7 @@ class Simulator:
         self._own_state_dir = state_dir is None
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
-        self._certs: certs.CertPaths | None = None
+        self._certs: pki.CertPaths | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -74,7 +74,7 @@ class Simulator:
             return self
         if self._state_dir is None:
             self._state_dir = Path(tempfile.mkdtemp(prefix="providersim-"))
-        self._certs = certs.load_or_generate(self._state_dir, hosts=[self.host])
+        self._certs = pki.load_or_generate(self._state_dir, hosts=[self.host])
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self._certs.cert_file, self._certs.key_file)
