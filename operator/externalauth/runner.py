@@ -41,13 +41,12 @@ def run(
     preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
 
-    from externalauth import handlers
+    from externalauth import handlers, logs
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     kopf.configure(debug=debug, verbose=verbose)
-    for name in ("requests_oauthlib", "oauthlib", "urllib3", "kubernetes.client.rest"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logs.quiet_noisy_loggers()  # kopf.configure() put the root at DEBUG with -v/--debug
     if not (verbose or debug):
         # kopf logs every handler call on every object at INFO: noise at 10,000 links.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
