@@ -45,7 +45,10 @@ class Simulator:
         device_auto_approve_login: str = "alice",
         latency: float = 0.0,
         state_dir: str | Path | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` (seconds since the epoch) decides every expiry and the device-flow
+        interval; tests pass a fake one and advance it instead of sleeping."""
         self.provider = Provider(
             mode=mode,
             access_token_lifetime=access_token_lifetime,
@@ -57,6 +60,7 @@ class Simulator:
             device_code_lifetime=device_code_lifetime,
             device_auto_approve_after=device_auto_approve_after,
             device_auto_approve_login=device_auto_approve_login,
+            clock=clock,
         )
         self.host = host
         self.port = port
