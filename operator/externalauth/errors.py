@@ -15,6 +15,10 @@ class PermanentError(ExternalAuthError):
     """Retrying the same request will not help."""
 
 
+class ForbiddenError(PermanentError):
+    """The API server refused our credentials (401) or RBAC said no (403)."""
+
+
 class TransientError(ExternalAuthError):
     """May succeed later; ``retry_after`` (seconds) is the earliest sensible retry, if known."""
 

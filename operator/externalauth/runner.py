@@ -11,24 +11,17 @@ from externalauth.engine.settings import Settings
 
 def preflight(*, kubeconfig: str | None, context: str | None) -> None:
     """Fail fast, in one line, when the cluster is unreachable or the CRDs are missing."""
-    import requests
-
     from externalauth import GROUP, VERSION
-    from externalauth.errors import PermanentError
-    from externalauth.kube import connecting
+    from externalauth.errors import NotFoundError, PermanentError
+    from externalauth.kube import connecting, requesting, translating
 
     client = connecting.connect(kubeconfig=kubeconfig, context=context, pool_size=2, timeout=10)
+    what = f"checking that the API server serves {GROUP}/{VERSION}"
     try:
-        resp = client.get(version=f"{GROUP}/{VERSION}")
-    except requests.RequestException as e:
-        raise PermanentError(f"cannot reach the API server at {client.url} ({type(e).__name__})") from e
-    if resp.status_code == 404:
+        translating.json_object(requesting.send(client, "GET", what=what, version=f"{GROUP}/{VERSION}"), what=what)
+    except NotFoundError as e:
         raise PermanentError(f"the API server does not serve {GROUP}/{VERSION}: install the CRDs "
-                             "(kubectl apply -f crds/)")
-    if resp.status_code in (401, 403):
-        raise PermanentError(f"the API server refused our credentials (HTTP {resp.status_code})")
-    if resp.status_code >= 400:
-        raise PermanentError(f"the API server answered HTTP {resp.status_code} for {GROUP}/{VERSION}")
+                             "(kubectl apply -f crds/)") from e
 
 
 def run(
@@ -48,13 +41,12 @@ def run(
     preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
 
-    from externalauth import handlers
+    from externalauth import handlers, logs
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     kopf.configure(debug=debug, verbose=verbose)
-    for name in ("requests_oauthlib", "oauthlib", "urllib3", "kubernetes.client.rest"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logs.quiet_noisy_loggers()  # kopf.configure() put the root at DEBUG with -v/--debug
     if not (verbose or debug):
         # kopf logs every handler call on every object at INFO: noise at 10,000 links.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -44,7 +44,24 @@ Own process (demo, benchmarks)::
 Token values never appear in its log (method, path and status only).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from providersim.provider import Endpoint, FaultKind, Grant, Mode, RateLimitKind, Stats
-from providersim.simulator import Simulator
+
+if TYPE_CHECKING:
+    from providersim.simulator import Simulator
 
 __all__ = ["Endpoint", "FaultKind", "Grant", "Mode", "RateLimitKind", "Simulator", "Stats"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that ``providersim --help`` and the missing-package
+    # message of ``providersim.__main__`` work without ``cryptography`` (the
+    # ``simulator`` extra), which only the TLS certificates need.
+    if name == "Simulator":
+        from providersim.simulator import Simulator
+
+        return Simulator
+    raise AttributeError(f"module 'providersim' has no attribute {name!r}")

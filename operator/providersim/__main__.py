@@ -9,7 +9,10 @@ import sys
 import threading
 from pathlib import Path
 
-from providersim.simulator import Simulator
+MISSING_CRYPTOGRAPHY = (
+    "providersim: the 'cryptography' package is missing; "
+    "install it with: pip install 'externalauth-operator[simulator]'"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        from providersim.simulator import Simulator
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] != "cryptography":
+            raise
+        print(MISSING_CRYPTOGRAPHY, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(name)s %(message)s",

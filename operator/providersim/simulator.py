@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from providersim import certs
+from providersim import pki
 from providersim.provider import (
     Endpoint,
     FaultKind,
@@ -45,7 +45,10 @@ class Simulator:
         device_auto_approve_login: str = "alice",
         latency: float = 0.0,
         state_dir: str | Path | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` (seconds since the epoch) decides every expiry and the device-flow
+        interval; tests pass a fake one and advance it instead of sleeping."""
         self.provider = Provider(
             mode=mode,
             access_token_lifetime=access_token_lifetime,
@@ -57,6 +60,7 @@ class Simulator:
             device_code_lifetime=device_code_lifetime,
             device_auto_approve_after=device_auto_approve_after,
             device_auto_approve_login=device_auto_approve_login,
+            clock=clock,
         )
         self.host = host
         self.port = port
@@ -65,7 +69,7 @@ class Simulator:
         self._own_state_dir = state_dir is None
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
-        self._certs: certs.CertPaths | None = None
+        self._certs: pki.CertPaths | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -74,7 +78,7 @@ class Simulator:
             return self
         if self._state_dir is None:
             self._state_dir = Path(tempfile.mkdtemp(prefix="providersim-"))
-        self._certs = certs.load_or_generate(self._state_dir, hosts=[self.host])
+        self._certs = pki.load_or_generate(self._state_dir, hosts=[self.host])
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self._certs.cert_file, self._certs.key_file)

@@ -13,9 +13,9 @@ Usable from pytest (see ``tests/harness/plugin.py``) and from a plain script::
         cp.kubectl("get", "crd")
         print(cp.kubeconfig, cp.server)
 
-Binaries come from ``hack/build-control-plane.sh``, which honours
-``KUBEBUILDER_ASSETS`` / ``TEST_ASSET_*`` and otherwise builds them from the Go
-module proxy into a per-version cache (slow once, instant afterwards).
+Binaries come from ``tests/harness/binaries.py`` (``hack/build-control-plane.sh``
+underneath); certificates from ``providersim.pki``, the one x509 helper of the
+repository, which the provider simulator uses too.
 
 This module is I/O by design (processes, files, sockets) and must not import
 pytest.
@@ -27,7 +27,6 @@ import atexit
 import base64
 import collections
 import contextlib
-import datetime
 import json
 import os
 import secrets
@@ -43,18 +42,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
+from providersim import pki
+from tests.harness.binaries import REPO_ROOT, Binaries, BuildError, locate_binaries
+
 CRDS_DIR = REPO_ROOT / "crds"
 
 #: Seconds a server gets to exit after SIGTERM before SIGKILL.
@@ -72,159 +67,6 @@ class KubectlError(subprocess.CalledProcessError):
 
     def __str__(self) -> str:
         return f"{super().__str__()}\n--- stderr ---\n{self.stderr or ''}".rstrip()
-
-
-@dataclass(frozen=True)
-class Binaries:
-    """Paths of the three executables the control plane needs."""
-
-    kube_apiserver: Path
-    etcd: Path
-    kubectl: Path
-
-    @property
-    def bin_dir(self) -> Path:
-        return self.kube_apiserver.parent
-
-
-# --------------------------------------------------------------------------
-# Locating / building the binaries
-# --------------------------------------------------------------------------
-
-
-def locate_binaries(*, stream: IO[str] | None = None, build_log: collections.deque[str] | None = None) -> Binaries:
-    """Run ``hack/build-control-plane.sh`` and return the binaries it names.
-
-    The script's progress (stderr) is streamed line by line to ``stream``
-    (default: ``sys.stderr``) and kept in ``build_log`` for error reports.
-    Its last stdout line is the binary directory, or ``TEST_ASSET`` when the
-    ``TEST_ASSET_*`` variables name the binaries one by one.
-    """
-    stream = sys.stderr if stream is None else stream
-    log = build_log if build_log is not None else collections.deque(maxlen=200)
-    proc = subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    out_lines: list[str] = []
-
-    def pump_stdout() -> None:
-        assert proc.stdout is not None
-        out_lines.extend(proc.stdout)
-
-    t = threading.Thread(target=pump_stdout, daemon=True)
-    t.start()
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        log.append(line.rstrip("\n"))
-        stream.write(line)
-        stream.flush()
-    rc = proc.wait()
-    t.join()
-    if rc != 0:
-        tail = "\n".join(log)
-        raise ControlPlaneError(
-            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed with exit code {rc}.\n--- build log (tail) ---\n{tail}"
-        )
-    last = out_lines[-1].strip() if out_lines else ""
-    if last == "TEST_ASSET":
-        return Binaries(
-            kube_apiserver=Path(os.environ["TEST_ASSET_KUBE_APISERVER"]),
-            etcd=Path(os.environ["TEST_ASSET_ETCD"]),
-            kubectl=Path(os.environ["TEST_ASSET_KUBECTL"]),
-        )
-    if not last:
-        raise ControlPlaneError(f"{BUILD_SCRIPT} printed no binary directory")
-    d = Path(last)
-    return Binaries(kube_apiserver=d / "kube-apiserver", etcd=d / "etcd", kubectl=d / "kubectl")
-
-
-# --------------------------------------------------------------------------
-# Certificates
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _KeyPair:
-    cert_pem: bytes
-    key_pem: bytes
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-
-def _name(cn: str, orgs: Iterable[str] = ()) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
-    return x509.Name(attrs)
-
-
-def _issue(
-    *,
-    cn: str,
-    orgs: Iterable[str] = (),
-    issuer: _KeyPair | None = None,
-    is_ca: bool = False,
-    server_names: Sequence[str] = (),
-    server_ips: Sequence[str] = (),
-    client: bool = False,
-) -> _KeyPair:
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    subject = _name(cn, orgs)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=not is_ca,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=is_ca,
-                crl_sign=is_ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False,
-        )
-    if server_names or server_ips:
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in server_ips]
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    if client:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
-    return _KeyPair(
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        cert=cert,
-        key=key,
-    )
 
 
 def _free_port() -> int:
@@ -321,11 +163,11 @@ class ControlPlane:
         self._apiserver_args: list[str] = []
         self.etcd_url = ""
         self.secure_port = 0
-        self._client_ca: _KeyPair | None = None
-        self._serving_ca: _KeyPair | None = None
+        self._client_ca: pki.KeyPair | None = None
+        self._serving_ca: pki.KeyPair | None = None
         self._ssl: ssl.SSLContext | None = None
         self._lock = threading.Lock()
-        self._admin: _KeyPair | None = None
+        self._admin: pki.KeyPair | None = None
         self.startup_seconds: float | None = None
         #: Seconds per startup phase (binaries, certs, etcd, kube-apiserver, crds).
         self.timings: dict[str, float] = {}
@@ -335,7 +177,10 @@ class ControlPlane:
     @property
     def binaries(self) -> Binaries:
         if self._binaries is None:
-            self._binaries = locate_binaries(stream=self._log_stream, build_log=self.build_log)
+            try:
+                self._binaries = locate_binaries(stream=self._log_stream, build_log=self.build_log)
+            except BuildError as e:
+                raise ControlPlaneError(str(e)) from e
         return self._binaries
 
     @property
@@ -448,7 +293,7 @@ class ControlPlane:
         """Return a kubeconfig for a user ``name`` in ``groups`` (a client cert, no RBAC)."""
         d = self._require_dir()
         assert self._client_ca is not None
-        kp = _issue(cn=name, orgs=list(groups), issuer=self._client_ca, client=True)
+        kp = pki.issue(cn=name, orgs=list(groups), issuer=self._client_ca, client=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         path = d / "users" / f"{safe}-{secrets.token_hex(3)}.kubeconfig"
         path.parent.mkdir(exist_ok=True)
@@ -519,49 +364,42 @@ class ControlPlane:
 
     def _write_certs(self) -> None:
         d = self._require_dir()
-        self._serving_ca = _issue(cn="externalauth-test-serving-ca", is_ca=True)
-        serving = _issue(
+        self._serving_ca = pki.issue(cn="externalauth-test-serving-ca", is_ca=True)
+        serving = pki.issue(
             cn="kube-apiserver",
             issuer=self._serving_ca,
-            server_names=[
+            hosts=[
                 "localhost",
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
+                "127.0.0.1",
+                "10.0.0.1",
             ],
-            server_ips=["127.0.0.1", "10.0.0.1"],
         )
-        self._client_ca = _issue(cn="externalauth-test-client-ca", is_ca=True)
-        admin = _issue(cn="admin", orgs=["system:masters"], issuer=self._client_ca, client=True)
-        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        files = {
-            "serving-ca.crt": self._serving_ca.cert_pem,
-            "apiserver.crt": serving.cert_pem + self._serving_ca.cert_pem,
-            "apiserver.key": serving.key_pem,
-            "client-ca.crt": self._client_ca.cert_pem,
-            "admin.crt": admin.cert_pem,
-            "admin.key": admin.key_pem,
-            "sa.key": sa_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            "sa.pub": sa_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ),
-        }
-        (d / "pki").mkdir()
-        for name, data in files.items():
-            p = d / "pki" / name
-            p.write_bytes(data)
-            p.chmod(0o600)
+        self._client_ca = pki.issue(cn="externalauth-test-client-ca", is_ca=True)
+        admin = pki.issue(cn="admin", orgs=["system:masters"], issuer=self._client_ca, client=True)
+        sa_key, sa_pub = pki.signing_key_pem()
+        pki.write_files(
+            d / "pki",
+            {
+                "serving-ca.crt": self._serving_ca.cert_pem,
+                "apiserver.crt": serving.cert_pem + self._serving_ca.cert_pem,
+                "apiserver.key": serving.key_pem,
+                "client-ca.crt": self._client_ca.cert_pem,
+                "admin.crt": admin.cert_pem,
+                "admin.key": admin.key_pem,
+                "sa.key": sa_key,
+                "sa.pub": sa_pub,
+            },
+        )
         ctx = ssl.create_default_context(cafile=str(d / "pki" / "serving-ca.crt"))
         ctx.load_cert_chain(str(d / "pki" / "admin.crt"), str(d / "pki" / "admin.key"))
         self._ssl = ctx
         self._admin = admin
 
-    def _write_kubeconfig(self, path: Path, *, user: str, client: _KeyPair) -> None:
+    def _write_kubeconfig(self, path: Path, *, user: str, client: pki.KeyPair) -> None:
         assert self._serving_ca is not None
 
         def b64(b: bytes) -> str:

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.controlplane import Binaries, ControlPlane, ControlPlaneError, locate_binaries
+from tests.harness.binaries import Binaries, BuildError, locate_binaries
+from tests.harness.controlplane import ControlPlane, ControlPlaneError
 
 SKIP_ENV = "EXTERNALAUTH_SKIP_INTEGRATION"
 INTEGRATION_DIR = Path(__file__).resolve().parents[1] / "integration"
@@ -74,7 +75,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 config.stash[_BINARIES] = locate_binaries(stream=sys.stderr)
         else:
             config.stash[_BINARIES] = locate_binaries(stream=sys.stderr)
-    except ControlPlaneError as e:
+    except BuildError as e:
         config.stash[_BUILD_ERROR] = str(e)
     except OSError as e:
         config.stash[_BUILD_ERROR] = f"could not run the build script: {e}"

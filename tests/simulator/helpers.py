@@ -10,6 +10,19 @@ from providersim import Simulator
 from tests.harness.simulator_fixtures import CLIENT_ID, CLIENT_SECRET
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+class FakeClock:
+    """A settable clock for ``Simulator(clock=...)``: time moves only when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 JSON = {"Accept": "application/json"}
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 
-from tests.simulator.helpers import device_code, poll, validate
+from tests.simulator.helpers import FakeClock, device_code, poll, validate
 
 
 def test_device_authorization_answers_the_rfc_8628_fields(simulator):
@@ -31,18 +29,17 @@ def test_polling_faster_than_the_interval_is_slow_down_with_a_bumped_interval(si
     assert ("slow_down", 2) == (body["error"], body["interval"])
 
 
-def test_after_approval_the_poll_returns_a_grant_for_the_approved_login(simulator):
-    """Approve, wait out the interval, poll: tokens that validate as the approved user."""
-    d = device_code(simulator)
-    assert "authorization_pending" == poll(simulator, d["device_code"]).json()["error"]
-    simulator.approve_device(d["user_code"], login="bob")
-    deadline = time.monotonic() + 5
-    body = poll(simulator, d["device_code"]).json()
-    while body.get("error") == "slow_down" and time.monotonic() < deadline:
-        time.sleep(body["interval"])
-        body = poll(simulator, d["device_code"]).json()
-    assert {"access_token", "refresh_token"} <= set(body)
-    assert "bob" == validate(simulator, body["access_token"]).json()["login"]
+def test_after_approval_the_poll_returns_a_grant_for_the_approved_login(make_simulator):
+    """Approve, let the interval pass, poll: tokens that validate as the approved user."""
+    clock = FakeClock()
+    sim = make_simulator(clock=clock)
+    d = device_code(sim)
+    assert "authorization_pending" == poll(sim, d["device_code"]).json()["error"]
+    sim.approve_device(d["user_code"], login="bob")
+    clock.advance(d["interval"])
+    body = poll(sim, d["device_code"]).json()
+    assert {"access_token", "refresh_token"} <= set(body), body
+    assert "bob" == validate(sim, body["access_token"]).json()["login"]
 
 
 @pytest.mark.parametrize(
@@ -67,10 +64,13 @@ def test_terminal_device_errors(simulator, act, expected):
 
 
 def test_device_code_expires_after_its_lifetime(make_simulator):
-    """With a 1 s device code lifetime, polling later gets expired_token."""
-    sim = make_simulator(device_code_lifetime=1)
+    """A 60 s device code still polls as pending at 59 s and as expired_token at 60 s."""
+    clock = FakeClock()
+    sim = make_simulator(device_code_lifetime=60, clock=clock)
     d = device_code(sim)
-    time.sleep(1.1)
+    clock.advance(59)
+    assert "authorization_pending" == poll(sim, d["device_code"]).json()["error"]
+    clock.advance(1)
     assert "expired_token" == poll(sim, d["device_code"]).json()["error"]
 
 

@@ -142,3 +142,28 @@ def test_providersim_help_works():
         timeout=30,
     )
     assert (0, True) == (r.returncode, "--state-dir" in r.stdout)
+
+
+# `-c` program: run `providersim` as if `cryptography` were not installed
+# (a None entry in sys.modules makes every import of it fail).
+_WITHOUT_CRYPTOGRAPHY = (
+    "import sys; sys.modules['cryptography'] = None; "
+    "import runpy; sys.argv[0] = 'providersim'; runpy.run_module('providersim', run_name='__main__')"
+)
+
+
+def test_providersim_without_cryptography_says_so_in_one_line(tmp_path):
+    """Without the `simulator` extra, providersim names the missing package and the extra; no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    r = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_CRYPTOGRAPHY, "--port", "0", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    lines = r.stderr.splitlines()
+    assert (2, 1) == (r.returncode, len(lines)), r.stderr
+    assert "'cryptography' package is missing" in lines[0]
+    assert "externalauth-operator[simulator]" in lines[0]
+    assert not (tmp_path / "url").exists()

@@ -24,7 +24,7 @@ def externalauth(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(("args", "message"), [
     pytest.param(["--kubeconfig", "/nonexistent"], "does not exist", id="a kubeconfig that does not exist"),
-    pytest.param(["--kubeconfig", "{closed}"], "cannot reach the API server", id="an unreachable cluster"),
+    pytest.param(["--kubeconfig", "{closed}"], "cannot reach the Kubernetes API server", id="an unreachable cluster"),
     pytest.param(["--kubeconfig", "{closed}", "--context", "nope"], "no context 'nope'", id="an unknown context"),
     pytest.param(["--metrics-port", "99999"], "not a port number", id="a port out of range"),
     pytest.param(["--validation-interval", "often"], "not a duration", id="a bad duration"),

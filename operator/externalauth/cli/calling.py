@@ -12,19 +12,15 @@ import os
 from typing import Any
 
 import pykube
-import requests
 
 from externalauth import GROUP, VERSION
-from externalauth.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from externalauth.errors import NotFoundError, PermanentError
+from externalauth.kube import requesting, translating
 from externalauth.kube.connecting import connect
 
 API = f"{GROUP}/{VERSION}"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSON = {"Content-Type": "application/json"}
-
-
-class ForbiddenError(PermanentError):
-    """RBAC said no."""
 
 
 class Cluster:
@@ -49,38 +45,8 @@ class Cluster:
         return str(self.client.config.namespace or "default")
 
     def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            resp = self.client.request(method, **kwargs)
-        except requests.exceptions.SSLError as e:
-            raise PermanentError(
-                f"cannot reach the Kubernetes API server at {self.client.url}: TLS verification failed"
-            ) from e
-        except requests.RequestException as e:
-            raise TransientError(
-                f"cannot reach the Kubernetes API server at {self.client.url} ({type(e).__name__})"
-            ) from e
-        code = resp.status_code
-        if code == 404:
-            raise NotFoundError(f"{what}: not found")
-        if code == 409:
-            raise ConflictError(f"{what}: conflict")
-        if code in (401, 403):
-            raise ForbiddenError(f"{what}: {'unauthorized' if code == 401 else 'forbidden'} "
-                                 f"(HTTP {code}; check your kubeconfig and RBAC)")
-        if code >= 400:
-            try:
-                message = str(resp.json().get("message", ""))[:300]
-            except (ValueError, AttributeError):
-                message = ""
-            error = TransientError if code >= 500 or code == 429 else PermanentError
-            raise error(f"{what}: the API server answered {code} {message}".strip())
-        try:
-            body = resp.json()
-        except ValueError as e:
-            raise PermanentError(f"{what}: the API server answered something that is not JSON") from e
-        if not isinstance(body, dict):
-            raise PermanentError(f"{what}: unexpected answer from the API server")
-        return body
+        resp = requesting.send(self.client, method, what=what, **kwargs)
+        return translating.json_object(resp, what=what)
 
     # --- providers ---------------------------------------------------------------
     def get_provider(self, name: str) -> dict[str, Any]:

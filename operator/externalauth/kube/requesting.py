@@ -11,12 +11,23 @@ import pykube
 import requests
 
 from externalauth import GROUP, VERSION
-from externalauth.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from externalauth.errors import NotFoundError
+from externalauth.kube import translating
 from externalauth.model.durations import format_time
 
 log = logging.getLogger(__name__)
 MERGE = {"Content-Type": "application/merge-patch+json"}
 API = f"{GROUP}/{VERSION}"
+
+
+def send(client: pykube.HTTPClient, method: str, *, what: str, **kwargs: Any) -> requests.Response:
+    """One request to the API server; a failure to get an answer is raised translated
+    (:func:`translating.error_for_exception`). The answer itself is not checked."""
+    try:
+        resp: requests.Response = client.request(method, **kwargs)
+    except requests.RequestException as e:
+        raise translating.error_for_exception(e, what=what, server=str(client.url)) from e
+    return resp
 
 
 class Kube:
@@ -28,31 +39,10 @@ class Kube:
         self.writes = 0  # for benchmarks: writes sent
 
     def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            resp = self.client.request(method, **kwargs)
-        except requests.RequestException as e:
-            raise TransientError(f"API server unreachable ({type(e).__name__}) during {what}") from e
+        resp = send(self.client, method, what=what, **kwargs)
         if method != "GET":
             self.writes += 1
-        if resp.status_code == 409:
-            raise ConflictError(f"{what}: conflict")
-        if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found")
-        if resp.status_code == 429 or resp.status_code >= 500:
-            retry = resp.headers.get("Retry-After")
-            raise TransientError(
-                f"{what}: API server answered {resp.status_code}",
-                retry_after=float(retry) if retry and retry.isdigit() else None,
-            )
-        if resp.status_code >= 400:
-            # The Status message names the field; it never echoes Secret data.
-            try:
-                message = str(resp.json().get("message", ""))[:300]
-            except ValueError:
-                message = ""
-            raise PermanentError(f"{what}: API server answered {resp.status_code} {message}".strip())
-        result: dict[str, Any] = resp.json()
-        return result
+        return translating.json_object(resp, what=what)
 
     # --- Secrets -----------------------------------------------------------------
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -46,18 +46,22 @@ def format_duration(delta: dt.timedelta) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC datetime."""
+    """Parse an RFC 3339 timestamp into an aware UTC datetime.
+
+    The error message never quotes ``text`` (it may come from a Secret): callers
+    prefix the key or field it came from.
+    """
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError("timestamp is empty")
+        raise InvalidInputError("empty timestamp")
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidInputError(f"{text[:40]!r} is not an RFC 3339 timestamp") from None
+        raise InvalidInputError("not an RFC 3339 timestamp like 2030-01-01T00:00:00Z") from None
     if parsed.tzinfo is None:
-        raise InvalidInputError(f"{text[:40]!r} has no time zone (use Z for UTC)")
+        raise InvalidInputError("no time zone in the timestamp (use Z for UTC)")
     return parsed.astimezone(dt.UTC)
 
 

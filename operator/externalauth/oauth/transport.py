@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from typing import Any
 
@@ -10,14 +9,14 @@ import certifi
 import requests
 import requests.adapters
 
+from externalauth import logs
 from externalauth.proxying import proxies_for
 
 __all__ = ["TrustingAdapter", "proxies_for", "session_for", "ssl_context"]
 
-# These libraries log request bodies and headers (tokens) at DEBUG. Keep them quiet
-# whatever the operator's verbosity (contract §9.8).
-for _name in ("requests_oauthlib", "oauthlib", "urllib3", "urllib3.connectionpool"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+# These libraries log request bodies and headers (tokens) at DEBUG: quiet them as soon
+# as the token transport is imported, whoever imports it (contract §9.8).
+logs.quiet_noisy_loggers()
 
 
 def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
