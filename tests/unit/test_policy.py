@@ -311,3 +311,12 @@ def test_an_unfinished_refresh_does_not_rewrite_refreshable() -> None:
                                 "message": "m", "lastTransitionTime": "2026-11-27T11:00:00Z"}]}
     plan = decide(inp(tokens=tokens(expires_in=60), status=existing))
     assert (Action.REFRESH, ("False", "RetryingTransientError")) == (plan.action, conditions(plan)["Refreshable"])
+
+
+@pytest.mark.parametrize("value", ["2026-01-01T00:00:00", "garbage", "0001-01-01T00:30:00+01:00"],
+                         ids=["no time zone", "not a time", "before year 1 in UTC"])
+def test_an_unparsable_status_time_is_ignored_not_a_crash(value: str) -> None:
+    """Status is written by anyone with the status subresource: a bad time there is treated
+    as absent (security review, bad input 42)."""
+    plan = decide(inp(memory=LinkMemory(), status={"lastRefreshTime": value, "lastValidationTime": value}))
+    assert Action.VALIDATE == plan.action

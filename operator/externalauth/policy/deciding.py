@@ -14,6 +14,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from externalauth.errors import InvalidInputError
 from externalauth.model import conditions as cond
 from externalauth.model.durations import format_time, parse_time
 from externalauth.model.reasons import (
@@ -117,7 +118,7 @@ def _status_time(status: Mapping[str, Any], key: str) -> dt.datetime | None:
         return None
     try:
         return parse_time(value)
-    except ValueError:
+    except (InvalidInputError, ValueError, OverflowError):
         return None
 
 
