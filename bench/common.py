@@ -71,7 +71,7 @@ class Bench:
             grant = self.sim.issue_grant(CLIENT_ID, login=f"user{i}")
             tokens[f"tok-{i}"] = grant.refresh_token
             self.core.create_namespaced_secret(self.ns, {
-                "metadata": {"name": f"tok-{i}", "labels": {"externalauth.io/managed": "true"}},
+                "metadata": {"name": f"tok-{i}", "labels": {"externalauth.io/provider": "bench"}},
                 "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
                                "expiry": expiry}})
             self.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", self.ns, "externalauthlinks", {
@@ -89,7 +89,7 @@ class Bench:
         started = self.log.read_bytes().count(STARTED) if self.log.exists() else 0
         out = open(self.log, "ab")
         self.operator = subprocess.Popen(
-            [str(Path(sys.executable).parent / "externalauth"), "run", "-n", self.ns,
+            [str(Path(sys.executable).parent / "externalauth"), "run", "-n", self.ns, "--operator-namespace", self.ns,
              "--kubeconfig", str(kubeconfig), *(extra or ("--metrics-port", "0"))],
             stdout=out, stderr=subprocess.STDOUT)
         while self.log.read_bytes().count(STARTED) <= started:  # this start, not an earlier one

@@ -34,7 +34,7 @@ def main() -> int:
         b.links(args.idle_links, expiry=far)
         grant = b.sim.issue_grant(CLIENT_ID, login="target")
         b.core.create_namespaced_secret(b.ns, {
-            "metadata": {"name": "target", "labels": {"externalauth.io/managed": "true"}},
+            "metadata": {"name": "target", "labels": {"externalauth.io/provider": "bench"}},
             "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
                            "expiry": far}})
         b.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", b.ns, "externalauthlinks", {

@@ -64,7 +64,7 @@ def main() -> int:
         exchanged = time.monotonic() - started
 
         def persisted() -> int:
-            items = b.core.list_namespaced_secret(b.ns, label_selector="externalauth.io/managed=true").items
+            items = b.core.list_namespaced_secret(b.ns, label_selector="externalauth.io/provider=bench").items
             return sum(1 for s in items if s.metadata.name in refresh_tokens and
                        base64.b64decode(s.data["refresh_token"]).decode() != refresh_tokens[s.metadata.name])
 

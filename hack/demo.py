@@ -74,7 +74,7 @@ kind: Secret
 metadata:
   name: {user}-github
   namespace: {NS}
-  labels: {{externalauth.io/managed: "true"}}
+  labels: {{externalauth.io/provider: github-demo}}
 type: externalauth.io/oauth2-token
 stringData:
   access_token: {grant.access_token}
@@ -124,7 +124,8 @@ def main() -> int:
         log_path = work / "operator.log"
         log = open(log_path, "wb")
         operator = subprocess.Popen(
-            [str(exe), "run", "-n", NS, "--kubeconfig", str(cp.kubeconfig), "--metrics-port", "0"],
+            [str(exe), "run", "-n", NS, "--operator-namespace", NS, "--kubeconfig", str(cp.kubeconfig),
+             "--metrics-port", "0"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         say(f"operator running (pid {operator.pid}); log: {log_path}")
         say("tokens live 60 s and are refreshed 30 s ahead of expiry; Ctrl-C to stop\n")

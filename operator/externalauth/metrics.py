@@ -31,6 +31,11 @@ TOKEN_EXPIRY = Gauge(
     "externalauth_token_expiry_timestamp_seconds", "Access-token expiry (Unix time).",
     ["namespace", "link"], registry=REGISTRY,
 )
+TOKENS_LOST = Counter(
+    "externalauth_tokens_lost_total",
+    "Tokens obtained from a provider that could not be stored (reason: gone, invalid).",
+    ["provider", "reason"], registry=REGISTRY,
+)
 LINKS = Gauge("externalauth_links", "ExternalAuthLinks by provider and readiness.",
               ["provider", "ready"], registry=REGISTRY)
 

@@ -37,11 +37,13 @@ def run(
     debug: bool,
     validation_interval: dt.timedelta,
     liveness_port: int | None = None,
+    operator_namespace: str | None = None,
 ) -> int:
     preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
 
     from externalauth import handlers, logs
+    from externalauth.kube import connecting
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
@@ -57,7 +59,8 @@ def run(
         kubeconfig=kubeconfig,
         context=context,
         metrics_port=metrics_port,
-        settings=Settings(validation_interval=validation_interval),
+        settings=Settings(validation_interval=validation_interval,
+                          operator_namespace=operator_namespace or connecting.own_namespace()),
     )
     kopf.run(
         clusterwide=all_namespaces or not namespaces,

@@ -44,6 +44,9 @@ class OperatorProcess:
                "--metrics-port", str(self.metrics_port), "--debug"]
         for ns in self.namespaces:
             cmd += ["-n", ns]
+        if self.namespaces and "--operator-namespace" not in self.extra_args:
+            # The tests keep client Secrets in the served namespace: it is the operator's own.
+            cmd += ["--operator-namespace", self.namespaces[0]]
         return cmd + list(self.extra_args)
 
     def start(self, *, timeout: float = 60.0) -> OperatorProcess:

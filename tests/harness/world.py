@@ -85,8 +85,10 @@ class World:
             if expires_in is not None:
                 data["expiry"] = rfc3339(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in))
             data.update(extra or {})
+        if labels is None:  # opted in to this world's provider (contract §3)
+            labels = {"externalauth.io/provider": self.provider}
         self.core.create_namespaced_secret(self.ns, {
-            "metadata": {"name": name, "labels": labels or {}}, "type": "Opaque",
+            "metadata": {"name": name, "labels": labels}, "type": "Opaque",
             "data": {k: b64(v) for k, v in data.items()}})
         return data
 

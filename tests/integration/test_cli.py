@@ -95,7 +95,8 @@ def test_login_runs_the_device_flow_and_writes_the_secret_and_the_link(world: Wo
     assert world.sim.url + "/login/device" in out
     secret = world.secret("gh-token")
     data = unb64(secret.data)
-    assert ("externalauth.io/oauth2-token", "true") == (secret.type, secret.metadata.labels["externalauth.io/managed"])
+    assert ("externalauth.io/oauth2-token", world.provider) == (
+        secret.type, secret.metadata.labels["externalauth.io/provider"])
     assert {"access_token", "refresh_token", "token_type", "expiry"} <= set(data)
     assert "bob" == validated_login(world, data["access_token"])
     assert {"providerName": world.provider, "secretName": "gh-token"} == {

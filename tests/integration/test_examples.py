@@ -61,9 +61,11 @@ def test_every_example_is_valid_against_the_crds_and_the_api(
 
 
 def test_the_examples_make_a_ready_link_and_the_workspace_mounts_its_key(
-        kubectl: Callable[..., Any], world: World, namespace: str, operator: Any,
+        kubectl: Callable[..., Any], world: World, namespace: str, make_operator: Any,
         example_provider: str) -> None:
     """provider → token Secret → link: Ready; the git-credentials key the pods mount is there."""
+    # The example keeps the client secret where an installed operator runs.
+    operator = make_operator(namespaces=[namespace], extra_args=("--operator-namespace", OPERATOR_NS))
     grant = world.sim.issue_grant(CLIENT_ID, login="erin")
     secret = (text("token-secret.yaml")
               .replace("REPLACE_WITH_ACCESS_TOKEN", grant.access_token)

@@ -288,7 +288,7 @@ def test_a_missing_secret_created_later_is_picked_up(world: World, operator: Any
     world.make_provider()
     world.make_link("link", secret="later")
     world.wait_condition("link", "Ready", "False", "SecretNotFound")
-    world.make_token_secret("later", expires_in=NOT_DUE, labels={"externalauth.io/managed": "true"})
+    world.make_token_secret("later", expires_in=NOT_DUE)
     world.wait_condition("link", "Ready", "True", timeout=15)
 
 

@@ -20,12 +20,13 @@ def secret(type_: str = "externalauth.io/oauth2-token", **data: str) -> dict[str
 
 def plan(existing: dict[str, Any] | None, *, force: bool = False,
          data: dict[str, str] | None = None) -> plans.SecretPlan:
-    return plans.plan_secret(existing, namespace="ns", name="s", token_data=data or NEW, force=force)
+    return plans.plan_secret(existing, namespace="ns", name="s", provider="gh", token_data=data or NEW,
+                             force=force)
 
 
 def test_a_missing_secret_is_created_as_a_labelled_token_secret() -> None:
     p = plan(None)
-    assert (plans.Write.CREATE, "externalauth.io/oauth2-token", {"externalauth.io/managed": "true"}, NEW) == (
+    assert (plans.Write.CREATE, "externalauth.io/oauth2-token", {"externalauth.io/provider": "gh"}, NEW) == (
         p.write, p.body["type"], p.body["metadata"]["labels"], p.body["data"])
 
 
@@ -37,7 +38,7 @@ def test_a_missing_secret_is_created_as_a_labelled_token_secret() -> None:
 def test_a_token_secret_is_merge_patched_with_a_resource_version(existing: dict[str, Any]) -> None:
     """Only token keys and our label are in the patch: other keys and labels stay."""
     p = plan(existing)
-    assert (plans.Write.PATCH, "7", {"externalauth.io/managed": "true"}) == (
+    assert (plans.Write.PATCH, "7", {"externalauth.io/provider": "gh"}) == (
         p.write, p.body["metadata"]["resourceVersion"], p.body["metadata"]["labels"])
     assert "note" not in p.body["data"]
 
@@ -69,7 +70,7 @@ def test_force_replaces_a_secret_whose_type_cannot_hold_a_token() -> None:
     p = plan(secret("kubernetes.io/basic-auth", username="dQ==", password="cA=="), force=True)
     assert (plans.Write.REPLACE, "externalauth.io/oauth2-token") == (p.write, p.body["type"])
     assert {"username": "dQ==", "password": "cA==", **NEW} == p.body["data"]
-    assert {"team": "a", "externalauth.io/managed": "true"} == p.body["metadata"]["labels"]
+    assert {"team": "a", "externalauth.io/provider": "gh"} == p.body["metadata"]["labels"]
     assert {"note": "x"} == p.body["metadata"]["annotations"]
 
 

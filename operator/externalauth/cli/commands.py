@@ -33,7 +33,6 @@ from externalauth.errors import (
 from externalauth.model import tokens as tokmod
 from externalauth.model.durations import format_duration, parse_duration
 from externalauth.model.names import REFRESH_ANNOTATION
-from externalauth.model.secure import SecretStr
 from externalauth.model.specs import parse_provider
 
 EXIT_FAILED = 1
@@ -150,38 +149,13 @@ def register(sub: Any) -> None:
 
 
 # --- login -----------------------------------------------------------------------
-def _client_secret(cluster: Cluster, provider: Any) -> SecretStr | None:
-    """The provider's client secret, if there is one and we may read it. The device
-    flow of GitHub (and of public clients generally) needs none, so a Secret we
-    cannot read is not fatal: the provider will say if it needed it."""
-    ref = provider.client_secret_ref
-    if ref is None:
-        return None
-    try:
-        secret = cluster.get_secret(ref.namespace, ref.name)
-    except PermanentError:
-        return None
-    if secret is None:
-        return None
-    raw = (secret.get("data") or {}).get(ref.key)
-    if not raw:
-        return None
-    import base64
-    import binascii
-
-    try:
-        return SecretStr(base64.b64decode(raw).decode("utf-8").strip())
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-
-
-def _write_secret(cluster: Cluster, *, namespace: str, name: str, tokens: tokmod.TokenSet,
-                  force: bool) -> str:
+def _write_secret(cluster: Cluster, *, namespace: str, name: str, provider_name: str,
+                  tokens: tokmod.TokenSet, force: bool) -> str:
     data = tokmod.render_token_keys(tokens)
     for _ in range(5):
         existing = cluster.get_secret(namespace, name)
-        plan = plans.plan_secret(existing, namespace=namespace, name=name, token_data=data,
-                                 force=force)
+        plan = plans.plan_secret(existing, namespace=namespace, name=name, provider=provider_name,
+                                 token_data=data, force=force)
         try:
             if plan.write is plans.Write.CREATE:
                 cluster.create_secret(namespace, plan.body)
@@ -238,9 +212,10 @@ def login_command(args: argparse.Namespace, *, out: TextIO | None = None,
     # Fail before the user types a code, not after.
     existing = cluster.get_secret(ns, secret_name)
     if existing is not None and not args.force and not plans.is_token_secret(existing):
-        plans.plan_secret(existing, namespace=ns, name=secret_name, token_data={}, force=False)
+        plans.plan_secret(existing, namespace=ns, name=secret_name, provider=provider.name, token_data={},
+                          force=False)
 
-    flow = DeviceFlow(provider, client_secret=_client_secret(cluster, provider))
+    flow = DeviceFlow(provider)  # a public-client flow: login never reads the client secret
     auth = flow.start()
     print(f"To sign in to {provider.name} ({provider.host}), open {auth.verification_uri}",
           file=out)
@@ -261,8 +236,8 @@ def login_command(args: argparse.Namespace, *, out: TextIO | None = None,
     finally:
         print("", file=err, flush=True)
 
-    how_secret = _write_secret(cluster, namespace=ns, name=secret_name, tokens=tokens,
-                               force=args.force)
+    how_secret = _write_secret(cluster, namespace=ns, name=secret_name, provider_name=provider.name,
+                               tokens=tokens, force=args.force)
     how_link = _write_link(cluster, namespace=ns, name=link, provider=provider.name,
                            secret=secret_name)
     print(f"Secret {ns}/{secret_name} {how_secret}; ExternalAuthLink {ns}/{link} {how_link}.",

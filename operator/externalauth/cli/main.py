@@ -30,6 +30,15 @@ def _duration(text: str) -> object:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _namespace(text: str) -> str:
+    from externalauth.cli import formatting
+
+    try:
+        return formatting.check_namespace(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -67,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve Prometheus metrics on this port (0 disables; default 8080)")
     run.add_argument("--liveness-port", type=_port, default=None, metavar="P",
                      help="serve a liveness probe on /healthz at this port")
+    run.add_argument("--operator-namespace", type=_namespace, default=None, metavar="NS",
+                     help="the operator's own namespace, the only one client Secrets may live in "
+                          "(default: the pod's namespace, else externalauth-system)")
     run.add_argument("--validation-interval", type=_duration, default=parse_duration("1h"),
                      metavar="DURATION", help="validate every token this often (default 1h)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -98,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         debug=args.debug,
         validation_interval=args.validation_interval,
         liveness_port=args.liveness_port,
+        operator_namespace=args.operator_namespace,
     )
 
 

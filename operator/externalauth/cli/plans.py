@@ -14,7 +14,7 @@ from typing import Any
 
 from externalauth.errors import InvalidInputError
 from externalauth.model import tokens as tokmod
-from externalauth.model.names import MANAGED_LABEL
+from externalauth.model.names import PROVIDER_LABEL
 
 API_VERSION = "externalauth.io/v1alpha1"
 
@@ -41,10 +41,13 @@ def plan_secret(
     *,
     namespace: str,
     name: str,
+    provider: str,
     token_data: Mapping[str, str],
     force: bool,
 ) -> SecretPlan:
     """Decide the Secret write. ``token_data`` is base64 data from ``render_token_keys``.
+    The Secret is labelled ``externalauth.io/provider=<provider>``: it opts in to that
+    provider, and to no other (contract §3).
 
     Token keys the new grant does not have (say, no ``refresh_token``) are removed,
     so that an old refresh token is never paired with a new access token.
@@ -54,7 +57,7 @@ def plan_secret(
             "apiVersion": "v1",
             "kind": "Secret",
             "type": tokmod.SECRET_TYPE,
-            "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_LABEL: "true"}},
+            "metadata": {"name": name, "namespace": namespace, "labels": {PROVIDER_LABEL: provider}},
             "data": dict(token_data),
         })
     if not is_token_secret(existing) and not force:
@@ -67,7 +70,7 @@ def plan_secret(
     meta = existing.get("metadata") or {}
     if existing.get("type", "Opaque") not in tokmod.ACCEPTED_TYPES:
         # The type is immutable: recreate with everything else kept.
-        labels = {**(meta.get("labels") or {}), MANAGED_LABEL: "true"}
+        labels = {**(meta.get("labels") or {}), PROVIDER_LABEL: provider}
         kept_meta = {"name": name, "namespace": namespace, "labels": labels}
         if meta.get("annotations"):
             kept_meta["annotations"] = dict(meta["annotations"])
@@ -84,7 +87,7 @@ def plan_secret(
         if key not in token_data and key in old:
             data[key] = None
     patch: dict[str, Any] = {
-        "metadata": {"labels": {MANAGED_LABEL: "true"}},
+        "metadata": {"labels": {PROVIDER_LABEL: provider}},
         "data": data,
     }
     if meta.get("resourceVersion"):

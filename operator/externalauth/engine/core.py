@@ -27,11 +27,11 @@ from externalauth.engine.settings import Settings
 from externalauth.engine.validating import Validator
 from externalauth.engine.writing import SecretWriter
 from externalauth.errors import ExternalAuthError, InvalidInputError
-from externalauth.model import bodies, formats
+from externalauth.model import bodies, formats, storing
 from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
 from externalauth.model.durations import format_time
-from externalauth.model.names import MANAGED_LABEL, REFRESH_ANNOTATION, LinkKey
+from externalauth.model.names import MAX_REFRESH_REQUEST, PROVIDER_LABEL, REFRESH_ANNOTATION, LinkKey
 from externalauth.model.reasons import EventReason, RefreshableReason, RefreshResult, ValidatedReason
 from externalauth.model.specs import LinkSpec, ProviderSpec, parse_link
 from externalauth.policy import deciding, remembering, timing
@@ -57,7 +57,7 @@ class Engine:
         self.caches = Caches()
         self.memory: dict[LinkKey, LinkMemory] = {}
         self.providers = Providers(kube=kube, caches=self.caches, clock=clock, settings=settings,
-                                   make_client=make_client, fetch_secret=self._first_contact)
+                                   make_client=make_client, fetch_secret=self._client_secret)
         self.writer = SecretWriter(kube=kube, caches=self.caches, clock=clock, holder=self.holder,
                                    claim_lease=settings.claim_lease)
         self.refresher = Refresher(writer=self.writer, providers=self.providers, clock=clock,
@@ -108,29 +108,33 @@ class Engine:
         for key in affected.links:
             self.scheduler.schedule(key)
 
-    # --- first contact with a Secret -------------------------------------------------
-    async def _first_contact(self, key: LinkKey) -> RawBody | None:
-        """The Secret from the watch cache; if it is not there (not labelled yet), read it
-        directly and label it so that the watch carries it from now on."""
+    # --- the token Secret of a link ---------------------------------------------------
+    async def _token_secret(self, key: LinkKey, provider: str) -> tuple[RawBody | None, str | None, bool]:
+        """(the Secret, the provider label it carries, whether it exists).
+
+        Opted-in Secrets come from the watch cache. One that is not there is looked up by
+        its metadata only, so that the link can say whether it is missing or has not opted
+        in; its data is read only when it carries this provider's label (the watch lags)."""
         cached = self.caches.secrets.get(key)
         if cached is not None:
-            return cached
+            return cached, bodies.labels_of(cached).get(PROVIDER_LABEL), True
         try:
-            body = await self.kube.get_secret(*key)
+            meta = await self.kube.get_secret_metadata(*key)
         except ExternalAuthError as e:
-            log.warning("cannot read Secret %s/%s: %s", key[0], key[1], e)
-            return None
-        if body is None:
-            return None
-        if bodies.labels_of(body).get(MANAGED_LABEL) != "true":
-            try:
-                body = await self.kube.patch_secret(
-                    *key, {"metadata": {"labels": {MANAGED_LABEL: "true"}}}, resource_version=None)
-            except ExternalAuthError as e:
-                log.warning("cannot label Secret %s/%s: %s", key[0], key[1], e)
-        self.caches.store_secret(body)
-        stored: RawBody = self.caches.secrets.get(key, body)
-        return stored
+            log.warning("cannot look up Secret %s/%s: %s", key[0], key[1], e)
+            return None, None, False
+        if meta is None:
+            return None, None, False
+        label = bodies.labels_of(meta).get(PROVIDER_LABEL)
+        if label != provider:
+            return None, label, True
+        full = await self.writer.reread(key)
+        return full, label, full is not None
+
+    async def _client_secret(self, key: LinkKey) -> RawBody | None:
+        """A provider's client Secret (operator namespace only): the watch cache, else a read
+        (the watch may not have delivered it yet)."""
+        return self.caches.secrets.get(key) or await self.writer.reread(key)
 
     # --- gather → decide → act → apply → record --------------------------------------
     async def _reconcile_key(self, key: object) -> None:
@@ -163,14 +167,16 @@ class Engine:
             spec_error = str(e)
         provider_view = None
         secret_found, tokens, secret_error, formats_stale = False, None, None, False
+        opted_in, label, unwritable = True, None, None
         claimed_by: str | None = None
         claimed_until: dt.datetime | None = None
         if spec is not None:
             provider_view = self.providers.view(spec.provider_name)
             if provider_view is not None and provider_view.spec is not None:
-                secret = await self._first_contact((key[0], spec.secret_name))
-                if secret is not None:
-                    secret_found = True
+                secret, label, secret_found = await self._token_secret((key[0], spec.secret_name),
+                                                                       spec.provider_name)
+                opted_in = label == spec.provider_name
+                if secret is not None and opted_in:
                     try:
                         tokens = tokmod.parse_secret_data(secret.get("data"), secret_type=secret.get("type"))
                     except InvalidInputError as e:
@@ -179,10 +185,15 @@ class Engine:
                         wanted = self._format_keys(key, tokens, spec, provider_view.spec)
                         data = secret.get("data") or {}
                         formats_stale = any(data.get(k) != v for k, v in wanted.items())
+                        unwritable = storing.unwritable(secret, extra=wanted)
                     claim = self.writer.claim_of(secret)
                     if claim is not None and claim.holder != self.holder:
                         claimed_by = claim.holder
                         claimed_until = dt.datetime.fromtimestamp(claim.until, dt.UTC)
+        request = bodies.annotation(body, REFRESH_ANNOTATION)
+        if request is not None and len(request) > MAX_REFRESH_REQUEST:
+            self._reject_request(key, request)
+            request = None
         inp = deciding.LinkInput(
             now=self.clock.now(),
             uid=meta.get("uid", ""),
@@ -193,13 +204,16 @@ class Engine:
             secret_found=secret_found,
             tokens=tokens,
             secret_error=secret_error,
-            refresh_requested=bodies.annotation(body, REFRESH_ANNOTATION),
+            refresh_requested=request,
             status=body.get("status") or {},
             memory=self.memory.get(key, LinkMemory()),
             validation_interval=self.settings.validation_interval,
             formats_stale=formats_stale,
             claimed_by=claimed_by,
             claimed_until=claimed_until,
+            secret_opted_in=opted_in,
+            secret_label=label,
+            secret_unwritable=unwritable,
         )
         return inp, body
 
@@ -218,6 +232,8 @@ class Engine:
                 # that disagrees with access_token.
                 return {**tokmod.render_token_keys(new), **self._format_keys(key, new, spec, provider)}
 
+            if plan.requested:
+                self.memory[key] = remembering.asked(self._memory(key), now=inp.now)
             result = await self.refresher.refresh(secret_key, provider=provider.name,
                                                   consumed=tokens.refresh_token, render=render)
             await self._apply_refresh(key, provider.name, tokens, result)
@@ -289,7 +305,17 @@ class Engine:
             metrics.REFRESH_TOTAL.labels(provider, RefreshResult.TRANSIENT_ERROR).inc()
             self._failed(key, RefreshableReason.RETRYING_TRANSIENT_ERROR, result.message,
                          retry_after=result.retry_after)
-        # LOST, RACED, CLAIMED_ELSEWHERE, NO_CLIENT: nothing to remember; the loop decides
+        elif outcome is RefreshOutcome.LOST:
+            # The refresh token is spent and its successor could not be stored: the grant
+            # is gone. Said loudly, never retried with the spent token.
+            assert consumed.refresh_token is not None
+            reason = result.lost_reason or "unknown"
+            metrics.TOKENS_LOST.labels(provider, reason).inc()
+            self.memory[key] = remembering.lost(mem, refresh_fp=consumed.refresh_token.fingerprint(),
+                                                why=result.message, acted=acted)
+            self.recorder.event(key, "Warning", EventReason.TOKEN_LOST,
+                                f"a token obtained from the provider could not be stored: {result.message}")
+        # RACED, CLAIMED_ELSEWHERE, NO_CLIENT: nothing to remember; the loop decides
         # again on what the caches hold now.
 
     def _failed(self, key: LinkKey, reason: RefreshableReason, message: str, *,
@@ -320,6 +346,16 @@ class Engine:
             self.scheduler.schedule(key, inp.now + timing.RETRY_SOON)
         else:
             self.scheduler.reset(key, plan.wake_at)
+
+    def _reject_request(self, key: LinkKey, request: str) -> None:
+        """A refresh request too long to echo into the status: not acted on, said once."""
+        mem = self._memory(key)
+        fingerprint = str(hash(request))
+        if mem.rejected_request != fingerprint:
+            self.memory[key] = remembering.request_rejected(mem, fingerprint=fingerprint)
+            self.recorder.event(key, "Warning", EventReason.INVALID_INPUT,
+                                f"the {REFRESH_ANNOTATION} annotation is longer than {MAX_REFRESH_REQUEST} "
+                                "characters: not acted on")
 
     # --- helpers ---------------------------------------------------------------------
     def _memory(self, key: LinkKey) -> LinkMemory:

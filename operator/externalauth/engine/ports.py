@@ -23,6 +23,10 @@ class KubePort(Protocol):
 
     async def get_secret(self, namespace: str, name: str) -> RawBody | None: ...
 
+    async def get_secret_metadata(self, namespace: str, name: str) -> RawBody | None:
+        """The Secret's metadata only (never its data), or None when it does not exist."""
+        ...
+
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
                            *, resource_version: str | None) -> RawBody: ...
 

@@ -10,6 +10,7 @@ import binascii
 import dataclasses
 import datetime as dt
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 from externalauth.engine.caches import Caches
@@ -43,7 +44,7 @@ class ProviderRuntime:
     secret_fp: str | None = None
 
     def view(self) -> ProviderView:
-        if self.spec is None or self.reason in (
+        if self.spec is None or self.client is None or self.reason in (
             ProviderReason.INVALID_SPEC, ProviderReason.CLIENT_SECRET_NOT_FOUND
         ):
             return ProviderView(spec=None, not_ready_message=self.message)
@@ -112,10 +113,18 @@ class Providers:
             spec = parse_provider(name, body.get("spec"))
         except InvalidInputError as e:
             self._caches.index_client_secret(name, None)
-            runtime.spec, runtime.reason, runtime.message = None, ProviderReason.INVALID_SPEC, str(e)
+            self._drop_client(runtime)
+            runtime.reason, runtime.message = ProviderReason.INVALID_SPEC, str(e)
         else:
             secret, reason, message = await self._client_secret(spec)
-            self._rebuild(runtime, spec, secret)
+            try:
+                self._rebuild(runtime, spec, secret)
+            except (ssl.SSLError, ValueError) as e:
+                # A caBundle that looks like PEM but does not parse: this provider is
+                # unusable, every other one is served (security review M5).
+                log.warning("ExternalAuthProvider %s: cannot build its client (%s)", name, type(e).__name__)
+                self._drop_client(runtime)
+                reason, message = ProviderReason.INVALID_SPEC, "spec.caBundle does not hold usable PEM certificates"
             if reason is ProviderReason.VALID and runtime.rejected_failures:
                 reason = ProviderReason.CREDENTIALS_REJECTED
                 message = "the provider rejected the OAuth client credentials"
@@ -127,6 +136,12 @@ class Providers:
         self._caches.index_client_secret(spec.name, (ref.namespace, ref.name) if ref else None)
         if ref is None:
             return None, ProviderReason.VALID, "the provider is usable"
+        if ref.namespace != self._settings.operator_namespace:
+            # Like cert-manager's cluster resource namespace: a provider can name no Secret
+            # outside the operator's own namespace (contract §1).
+            return None, ProviderReason.INVALID_SPEC, (
+                f"spec.clientSecretRef must name a Secret in the operator's namespace "
+                f"{self._settings.operator_namespace}, not {ref.namespace}")
         where = f"Secret {ref.namespace}/{ref.name}"
         secret = await self._fetch_secret((ref.namespace, ref.name))
         if secret is None:
@@ -139,6 +154,11 @@ class Providers:
         except (binascii.Error, ValueError):
             return None, ProviderReason.CLIENT_SECRET_NOT_FOUND, f"{where} key {ref.key} is not valid"
         return SecretStr(value), ProviderReason.VALID, "the provider is usable"
+
+    def _drop_client(self, runtime: ProviderRuntime) -> None:
+        if runtime.client is not None:
+            runtime.client.close()
+        runtime.client, runtime.spec, runtime.secret_fp = None, None, None
 
     def _rebuild(self, runtime: ProviderRuntime, spec: ProviderSpec, secret: SecretStr | None) -> None:
         """A new client when the spec or the client secret changed; new bounds when K did."""

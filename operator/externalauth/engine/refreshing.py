@@ -48,7 +48,7 @@ _PERSISTED = {
     PersistOutcome.PERSISTED: (RefreshOutcome.PERSISTED, ""),
     PersistOutcome.SUPERSEDED: (RefreshOutcome.SUPERSEDED, ""),
     PersistOutcome.LOST_GONE: (RefreshOutcome.LOST, "the Secret was deleted during the refresh"),
-    PersistOutcome.LOST_INVALID: (RefreshOutcome.LOST, "the API server refused to store the new token"),
+    PersistOutcome.LOST_INVALID: (RefreshOutcome.LOST, "the API server refused to store it"),
 }
 
 
@@ -60,6 +60,14 @@ class Refresh:
     tokens: tokmod.TokenSet | None = None  # what was persisted
     claimed_until: dt.datetime | None = None  # CLAIMED_ELSEWHERE: when that claim ends
     seconds: float | None = None  # exchange + persist
+    persisted: PersistOutcome | None = None  # how the persist ended, when there was one
+
+    @property
+    def lost_reason(self) -> str | None:
+        """LOST: the ``reason`` label of externalauth_tokens_lost_total (gone, invalid)."""
+        if self.outcome is not RefreshOutcome.LOST or self.persisted is None:
+            return None
+        return self.persisted.value.removeprefix("lost-")
 
 
 #: Renders the Secret keys to write for new tokens (token keys plus output formats).
@@ -107,7 +115,7 @@ class Refresher:
             persisted = await self._writer.persist(key, base=claimed, consumed=consumed,
                                                    data=render(result.tokens))
             outcome, message = _PERSISTED[persisted]
-            return Refresh(outcome, message=message, tokens=result.tokens,
+            return Refresh(outcome, message=message, tokens=result.tokens, persisted=persisted,
                            seconds=self._clock.monotonic() - started)
         await self._writer.release(key)
         outcome = _FAILURES.get(verdict.verdict, RefreshOutcome.TRANSIENT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from externalauth.model.names import DEFAULT_OPERATOR_NAMESPACE
 from externalauth.policy import deciding
 
 
@@ -20,6 +21,7 @@ class Settings:
     shutdown_grace: float = 60.0
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE  # where client secrets live
 
     @property
     def provider_call_budget(self) -> float:

@@ -20,7 +20,7 @@ from externalauth.kube import connecting
 from externalauth.kube.requesting import Kube
 from externalauth.kube.watching import SecretWatcher
 from externalauth.model.bodies import RawBody
-from externalauth.model.names import MANAGED_LABEL
+from externalauth.model.names import PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.oauth.exchanging import ProviderClient
@@ -77,14 +77,18 @@ async def start(options: Options) -> Running:
     for item in await _list_providers(engine):
         await engine.on_provider("ADDED", item)
 
-    # Then the labelled Secrets: the scheduler waits for their first listing, so that
-    # links are decided from the cache and not by one read each.
-    scopes: list[str | None] = list(options.namespaces) or [None]
-    pending = {ns or "" for ns in scopes}
+    # Then the Secrets: opted-in token Secrets (server-side label selector) in the served
+    # namespaces, and every Secret of the operator's own namespace (client secrets). The
+    # scheduler waits for their first listing, so that links are decided from the cache
+    # and not by one read each.
+    served: list[str | None] = list(options.namespaces) or [None]
+    scopes: list[tuple[str | None, str]] = [(ns, PROVIDER_LABEL) for ns in served]
+    scopes.append((settings.operator_namespace, ""))
+    pending = set(range(len(scopes)))
     synced = asyncio.Event()
 
-    def mark(ns: str) -> None:
-        pending.discard(ns)
+    def mark(index: int) -> None:
+        pending.discard(index)
         if not pending:
             synced.set()
 
@@ -92,14 +96,15 @@ async def start(options: Options) -> Running:
         loop.call_soon_threadsafe(engine.on_secret, kind, obj)
 
     watchers = []
-    for ns in scopes:
-        def on_synced(ns: str = ns or "") -> None:
-            loop.call_soon_threadsafe(mark, ns)
+    for index, (ns, selector) in enumerate(scopes):
+        def on_synced(index: int = index) -> None:
+            loop.call_soon_threadsafe(mark, index)
 
-        watcher = SecretWatcher(kube, namespace=ns, selector=f"{MANAGED_LABEL}=true",
+        watcher = SecretWatcher(kube, namespace=ns, selector=selector,
                                 callback=deliver, synced=on_synced)  # type: ignore[arg-type]
         watchers.append(watcher)
-        threading.Thread(target=watcher.run, name=f"secret-watch-{ns or 'all'}", daemon=True).start()
+        threading.Thread(target=watcher.run, name=f"secret-watch-{ns or 'all'}{'' if selector else '-own'}",
+                         daemon=True).start()
     await asyncio.wait_for(synced.wait(), timeout=SYNC_TIMEOUT)
     scheduler_task = loop.create_task(engine.scheduler.run(), name="scheduler")
     engine.scheduler.start()

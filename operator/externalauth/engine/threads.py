@@ -38,6 +38,10 @@ class ThreadedKube:
         body = await run_blocking(self._pool, self.kube.get_secret, namespace, name)
         return cast(RawBody, body) if body is not None else None
 
+    async def get_secret_metadata(self, namespace: str, name: str) -> RawBody | None:
+        body = await run_blocking(self._pool, self.kube.get_secret_metadata, namespace, name)
+        return cast(RawBody, body) if body is not None else None
+
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
                            *, resource_version: str | None) -> RawBody:
         return cast(RawBody, await run_blocking(self._pool, self.kube.patch_secret, namespace, name,

@@ -18,6 +18,7 @@ class Validator:
     async def validate(self, *, provider: str, access_token: SecretStr) -> ValidationOutcome | None:
         """The provider's verdict, or None when the provider has no client (any more)."""
         runtime = self._providers.get(provider)
-        if runtime is None or runtime.client is None:
+        if runtime is None or runtime.client is None or runtime.semaphore is None:
             return None
-        return await runtime.client.validate(access_token, now=self._clock.now())
+        async with runtime.semaphore:  # validations count against the provider's bound too
+            return await runtime.client.validate(access_token, now=self._clock.now())

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from externalauth import metrics
 from externalauth.engine.caches import Caches
@@ -73,12 +74,23 @@ class SecretWriter:
         self._clock = clock
         self.holder = holder
         self._lease = claim_lease
-        self._locks: dict[LinkKey, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._locks: dict[LinkKey, asyncio.Lock] = {}
+        self._users: collections.Counter[LinkKey] = collections.Counter()
         self._inflight: set[asyncio.Task[PersistOutcome]] = set()
 
-    def lock(self, key: LinkKey) -> asyncio.Lock:
-        """One refresh (or format write) per Secret at a time, whatever link asks."""
-        return self._locks[key]
+    @contextlib.asynccontextmanager
+    async def lock(self, key: LinkKey) -> AsyncIterator[None]:
+        """One refresh (or format write) per Secret at a time, whatever link asks. A lock
+        lives only while someone holds or waits for it (10,000s of Secrets, few busy)."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
 
     def claim_of(self, secret: RawBody | None) -> claims.Claim | None:
         return claims.parse(bodies.annotation(secret, CLAIM_ANNOTATION),

@@ -12,6 +12,7 @@ from externalauth.errors import PermanentError
 from externalauth.proxying import proxies_for
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def load_config(*, kubeconfig: str | None = None, context: str | None = None) -> pykube.KubeConfig:
@@ -47,3 +48,14 @@ def connect(*, kubeconfig: str | None = None, context: str | None = None,
     client.session.proxies.update(proxies_for(client.url))
     client.session.trust_env = False
     return client
+
+
+def own_namespace() -> str:
+    """The namespace this process runs in: its pod's, else the default operator namespace."""
+    from externalauth.model.names import DEFAULT_OPERATOR_NAMESPACE
+
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
+            return f.read().strip() or DEFAULT_OPERATOR_NAMESPACE
+    except OSError:
+        return DEFAULT_OPERATOR_NAMESPACE

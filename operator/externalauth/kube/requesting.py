@@ -52,6 +52,16 @@ class Kube:
         except NotFoundError:
             return None
 
+    def get_secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Only the Secret's metadata (a PartialObjectMetadata): whether it exists and how it
+        is labelled, without its data ever reaching this process (contract §3)."""
+        try:
+            return self._call("GET", f"looking up Secret {namespace}/{name}",
+                              url=f"secrets/{name}", namespace=namespace, headers={
+                                  "Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"})
+        except NotFoundError:
+            return None
+
     def patch_secret(
         self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None
     ) -> dict[str, Any]:

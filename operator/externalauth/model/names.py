@@ -5,14 +5,21 @@ from __future__ import annotations
 
 from externalauth import PREFIX
 
-#: Label on a token Secret: the operator watches only Secrets that carry it.
-MANAGED_LABEL = f"{PREFIX}managed"
+#: Label by which a token Secret opts in to one provider (contract §3): the operator uses a
+#: Secret only for links whose ``spec.providerName`` equals its value, and watches only
+#: Secrets that carry it. Written by ``externalauth login`` and by users, never by the operator.
+PROVIDER_LABEL = f"{PREFIX}provider"
+#: The label an earlier version put on Secrets itself; it opts nothing in any more.
+LEGACY_MANAGED_LABEL = f"{PREFIX}managed"
 #: Annotation on an ExternalAuthLink: any new value asks for one refresh now (contract §5).
 REFRESH_ANNOTATION = f"{PREFIX}refresh-requested"
 #: Annotation on a token Secret: the cross-replica claim ``<holder>;<unix-until>`` (contract §5).
 CLAIM_ANNOTATION = f"{PREFIX}refresh-claim"
 #: Longest refresh-request value acted on (contract §5).
 MAX_REFRESH_REQUEST = 253
+
+#: Where the operator runs when it is not told (``--operator-namespace``), outside a pod.
+DEFAULT_OPERATOR_NAMESPACE = "externalauth-system"
 
 LinkKey = tuple[str, str]
 """(namespace, name) of a namespaced object."""

@@ -24,6 +24,7 @@ class ReadyReason(enum.StrEnum):
     REAUTH_REQUIRED = "ReauthRequired"
     SECRET_NOT_FOUND = "SecretNotFound"
     SECRET_INVALID = "SecretInvalid"
+    SECRET_NOT_OPTED_IN = "SecretNotOptedIn"
     PROVIDER_NOT_FOUND = "ProviderNotFound"
     PROVIDER_NOT_READY = "ProviderNotReady"
     INVALID_SPEC = "InvalidSpec"
@@ -65,6 +66,8 @@ class EventReason(enum.StrEnum):
     REFRESH_TOKEN_EXPIRING_SOON = "RefreshTokenExpiringSoon"
     # Bad input on the link (contract §9.7: a condition and an event).
     INVALID_INPUT = "InvalidInput"
+    # A token obtained from the provider could not be stored (contract §3, §6).
+    TOKEN_LOST = "TokenLost"
 
 
 class RefreshResult(enum.StrEnum):

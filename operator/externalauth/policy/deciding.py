@@ -17,6 +17,7 @@ from typing import Any
 from externalauth.errors import InvalidInputError
 from externalauth.model import conditions as cond
 from externalauth.model.durations import format_time, parse_time
+from externalauth.model.names import PROVIDER_LABEL
 from externalauth.model.reasons import (
     ConditionType,
     ReadyReason,
@@ -76,6 +77,9 @@ class LinkMemory:
     dead_grant_fingerprint: str | None = None  # refresh token the provider declared dead
     validation: Validation | None = None
     acted_request: str | None = None
+    asked: tuple[dt.datetime, ...] = ()  # when the last refresh requests were acted on
+    lost: str | None = None  # why the tokens of the dead grant's refresh could not be stored
+    rejected_request: str | None = None  # a refresh request not acted on (too long), said once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +98,9 @@ class LinkInput:
     memory: LinkMemory
     validation_interval: dt.timedelta = DEFAULT_VALIDATION_INTERVAL
     formats_stale: bool = False  # the Secret's outputFormats keys do not match its access_token
+    secret_opted_in: bool = True  # the Secret carries externalauth.io/provider=<providerName>
+    secret_label: str | None = None  # ... the value it carries instead (None: no such label)
+    secret_unwritable: str | None = None  # why the Secret could not take refreshed tokens
     claimed_by: str | None = None  # another replica's live claim on the Secret: its holder
     claimed_until: dt.datetime | None = None  # ... and when it ends
 
@@ -106,6 +113,7 @@ class Plan:
     fields: Mapping[str, Any]  # status fields other than conditions; None deletes
     wake_at: dt.datetime | None  # when to decide again (None: on the next event only)
     ready: bool = False
+    requested: bool = False  # the action answers a refresh request (the annotation)
 
 
 def _c(kind: ConditionType, status: Status, reason: str, message: str) -> cond.Condition:
@@ -139,6 +147,15 @@ def _blocked(inp: LinkInput, reason: ReadyReason, message: str,
         fields=fields,
         wake_at=wake_at,
     )
+
+
+def _not_opted_in(spec: LinkSpec, label: str | None) -> str:
+    want = f"{PROVIDER_LABEL}={spec.provider_name}"
+    if label is None:
+        return (f"Secret {spec.secret_name} has not opted in to this provider: add the label {want} "
+                "to it (the operator uses only Secrets labelled for the link's provider)")
+    return (f"Secret {spec.secret_name} is labelled {PROVIDER_LABEL}={label}, not {want}: "
+            "it has opted in to another provider")
 
 
 def _validated_condition(inp: LinkInput, fp: str, validating: bool) -> cond.Condition:
@@ -190,24 +207,35 @@ def decide(inp: LinkInput) -> Plan:
         return _blocked(inp, ReadyReason.SECRET_NOT_FOUND,
                         f"Secret {inp.spec.secret_name} does not exist in this namespace",
                         wake_at=inp.now + timing.MISSING_SECRET_RECHECK)
+    if not inp.secret_opted_in:
+        return _blocked(inp, ReadyReason.SECRET_NOT_OPTED_IN, _not_opted_in(inp.spec, inp.secret_label))
     if inp.tokens is None:
         return _blocked(inp, ReadyReason.SECRET_INVALID,
                         f"Secret {inp.spec.secret_name}: {inp.secret_error or 'unusable'}")
+    if inp.secret_unwritable is not None and inp.tokens.refresh_token is not None and not inp.spec.suspend:
+        return _blocked(inp, ReadyReason.SECRET_INVALID,
+                        f"Secret {inp.spec.secret_name}: {inp.secret_unwritable}")
 
     spec, provider, tokens, mem, now = inp.spec, inp.provider.spec, inp.tokens, inp.memory, inp.now
     access_fp = tokens.access_token.fingerprint()
     refresh_fp = tokens.refresh_token.fingerprint() if tokens.refresh_token else None
-    requested = (
+    asked = (
         inp.refresh_requested is not None
         and inp.refresh_requested != (mem.acted_request or inp.status.get("lastRefreshRequest"))
     )
+    request_at = timing.request_allowed_at(mem.asked, now) if asked else None
+    requested = asked and request_at is not None and request_at <= now  # else: later (rate limit)
     issued = mem.last_refresh if mem.last_refresh_fingerprint == access_fp else None
+    issued = issued or _status_time(inp.status, "lastRefreshTime")
     due = timing.due_at(
         expiry=tokens.expiry,
         refresh_before=spec.refresh_before,
-        issued_at=issued or _status_time(inp.status, "lastRefreshTime"),
+        issued_at=issued,
         seed=f"{inp.uid}/{format_time(tokens.expiry) if tokens.expiry else ''}",
     )
+    clamp_note = (" (refreshBefore is more than half the token's lifetime: it is refreshed at half "
+                  "its lifetime instead)") if timing.clamped(
+        expiry=tokens.expiry, refresh_before=spec.refresh_before, issued_at=issued) else ""
     expired = tokens.expiry is not None and tokens.expiry <= now
     reauth = refresh_fp is not None and mem.dead_grant_fingerprint == refresh_fp
 
@@ -258,17 +286,17 @@ def decide(inp: LinkInput) -> Plan:
             refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.NOT_YET_DUE,
                              "the token is refreshed ahead of its expiry")
     else:
-        wake = next_refresh = due
+        wake = next_refresh = _earliest(due, request_at)
         if mem.last_refresh is not None and mem.last_refresh_fingerprint == access_fp:
             refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.REFRESHED,
-                             "the operator refreshed the token and keeps it fresh")
+                             "the operator refreshed the token and keeps it fresh" + clamp_note)
         elif existing_ref is not None and existing_ref.get("status") == Status.TRUE:
             refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE,
                              existing_ref.get("reason", RefreshableReason.NOT_YET_DUE),
                              existing_ref.get("message", ""))
         else:
             refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.NOT_YET_DUE,
-                             "the token is refreshed ahead of its expiry")
+                             "the token is refreshed ahead of its expiry" + clamp_note)
 
     if action is Action.NONE and inp.formats_stale:
         action, why = Action.WRITE_FORMATS, "the output format keys do not match the token"
@@ -282,7 +310,10 @@ def decide(inp: LinkInput) -> Plan:
             wake = _earliest(wake, v_when)
 
     validated = _validated_condition(inp, access_fp, validating)
-    if reauth:
+    if reauth and mem.lost is not None:
+        ready = _c(ConditionType.READY, Status.FALSE, ReadyReason.SECRET_INVALID,
+                   f"a refreshed token could not be stored ({mem.lost}): sign in again")
+    elif reauth:
         ready = _c(ConditionType.READY, Status.FALSE, ReadyReason.REAUTH_REQUIRED,
                    "the provider refused the refresh token: sign in again")
     elif expired:
@@ -328,6 +359,7 @@ def decide(inp: LinkInput) -> Plan:
         fields=fields,
         wake_at=wake,
         ready=ready.status == Status.TRUE,
+        requested=requested and action is Action.REFRESH,
     )
 
 

@@ -32,8 +32,25 @@ def settled(mem: LinkMemory, *, acted: str | None) -> LinkMemory:
 
 def grant_dead(mem: LinkMemory, *, refresh_fp: str, acted: str | None) -> LinkMemory:
     """The provider will not take this refresh token again: wait for a new one."""
-    return dataclasses.replace(mem, dead_grant_fingerprint=refresh_fp, failure=None,
+    return dataclasses.replace(mem, dead_grant_fingerprint=refresh_fp, lost=None, failure=None,
                                acted_request=acted)
+
+
+def asked(mem: LinkMemory, *, now: dt.datetime) -> LinkMemory:
+    """A refresh request is being acted on (requests are rate-limited per link)."""
+    recent = tuple(t for t in mem.asked if t > now - timing.REQUEST_WINDOW)[-timing.REQUEST_BURST:]
+    return dataclasses.replace(mem, asked=(*recent, now))
+
+
+def lost(mem: LinkMemory, *, refresh_fp: str, why: str, acted: str | None) -> LinkMemory:
+    """The provider answered but the Secret could not take the tokens: the refresh token
+    is spent, so the link waits for a new sign-in and says why."""
+    return dataclasses.replace(mem, dead_grant_fingerprint=refresh_fp, lost=why, failure=None,
+                               acted_request=acted)
+
+
+def request_rejected(mem: LinkMemory, *, fingerprint: str) -> LinkMemory:
+    return dataclasses.replace(mem, rejected_request=fingerprint)
 
 
 def failed(mem: LinkMemory, *, reason: RefreshableReason, message: str, now: dt.datetime,

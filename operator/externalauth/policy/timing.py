@@ -7,6 +7,11 @@ import datetime as dt
 import hashlib
 
 MAX_SPREAD = 0.10  # refresh up to 10% of the token lifetime early, to spread load
+#: A link is refreshed at most once per this fraction of its token's lifetime (§9.12).
+MIN_LIFETIME_FRACTION = 0.5
+#: Refresh requests (the annotation) honoured per link: REQUEST_BURST per REQUEST_WINDOW.
+REQUEST_BURST = 3
+REQUEST_WINDOW = dt.timedelta(seconds=60)
 #: Longest wait a provider's Retry-After (or rate-limit reset) can impose (contract §9.14).
 MAX_RETRY_AFTER = 3600.0
 #: An action that could not be done now (another replica's claim, say): look again soon;
@@ -36,7 +41,9 @@ def due_at(
     seed: str,
 ) -> dt.datetime | None:
     """When a refresh is due: ``expiry - refreshBefore``, minus a jitter of at most 10%
-    of the token's lifetime (known only when we saw it issued). Never later.
+    of the token's lifetime (known only when we saw it issued). Never later — and never
+    before half the lifetime has passed (contract §9.12: a ``refreshBefore`` at or beyond
+    the lifetime would otherwise make every new token due at once).
     ``None`` means "no expiry known"; the caller refreshes at once to learn it."""
     if expiry is None:
         return None
@@ -44,7 +51,25 @@ def due_at(
     if issued_at is not None and issued_at < expiry:
         lifetime = expiry - issued_at
         due -= lifetime * (MAX_SPREAD * fraction(seed))
+        due = max(due, issued_at + lifetime * MIN_LIFETIME_FRACTION)
     return due
+
+
+def clamped(*, expiry: dt.datetime | None, refresh_before: dt.timedelta,
+            issued_at: dt.datetime | None) -> bool:
+    """Is ``refreshBefore`` too long for this token, so that :func:`due_at` clamps it?"""
+    if expiry is None or issued_at is None or issued_at >= expiry:
+        return False
+    return refresh_before > (expiry - issued_at) * (1 - MIN_LIFETIME_FRACTION)
+
+
+def request_allowed_at(asked: tuple[dt.datetime, ...], now: dt.datetime) -> dt.datetime:
+    """When the next refresh request of a link may be honoured: at most REQUEST_BURST in
+    any REQUEST_WINDOW (``asked``: when earlier requests were acted on, oldest first)."""
+    recent = [t for t in asked if t > now - REQUEST_WINDOW]
+    if len(recent) < REQUEST_BURST:
+        return now
+    return recent[-REQUEST_BURST] + REQUEST_WINDOW
 
 
 def backoff(

@@ -14,10 +14,10 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from externalauth.errors import ConflictError, NotFoundError, TransientError
+from externalauth.errors import ConflictError, NotFoundError, PermanentError, TransientError
 from externalauth.model.bodies import RawBody
 from externalauth.model.durations import format_time
-from externalauth.model.names import CLAIM_ANNOTATION
+from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
 from externalauth.model.tokens import TokenSet
 from externalauth.oauth.exchanging import ExchangeResult
@@ -117,16 +117,19 @@ class FakeKube:
 
     # --- seeding ------------------------------------------------------------------------
     def put_secret(self, namespace: str, name: str, *, access: str, refresh: str | None,
-                   expiry: dt.datetime | None, annotations: dict[str, str] | None = None) -> RawBody:
+                   expiry: dt.datetime | None, annotations: dict[str, str] | None = None,
+                   labels: dict[str, str] | None = None, immutable: bool = False) -> RawBody:
         data = {"access_token": b64(access)}
         if refresh is not None:
             data["refresh_token"] = b64(refresh)
         if expiry is not None:
             data["expiry"] = b64(format_time(expiry))
         body: dict[str, Any] = {"metadata": {"namespace": namespace, "name": name,
-                                             "labels": {"externalauth.io/managed": "true"},
+                                             "labels": dict(labels if labels is not None else {PROVIDER_LABEL: "gh"}),
                                              "annotations": dict(annotations or {})},
                                 "type": "Opaque", "data": data}
+        if immutable:
+            body["immutable"] = True
         self.bump(body)
         self.secrets[(namespace, name)] = body
         return copy.deepcopy(body)  # type: ignore[return-value]
@@ -153,6 +156,12 @@ class FakeKube:
         body = self.secrets.get((namespace, name))
         return copy.deepcopy(body) if body is not None else None  # type: ignore[return-value]
 
+    async def get_secret_metadata(self, namespace: str, name: str) -> RawBody | None:
+        await asyncio.sleep(0)
+        self.journal.append(f"meta {namespace}/{name}")
+        body = self.secrets.get((namespace, name))
+        return {"metadata": copy.deepcopy(body["metadata"])} if body is not None else None
+
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
                            *, resource_version: str | None) -> RawBody:
         await asyncio.sleep(0)
@@ -167,6 +176,9 @@ class FakeKube:
         if resource_version is not None and body["metadata"]["resourceVersion"] != resource_version:
             self.journal.append(f"{what} {namespace}/{name} 409")
             raise ConflictError("writing Secret: conflict")
+        if body.get("immutable") and "data" in patch:
+            self.journal.append(f"{what} {namespace}/{name} 422")
+            raise PermanentError("writing Secret: the API server answered 422 field is immutable")
         self.journal.append(f"{what} {namespace}/{name}")
         _merge(body, patch)
         self.bump(body)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from externalauth.engine.core import Engine
 from externalauth.engine.settings import Settings
 from externalauth.model import conditions as cond
+from externalauth.model.names import PROVIDER_LABEL
 from tests.unit.engine.fakes import FakeClock, FakeKube, FakeProvider
 
 LINK = ("ns", "l")
@@ -48,26 +49,30 @@ class Rig:
         await self.engine.on_provider("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
 
     def add_secret(self, name: str = "tok", *, access: str = "access-0", refresh: str | None = "refresh-0",
-                   expires_in: float = 60, annotations: dict[str, str] | None = None) -> None:
+                   expires_in: float = 60, annotations: dict[str, str] | None = None,
+                   labels: dict[str, str] | None = None, immutable: bool = False) -> None:
+        """A token Secret; one opted in to ``gh`` is delivered by the watch, others are not."""
         body = self.kube.put_secret("ns", name, access=access, refresh=refresh,
                                     expiry=self.clock.now() + dt.timedelta(seconds=expires_in),
-                                    annotations=annotations)
-        self.engine.on_secret("ADDED", body)
+                                    annotations=annotations, labels=labels, immutable=immutable)
+        if PROVIDER_LABEL in body["metadata"].get("labels", {}):
+            self.engine.on_secret("ADDED", body)
 
-    def add_link(self, name: str = "l", *, secret: str = "tok", annotations: dict[str, str] | None = None) -> None:
+    def add_link(self, name: str = "l", *, secret: str = "tok", annotations: dict[str, str] | None = None,
+                 **spec: Any) -> None:
         body: dict[str, Any] = {
             "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
             "metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}", "generation": 1,
                          "annotations": dict(annotations or {})},
-            "spec": {"providerName": "gh", "secretName": secret, "validate": self._validate}}
+            "spec": {"providerName": "gh", "secretName": secret, "validate": self._validate, **spec}}
         self.kube.bump(body)
         self.kube.links[("ns", name)] = body
         self.engine.on_link("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
 
-    async def standard(self, **secret: Any) -> None:
+    async def standard(self, *, link: dict[str, Any] | None = None, **secret: Any) -> None:
         await self.add_provider()
         self.add_secret(**secret)
-        self.add_link()
+        self.add_link(**(link or {}))
 
     async def reconcile(self, key: tuple[str, str] = LINK) -> None:
         """What the scheduler does when the link's time has come."""
