@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("externalauth: interrupted", file=sys.stderr)
         return 130
     except ExternalAuthError as e:
-        print(f"externalauth: error: {e}", file=sys.stderr)
+        from externalauth.cli.formatting import printable
+
+        print(f"externalauth: error: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILED
 
 
