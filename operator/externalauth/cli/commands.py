@@ -32,6 +32,7 @@ from externalauth.errors import (
 )
 from externalauth.model import tokens as tokmod
 from externalauth.model.durations import format_duration, parse_duration
+from externalauth.model.names import REFRESH_ANNOTATION
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import parse_provider
 
@@ -279,7 +280,7 @@ def refresh_command(args: argparse.Namespace) -> int:
     except NotFoundError:
         raise NotFoundError(f"ExternalAuthLink {ns}/{name} not found") from None
     value = new_request_value(dt.datetime.now(dt.UTC))
-    cluster.patch_link(ns, name, {"metadata": {"annotations": {plans.REFRESH_ANNOTATION: value}}})
+    cluster.patch_link(ns, name, {"metadata": {"annotations": {REFRESH_ANNOTATION: value}}})
     if not args.wait:
         print(f"Refresh of ExternalAuthLink {ns}/{name} requested.", flush=True)
         return 0
