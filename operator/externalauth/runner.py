@@ -44,11 +44,12 @@ def run(
     debug: bool,
     validation_interval: dt.timedelta,
     liveness_port: int | None = None,
+    metrics_bind_address: str = "127.0.0.1",
 ) -> int:
     preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
 
-    from externalauth import handlers
+    from externalauth import handlers, metrics
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
@@ -62,6 +63,7 @@ def run(
     handlers.Options.kubeconfig = kubeconfig
     handlers.Options.context = context
     handlers.Options.metrics_port = metrics_port
+    metrics.configure(bind_address=metrics_bind_address)  # handlers' metrics.serve() listens there
     handlers.Options.settings = Settings(validation_interval=validation_interval)
     kopf.run(
         clusterwide=all_namespaces or not namespaces,
