@@ -232,8 +232,8 @@ def test_a_huge_token_answer_is_unusable_not_read_whole(make_simulator: Any) -> 
     pytest.param("validate", "latency", 10, ValidationVerdict.UNREACHABLE,
                  id="a validation answer 10 s late (read timeout 20 s) is cut"),
 ])
-def test_every_provider_call_has_an_overall_deadline(make_simulator: Any, endpoint: str, kind: str,
-                                                     value: float, expected: Any) -> None:
+def test_every_provider_call_has_an_overall_deadline(make_simulator: Any, every_log_line: Any, endpoint: str,
+                                                     kind: str, value: float, expected: Any) -> None:
     """Per-read timeouts never fire on a trickle (each byte comes in time); the 2 s deadline does."""
     sim = make_simulator()
     grant = sim.issue_grant(CLIENT_ID)
@@ -247,6 +247,7 @@ def test_every_provider_call_has_an_overall_deadline(make_simulator: Any, endpoi
     elapsed = time.monotonic() - started
     assert expected == verdict
     assert elapsed < 3.5, f"took {elapsed:.1f}s"
+    assert_no_secret(every_log_line.text, grant.refresh_token, grant.access_token)
 
 
 def test_a_trickled_device_flow_answer_is_cut_at_the_deadline(make_simulator: Any) -> None:
@@ -318,3 +319,13 @@ def test_an_unusable_answer_hands_back_a_new_refresh_token(make_simulator: Any) 
     result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=NOW)
     assert (TokenVerdict.UNUSABLE_ANSWER, BASE["refresh_token"]) == (
         result.classified.verdict, result.refresh_token and result.refresh_token.reveal())
+
+
+def test_a_token_that_cannot_be_a_header_never_reaches_a_message(make_simulator: Any, every_log_line: Any) -> None:
+    """requests refuses a header value with a newline and puts the value in its exception message:
+    the validation is Unreachable, and neither the log nor the outcome carries the token."""
+    sim = make_simulator()
+    token = f"gho_{CANARY}\r\nX-Injected: 1"
+    outcome = client_for(sim).validate(SecretStr(token), now=NOW)
+    assert (ValidationVerdict.UNREACHABLE, 0) == (outcome.verdict, sim.stats.validation_calls)
+    assert_no_secret(every_log_line.text + outcome.message + repr(outcome))
