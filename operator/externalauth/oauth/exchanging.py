@@ -34,9 +34,13 @@ DEFAULT_DEADLINE = 30.0  # seconds for a whole provider call: well inside the 60
 
 @dataclasses.dataclass(frozen=True)
 class ExchangeResult:
-    """What a refresh came to. ``tokens`` only with SUCCESS. ``refresh_token``: a usable new
-    refresh token found in an UNUSABLE_ANSWER (the old one may be spent: store it if you can).
-    ``notes``: what in the answer was not believed (no values), for logs or an event."""
+    """What a refresh came to.
+
+    ``tokens``: only with SUCCESS; its refresh token is the new one, or the one sent when
+    the provider did not rotate it. ``refresh_token``: the new refresh token the answer
+    carried, if usable; with UNUSABLE_ANSWER it is all that could be salvaged (the old
+    one may be spent: store it if you can). ``notes``: what in the answer was not
+    believed (no values), for logs or an event."""
 
     classified: classifying.Classified
     tokens: TokenSet | None = None
