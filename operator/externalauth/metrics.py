@@ -1,10 +1,29 @@
-"""Prometheus metrics (contract §7). Labels never carry a secret."""
+"""Prometheus metrics (contract §7). Labels never carry a secret. I/O: :func:`serve` listens."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import ipaddress
+import re
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from externalauth import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The standard process_*, python_gc_* and python_info collectors, on our registry.
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
 
 REFRESH_TOTAL = Counter(
     "externalauth_refresh_total", "Token refreshes by outcome.", ["provider", "result"],
@@ -31,17 +50,54 @@ TOKEN_EXPIRY = Gauge(
     "externalauth_token_expiry_timestamp_seconds", "Access-token expiry (Unix time).",
     ["namespace", "link"], registry=REGISTRY,
 )
-TOKENS_LOST = Counter(
-    "externalauth_tokens_lost_total",
-    "Tokens obtained from a provider that could not be stored (reason: gone, invalid).",
-    ["provider", "reason"], registry=REGISTRY,
-)
 LINKS = Gauge("externalauth_links", "ExternalAuthLinks by provider and readiness.",
               ["provider", "ready"], registry=REGISTRY)
+REFRESH_TOKEN_EXPIRY = Gauge(
+    "externalauth_refresh_token_expiry_timestamp_seconds",
+    "Refresh-token expiry (Unix time), when the provider tells it.", ["namespace", "link"], registry=REGISTRY,
+)
+TOKENS_LOST = Counter(
+    "externalauth_tokens_lost_total",
+    "Tokens obtained from a provider that could not be stored (the reason is a fixed word).",
+    ["provider", "reason"], registry=REGISTRY,
+)
+BUILD_INFO = Gauge("externalauth_build_info", "Always 1; the operator's version.", ["version"], registry=REGISTRY)
+BUILD_INFO.labels(version=__version__).set(1)
+
+DEFAULT_BIND_ADDRESS = "127.0.0.1"  # a process started by hand; the chart passes ":8080"
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - a metrics endpoint
-    start_http_server(port, addr=addr, registry=REGISTRY)
+def parse_bind_address(text: str) -> tuple[str, int | None]:
+    """``--metrics-bind-address``: ``HOST``, ``HOST:PORT``, ``:PORT`` (every address),
+    ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address. Raises ValueError with a message."""
+    value = text.strip()
+    port: int | None = None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text[:60]!r} is not an address like 127.0.0.1, :8080 or [::1]:8080")
+        port_text = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    else:
+        host, port_text = value, None
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"{text[:60]!r} has no valid port (0-65535)")
+        port = int(port_text)
+    host = host or "0.0.0.0"  # noqa: S104 - ":8080" means every address, as in controller-runtime
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise ValueError(f"{text[:60]!r} is not an IP address or a host name") from None
+    return host, port
+
+
+def serve(port: int, addr: str = DEFAULT_BIND_ADDRESS) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``/metrics`` on ``addr`` and ``port``."""
+    return start_http_server(port, addr=addr, registry=REGISTRY)
 
 
 def observer(provider: str):  # type: ignore[no-untyped-def]

@@ -38,6 +38,7 @@ def run(
     validation_interval: dt.timedelta,
     liveness_port: int | None = None,
     operator_namespace: str | None = None,
+    metrics_bind_address: str = "127.0.0.1",
 ) -> int:
     preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
@@ -59,6 +60,7 @@ def run(
         kubeconfig=kubeconfig,
         context=context,
         metrics_port=metrics_port,
+        metrics_address=metrics_bind_address,
         settings=Settings(validation_interval=validation_interval,
                           operator_namespace=operator_namespace or connecting.own_namespace()),
     )

@@ -35,7 +35,14 @@ endpoints ``token`` (refresh grant), ``device_token`` (device polling at the
 token endpoint), ``validate``, ``device_code``; kinds ``latency`` (value =
 seconds), ``status`` (value = HTTP code; extra response headers such as
 ``retry-after`` go in ``headers=``), ``drop`` (connection closed unanswered),
-``malformed`` (200 with a non-JSON body). ``count=None`` means forever.
+``malformed`` (200 with a non-JSON body), and the hostile ones: ``redirect``
+(value = 301..308, ``headers={"location": url}``), ``body`` (value = any JSON
+value, answered with 200 as it is), ``huge`` (value = bytes: a 200 JSON body
+that long, streamed, never held in memory) and ``trickle`` (value = seconds
+between bytes: the real answer, status line included, sent one byte at a time).
+``count=None`` means forever. ``stats.requests_received`` counts every request
+on any path (the control API excepted): proof that nothing reached a second
+simulator a redirect pointed at.
 
 Own process (demo, benchmarks)::
 

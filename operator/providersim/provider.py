@@ -44,6 +44,10 @@ class FaultKind(enum.StrEnum):
     STATUS = "status"
     DROP = "drop"
     MALFORMED = "malformed"
+    REDIRECT = "redirect"  # value = 301..308; headers={"location": <URL>}
+    BODY = "body"  # value = any JSON value, answered with HTTP 200 as it is (hostile answers)
+    HUGE = "huge"  # value = bytes: HTTP 200 with a JSON body that long, streamed
+    TRICKLE = "trickle"  # value = seconds between bytes of the (real) answer, status line included
 
 
 class RateLimitKind(enum.StrEnum):
@@ -80,6 +84,7 @@ class Stats:
     max_exchanges_per_refresh_token: int
     successful_refreshes: int
     by_status: dict[str, dict[int | str, int]]
+    requests_received: int = 0  # every request on any path, control API excepted
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -216,6 +221,7 @@ class Provider:
         self._reuse_attempts = 0
         self._revoked_grants = 0
         self._by_status: dict[str, Counter[int | str]] = defaultdict(Counter)
+        self._requests_received = 0
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -234,6 +240,7 @@ class Provider:
                 max_exchanges_per_refresh_token=max(exchanges.values(), default=0),
                 successful_refreshes=sum(exchanges.values()),
                 by_status={ep: dict(c) for ep, c in self._by_status.items()},
+                requests_received=self._requests_received,
             )
 
     def register_client(self, client_id: str, client_secret: str | None = None) -> None:
@@ -287,6 +294,15 @@ class Provider:
             raise ValueError("a latency fault needs value=<seconds>")
         if kind is FaultKind.STATUS and not isinstance(value, int):
             raise ValueError("a status fault needs value=<HTTP status code>")
+        if kind is FaultKind.REDIRECT and (
+            not isinstance(value, int) or not 300 <= value < 400 or "location" not in {
+                k.lower() for k in (headers or {})}
+        ):
+            raise ValueError("a redirect fault needs value=<3xx> and headers={'location': <URL>}")
+        if kind is FaultKind.HUGE and not (isinstance(value, int) and value > 0):
+            raise ValueError("a huge fault needs value=<bytes>")
+        if kind is FaultKind.TRICKLE and not (isinstance(value, int | float) and value > 0):
+            raise ValueError("a trickle fault needs value=<seconds between bytes>")
         with self._lock:
             self._faults[Endpoint(endpoint)].append(
                 Fault(kind, value, count, {k.lower(): str(v) for k, v in (headers or {}).items()})
@@ -331,6 +347,11 @@ class Provider:
     def record_status(self, endpoint: Endpoint, status: int | str) -> None:
         with self._lock:
             self._by_status[endpoint.value][status] += 1
+
+    def count_request(self) -> None:
+        """Any request on any path (the control API excepted): did anything reach us?"""
+        with self._lock:
+            self._requests_received += 1
 
     def count_call(self, endpoint: Endpoint) -> None:
         with self._lock:

@@ -38,6 +38,7 @@ VALIDATE_PATH = "/user"
 DEVICE_CODE_PATH = "/login/device/code"
 DEVICE_PAGE_PATH = "/login/device"
 MALFORMED_BODY = b'<html><body><h1>Unicorn!</h1> {"access_token": \x00\xff garbage'
+HUGE_CHUNK = 64 * 1024
 
 
 class SimServer(ThreadingHTTPServer):
@@ -99,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 60
     server: SimServer
+    trickle: float | None = None  # seconds between bytes of this answer (a trickle fault)
 
     def setup(self) -> None:
         # Headers and body go out as separate writes: without NODELAY, Nagle plus the
@@ -136,6 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- dispatch
     def _dispatch(self) -> None:
+        self.trickle = None
         url = urlsplit(self.path)
         raw = self._read_body()
         if raw is None:
@@ -144,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             self._control(path, raw)
             return
+        self.server.provider.count_request()
         route = (self.command, path)
         if route == ("POST", TOKEN_PATH):
             params = self._params(url.query, raw)
@@ -179,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if delay > 0:
             time.sleep(delay)
+        self.trickle = next((float(f.value) for f in faults if f.kind is FaultKind.TRICKLE), None)
         for fault in faults:
             if fault.kind is FaultKind.DROP:
                 provider.record_status(endpoint, "drop")
@@ -201,6 +206,18 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.kind is FaultKind.MALFORMED:
                 provider.record_status(endpoint, 200)
                 self._send(200, MALFORMED_BODY, "text/html; charset=utf-8")
+                return
+            if fault.kind is FaultKind.REDIRECT:
+                provider.record_status(endpoint, int(fault.value))
+                self._send(int(fault.value), b"", "text/plain; charset=utf-8", fault.headers)
+                return
+            if fault.kind is FaultKind.BODY:
+                provider.record_status(endpoint, 200)
+                self._send(200, json.dumps(fault.value).encode(), "application/json; charset=utf-8")
+                return
+            if fault.kind is FaultKind.HUGE:
+                provider.record_status(endpoint, 200)
+                self._send_huge(int(fault.value))
                 return
         headers = {k.lower(): v for k, v in self.headers.items()}
         reply = answer(Request(headers=headers, params=params))
@@ -267,6 +284,37 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(payload).encode()
         self._send(status, body, "application/json; charset=utf-8", headers)
 
+    def _send_huge(self, size: int) -> None:
+        """HTTP 200 with a JSON body of ``size`` bytes, generated chunk by chunk (never held
+        whole); stops when the client hangs up."""
+        head, tail = b'{"login": "', b'"}'
+        filler = max(0, size - len(head) - len(tail))
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(head) + filler + len(tail)))
+            self.end_headers()
+            self.wfile.write(head)
+            chunk = b"a" * HUGE_CHUNK
+            while filler > 0:
+                self.wfile.write(chunk[: min(filler, HUGE_CHUNK)])
+                filler -= HUGE_CHUNK
+            self.wfile.write(tail)
+        except OSError:
+            pass
+
+    def _send_slowly(self, raw: bytes, interval: float) -> None:
+        """The whole answer, status line included, one byte every ``interval`` seconds."""
+        self.close_connection = True
+        try:
+            for i in range(len(raw)):
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except OSError:
+            pass
+
     def _send(
         self,
         status: int,
@@ -274,6 +322,13 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        if self.trickle is not None:
+            lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+                     f"Content-Type: {content_type}", f"Content-Length: {len(body)}",
+                     "Connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+            self.log_request(status)
+            self._send_slowly(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body, self.trickle)
+            return
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)

@@ -3,15 +3,21 @@ are written in the same compare-and-swap write as the token they carry."""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import netrc
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from externalauth.model import formats
+from externalauth.model.secure import SecretStr
 from tests.harness.waiting import wait_for
 from tests.harness.world import World
 
@@ -94,3 +100,57 @@ def test_every_refresh_rewrites_the_formats_with_the_new_token(world: World, ope
     second = world.secret_data("tok")
     assert first["access_token"] != second["access_token"]
     assert [] == [k for k in KEYS if second["access_token"] not in second[k]]
+
+
+VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[str | None]]]:
+    """A plain-HTTP server on loopback that records each request's Authorization header."""
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("token", [
+    pytest.param("gho_CANARY\nmachine 127.0.0.1 login injected password x", id="a token that adds a machine entry"),
+    pytest.param("gho_CANARY\nlogin injected password x", id="a token that adds a login"),
+    pytest.param(VISIBLE, id="every visible ASCII character"),
+    pytest.param("#gho_CANARY", id="a token starting with a hash"),
+    pytest.param('"gho_CANARY"', id="a token in double quotes"),
+    pytest.param("gho\\CANARY", id="a backslash"),
+])
+def test_curl_sends_the_stored_token_or_nothing(recorder: tuple[str, list[str | None]], tmp_path: Path,
+                                                token: str) -> None:
+    """The netrc key, read by real curl: the user and token exactly (rendered), or no credentials
+    at all (a token that could change the file's structure renders no netrc key)."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed here")
+    host, seen = recorder
+    keys = formats.render_keys([formats.OutputFormat.NETRC], host=host, username="x-access-token",
+                               token=SecretStr(token))
+    path = tmp_path / "netrc"
+    path.write_text(base64.b64decode(keys["netrc"]).decode() if "netrc" in keys else "")
+    path.chmod(0o600)
+    subprocess.run(["curl", "-s", "-o", "/dev/null", "--netrc-file", str(path), f"http://{host}/"],
+                   check=True, timeout=30)
+    sent = base64.b64decode(seen[0].split()[1]).decode() if seen[0] else None
+    parsed = netrc.netrc(str(path)).hosts
+    visible_ascii = all(0x21 <= ord(c) < 0x7F for c in token)
+    expected = f"x-access-token:{token}" if visible_ascii else None
+    assert (expected, ["127.0.0.1"] if expected else []) == (sent, list(parsed))

@@ -4,24 +4,48 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import parse_provider
+from externalauth.model.tokens import MAX_LIFETIME
 from externalauth.oauth.exchanging import ProviderClient
 from externalauth.policy.classifying import TokenVerdict, ValidationVerdict
 from tests.harness.simulator_fixtures import CLIENT_ID, CLIENT_SECRET
 
 NOW = dt.datetime.now(dt.UTC)
+CANARY = "CANARY-7f3a"  # planted in hostile answers; must never reach a log line or a message
 
 
 def client_for(sim: Any, *, secret: str | None = CLIENT_SECRET, trust: bool = True, **spec: Any) -> ProviderClient:
+    kwargs = {k: spec.pop(k) for k in ("deadline", "read_timeout") if k in spec}
     body = {"type": "github", "clientID": CLIENT_ID, "baseURL": sim.url, "validateURL": f"{sim.url}/user",
             **({"caBundle": sim.ca_pem} if trust else {}), **spec}
     return ProviderClient(parse_provider("p", body), SecretStr(secret) if secret else None,
-                          connect_timeout=2, read_timeout=5)
+                          connect_timeout=2, **{"read_timeout": 5, **kwargs})
+
+
+@pytest.fixture
+def every_log_line(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every logger at DEBUG, captured: the secret canary reads it after the test."""
+    with caplog.at_level(logging.DEBUG):
+        for name in ("urllib3", "requests_oauthlib", "oauthlib", "externalauth"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        yield caplog
+    for name in ("urllib3", "requests_oauthlib", "oauthlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    leaked = [s for s in (CANARY, CLIENT_SECRET, *secrets) if s and s in text]
+    assert [] == leaked
 
 
 def test_a_refresh_returns_rotated_tokens_with_expiry(make_simulator: Any) -> None:
@@ -60,7 +84,8 @@ def test_a_changed_scope_still_yields_the_token(make_simulator: Any) -> None:
     pytest.param("generic", "bad-secret", TokenVerdict.CLIENT_REJECTED, id="generic 401 invalid_client"),
     pytest.param("github", "500", TokenVerdict.TRANSIENT, id="5xx is transient"),
     pytest.param("github", "drop", TokenVerdict.TRANSIENT, id="a dropped connection is transient"),
-    pytest.param("github", "malformed", TokenVerdict.TRANSIENT, id="a malformed body is transient"),
+    pytest.param("github", "malformed", TokenVerdict.UNUSABLE_ANSWER,
+                 id="a malformed 200 body is unusable (the refresh token may be spent)"),
     pytest.param("github", "untrusted", TokenVerdict.TRANSIENT, id="an unverifiable certificate is refused"),
 ])
 def test_token_endpoint_answers_are_classified(make_simulator: Any, mode: str, setup: str,
@@ -104,3 +129,203 @@ def test_a_revoked_token_is_invalid(make_simulator: Any) -> None:
     grant = sim.issue_grant(CLIENT_ID)
     sim.revoke_grant(grant.access_token)
     assert ValidationVerdict.INVALID == client_for(sim).validate(SecretStr(grant.access_token), now=NOW).verdict
+
+
+# --- redirects (contract §9.10) ------------------------------------------------------------------
+def redirecting_pair(make_simulator: Any, tmp_path: Path, *, endpoint: str, status: int,
+                     **kwargs: Any) -> tuple[Any, Any]:
+    """A provider whose ``endpoint`` redirects to a second origin that shares its CA (so a client
+    that followed would get through TLS) and answers any token request with an attacker's token."""
+    first = make_simulator(state_dir=tmp_path, **kwargs)
+    second = make_simulator(state_dir=tmp_path, **kwargs)
+    second.add_fault("token", "body", value={"access_token": f"gho_ATTACKER{CANARY}", "token_type": "bearer"})
+    target = {"token": second.token_url, "device_token": second.token_url, "validate": second.validate_url,
+              "device_code": second.device_authorization_url}[endpoint]
+    first.add_fault(endpoint, "redirect", value=status, headers={"location": target})
+    return first, second
+
+
+@pytest.mark.parametrize(("mode", "status"), [
+    pytest.param("github", 307, id="GitHub type (secret in the body) and a 307"),
+    pytest.param("github", 308, id="GitHub type (secret in the body) and a 308"),
+    pytest.param("generic", 307, id="generic type (HTTP Basic) and a 307"),
+])
+def test_a_token_endpoint_redirect_is_never_followed(make_simulator: Any, tmp_path: Path, every_log_line: Any,
+                                                    mode: str, status: int) -> None:
+    """Nothing reaches the second origin, its answer is not accepted, and the refresh token (which
+    no one we trust consumed) still works afterwards."""
+    first, second = redirecting_pair(make_simulator, tmp_path, endpoint="token", status=status, mode=mode)
+    grant = first.issue_grant(CLIENT_ID)
+    kwargs: dict[str, Any] = {"type": mode} if mode == "github" else {"type": "generic", "tokenURL": first.token_url}
+    result = client_for(first, **kwargs).refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert (0, TokenVerdict.TRANSIENT, None) == (
+        second.stats.requests_received, result.classified.verdict, result.tokens)
+    assert f"HTTP {status}, a redirect" in result.classified.message
+    assert_no_secret(every_log_line.text + result.classified.message, grant.refresh_token)
+    first.clear_faults()
+    again = client_for(first, **kwargs).refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert TokenVerdict.SUCCESS == again.classified.verdict
+
+
+def test_a_validation_redirect_is_never_followed(make_simulator: Any, tmp_path: Path, every_log_line: Any) -> None:
+    first, second = redirecting_pair(make_simulator, tmp_path, endpoint="validate", status=307)
+    grant = first.issue_grant(CLIENT_ID)
+    outcome = client_for(first).validate(SecretStr(grant.access_token), now=NOW)
+    assert (0, ValidationVerdict.UNREACHABLE) == (second.stats.requests_received, outcome.verdict)
+    assert_no_secret(every_log_line.text + outcome.message, grant.access_token)
+
+
+@pytest.mark.parametrize(("endpoint", "status"), [
+    pytest.param("device_code", 307, id="the device authorization endpoint redirects with 307"),
+    pytest.param("device_code", 308, id="the device authorization endpoint redirects with 308"),
+    pytest.param("device_token", 307, id="the token endpoint redirects a poll"),
+])
+def test_a_device_flow_redirect_is_never_followed(make_simulator: Any, tmp_path: Path, every_log_line: Any,
+                                                  endpoint: str, status: int) -> None:
+    """``externalauth login`` stops with a clear error; the client secret never reaches the second origin."""
+    from externalauth.errors import PermanentError
+    from externalauth.oauth.device import DeviceFlow
+
+    first, second = redirecting_pair(make_simulator, tmp_path, endpoint=endpoint, status=status)
+    spec = parse_provider("p", {"type": "github", "clientID": CLIENT_ID, "baseURL": first.url,
+                                "caBundle": first.ca_pem})
+    flow = DeviceFlow(spec, client_secret=SecretStr(CLIENT_SECRET), sleep=lambda s: None)
+    with pytest.raises(PermanentError, match="redirect") as e:
+        flow.wait(flow.start())
+    assert 0 == second.stats.requests_received
+    assert_no_secret(every_log_line.text + str(e.value))
+
+
+# --- bounded bodies and deadlines (contract §9.14) -----------------------------------------------
+def test_a_200_mib_validation_answer_is_not_read_whole(make_simulator: Any) -> None:
+    """Only the first MiB is read: the token is valid (HTTP 200), the account unknown, and the
+    client's memory stays small."""
+    sim = make_simulator()
+    grant = sim.issue_grant(CLIENT_ID)
+    sim.add_fault("validate", "huge", value=200 * 1024 * 1024)
+    client = client_for(sim)
+    tracemalloc.start()
+    try:
+        outcome = client.validate(SecretStr(grant.access_token), now=NOW)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (ValidationVerdict.VALID, None) == (outcome.verdict, outcome.account)
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_a_huge_token_answer_is_unusable_not_read_whole(make_simulator: Any) -> None:
+    sim = make_simulator()
+    grant = sim.issue_grant(CLIENT_ID)
+    sim.add_fault("token", "huge", value=50 * 1024 * 1024)
+    result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert (TokenVerdict.UNUSABLE_ANSWER, None) == (result.classified.verdict, result.tokens)
+
+
+@pytest.mark.parametrize(("endpoint", "kind", "value", "expected"), [
+    pytest.param("token", "trickle", 0.1, TokenVerdict.UNUSABLE_ANSWER,
+                 id="a token answer trickled one byte every 0.1 s is cut (its 200 says the token may be spent)"),
+    pytest.param("validate", "trickle", 0.1, ValidationVerdict.UNREACHABLE,
+                 id="a validation answer trickled one byte every 0.1 s is cut"),
+    pytest.param("token", "latency", 10, TokenVerdict.TRANSIENT,
+                 id="a token answer 10 s late (read timeout 20 s) is cut"),
+    pytest.param("validate", "latency", 10, ValidationVerdict.UNREACHABLE,
+                 id="a validation answer 10 s late (read timeout 20 s) is cut"),
+])
+def test_every_provider_call_has_an_overall_deadline(make_simulator: Any, every_log_line: Any, endpoint: str,
+                                                     kind: str, value: float, expected: Any) -> None:
+    """Per-read timeouts never fire on a trickle (each byte comes in time); the 2 s deadline does."""
+    sim = make_simulator()
+    grant = sim.issue_grant(CLIENT_ID)
+    sim.add_fault(endpoint, kind, value=value)
+    client = client_for(sim, deadline=2.0, read_timeout=20)
+    started = time.monotonic()
+    if endpoint == "token":
+        verdict: Any = client.refresh(SecretStr(grant.refresh_token), now=NOW).classified.verdict
+    else:
+        verdict = client.validate(SecretStr(grant.access_token), now=NOW).verdict
+    elapsed = time.monotonic() - started
+    assert expected == verdict
+    assert elapsed < 3.5, f"took {elapsed:.1f}s"
+    assert_no_secret(every_log_line.text, grant.refresh_token, grant.access_token)
+
+
+def test_a_trickled_device_flow_answer_is_cut_at_the_deadline(make_simulator: Any) -> None:
+    from externalauth.errors import TransientError
+    from externalauth.oauth.device import DeviceFlow
+
+    sim = make_simulator()
+    sim.add_fault("device_code", "trickle", value=0.1)
+    spec = parse_provider("p", {"type": "github", "clientID": CLIENT_ID, "baseURL": sim.url,
+                                "caBundle": sim.ca_pem})
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        DeviceFlow(spec, timeout=2.0).start()
+    assert time.monotonic() - started < 3.5
+
+
+# --- hostile token answers (contract §9.13) ------------------------------------------------------
+BASE = {"access_token": f"gho_new{CANARY}", "refresh_token": f"ghr_new{CANARY}", "token_type": "bearer"}
+YEAR = MAX_LIFETIME
+
+
+@pytest.mark.parametrize(("body", "verdict", "lifetimes"), [
+    pytest.param({**BASE, "expires_in": 1e308}, TokenVerdict.SUCCESS, (YEAR, None),
+                 id="expires_in 1e308 is capped at a year"),
+    pytest.param({**BASE, "expires_in": 3600, "refresh_token_expires_in": 1e20}, TokenVerdict.SUCCESS,
+                 (dt.timedelta(hours=1), YEAR), id="refresh_token_expires_in 1e20 is capped at a year"),
+    pytest.param({**BASE, "expires_in": "3600.5"}, TokenVerdict.SUCCESS, (dt.timedelta(seconds=3600.5), None),
+                 id="expires_in 3600.5 as a string is read"),
+    pytest.param({**BASE, "expires_in": -60}, TokenVerdict.SUCCESS, (None, None),
+                 id="a negative expires_in leaves the expiry unknown"),
+    pytest.param({**BASE, "expires_in": float("nan")}, TokenVerdict.SUCCESS, (None, None),
+                 id="expires_in NaN leaves the expiry unknown"),
+    pytest.param({**BASE, "expires_in": float("inf")}, TokenVerdict.SUCCESS, (None, None),
+                 id="expires_in Infinity leaves the expiry unknown"),
+    pytest.param({**BASE, "access_token": f"gho_{CANARY}\nmachine x login y password z"}, TokenVerdict.SUCCESS,
+                 (None, None), id="an access token with a newline is kept (formats refuse it)"),
+    pytest.param([BASE], TokenVerdict.UNUSABLE_ANSWER, None, id="a JSON list body is unusable"),
+    pytest.param({**BASE, "access_token": {"a": CANARY}}, TokenVerdict.UNUSABLE_ANSWER, None,
+                 id="an access_token that is an object is unusable"),
+    pytest.param({**BASE, "access_token": 12345}, TokenVerdict.UNUSABLE_ANSWER, None,
+                 id="an access_token that is a number is unusable"),
+    pytest.param({"token_type": "bearer"}, TokenVerdict.UNUSABLE_ANSWER, None,
+                 id="a 200 without an access token is unusable"),
+    pytest.param(None, TokenVerdict.UNUSABLE_ANSWER, None, id="a JSON null body is unusable"),
+    pytest.param({"error": {"code": CANARY}}, TokenVerdict.PERMANENT, None,
+                 id="an error that is not a string is a permanent unknown error"),
+])
+def test_hostile_token_answers_never_raise(make_simulator: Any, every_log_line: Any, body: Any,
+                                          verdict: TokenVerdict,
+                                          lifetimes: tuple[dt.timedelta | None, dt.timedelta | None] | None) -> None:
+    """Odd answers that carry tokens are kept with what can be trusted; answers that cannot be used
+    are UNUSABLE_ANSWER (not retried blindly); nothing raises, no token value is logged."""
+    sim = make_simulator()
+    grant = sim.issue_grant(CLIENT_ID)
+    sim.add_fault("token", "body", value=body)
+    result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=NOW)
+    tokens = result.tokens
+    got = None if tokens is None else (tokens.expiry - NOW if tokens.expiry else None,
+                                       tokens.refresh_token_expiry - NOW if tokens.refresh_token_expiry else None)
+    assert (verdict, lifetimes) == (result.classified.verdict, got)
+    assert_no_secret(every_log_line.text + result.classified.message + repr(result), grant.refresh_token)
+
+
+def test_an_unusable_answer_hands_back_a_new_refresh_token(make_simulator: Any) -> None:
+    """The old refresh token may be spent: a usable new one in an otherwise unusable answer is kept."""
+    sim = make_simulator()
+    grant = sim.issue_grant(CLIENT_ID)
+    sim.add_fault("token", "body", value={**BASE, "access_token": {"a": 1}})
+    result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert (TokenVerdict.UNUSABLE_ANSWER, BASE["refresh_token"]) == (
+        result.classified.verdict, result.refresh_token and result.refresh_token.reveal())
+
+
+def test_a_token_that_cannot_be_a_header_never_reaches_a_message(make_simulator: Any, every_log_line: Any) -> None:
+    """requests refuses a header value with a newline and puts the value in its exception message:
+    the validation is Unreachable, and neither the log nor the outcome carries the token."""
+    sim = make_simulator()
+    token = f"gho_{CANARY}\r\nX-Injected: 1"
+    outcome = client_for(sim).validate(SecretStr(token), now=NOW)
+    assert (ValidationVerdict.UNREACHABLE, 0) == (outcome.verdict, sim.stats.validation_calls)
+    assert_no_secret(every_log_line.text + outcome.message + repr(outcome))

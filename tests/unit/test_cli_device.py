@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +28,10 @@ SPEC = parse_provider("gh", {"type": "github", "clientID": "cid", "baseURL": "ht
     pytest.param({"error": "access_denied"}, None, (Step.FAIL, 5), id="denied is final"),
     pytest.param({"error": "expired_token"}, None, (Step.FAIL, 5), id="an expired code is final"),
     pytest.param({"error": "something_new"}, None, (Step.FAIL, 5), id="an unknown error is final"),
+    pytest.param({"error": "slow_down"}, 1e308, (Step.WAIT, 60), id="slow_down never waits more than a minute"),
+    pytest.param({"error": "slow_down"}, float("inf"), (Step.WAIT, 60), id="slow_down with an infinite interval"),
+    pytest.param({"error": "slow_down"}, float("nan"), (Step.WAIT, 10), id="slow_down with a NaN interval"),
+    pytest.param({"error": "slow_down"}, "soon", (Step.WAIT, 10), id="slow_down with a word for an interval"),
     pytest.param({}, None, (Step.FAIL, 5), id="neither token nor error is final"),
 ])
 def test_next_step(body: dict[str, Any], server_interval: Any, expected: tuple[Step, float]) -> None:
@@ -35,18 +41,26 @@ def test_next_step(body: dict[str, Any], server_interval: Any, expected: tuple[S
 
 class FakeResponse:
     def __init__(self, body: dict[str, Any], status: int = 200) -> None:
-        self.body, self.status_code = body, status
+        self.status_code = status
+        self.headers = {"Content-Type": "application/json"}
+        self._raw = json.dumps(body).encode()
 
-    def json(self) -> dict[str, Any]:
-        return self.body
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        yield self._raw
+
+    def close(self) -> None:
+        pass
 
 
 class FakeSession:
+    """Answers each POST with the next scripted body (the transport's session seam)."""
+
     def __init__(self, answers: list[dict[str, Any]]) -> None:
         self.answers = answers
         self.posts: list[tuple[str, dict[str, str]]] = []
 
-    def post(self, url: str, *, data: dict[str, str], **kwargs: Any) -> FakeResponse:
+    def request(self, method: str, url: str, *, data: dict[str, str], **kwargs: Any) -> FakeResponse:
+        assert ("POST", False) == (method, kwargs["allow_redirects"])
         self.posts.append((url, data))
         return FakeResponse(self.answers.pop(0))
 
@@ -91,3 +105,21 @@ def test_a_provider_without_a_device_endpoint_is_refused() -> None:
     spec = parse_provider("g", {"type": "generic", "clientID": "c", "tokenURL": "https://x/t"})
     with pytest.raises(device.PermanentError, match="no device authorization endpoint"):
         device.DeviceFlow(spec)
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    pytest.param("interval", 1e308, 60, id="an interval of 1e308 is a minute"),
+    pytest.param("interval", float("inf"), 60, id="an infinite interval is a minute"),
+    pytest.param("interval", -3, 5, id="a negative interval is the default"),
+    pytest.param("interval", "x", 5, id="a word for an interval is the default"),
+    pytest.param("expires_in", 1e308, 3600, id="a device code lives at most an hour"),
+    pytest.param("expires_in", float("nan"), 900, id="a NaN lifetime is the default"),
+])
+def test_device_authorization_numbers_are_bounded(field: str, value: Any, expected: int) -> None:
+    f, _, _ = flow([{**START, field: value}])
+    assert expected == getattr(f.start(), field)
+
+
+def test_an_error_code_that_is_not_a_code_never_reaches_the_terminal() -> None:
+    d = device.next_step({"error": "\x1b]0;owned\x07\x1b[2J"}, interval=5)
+    assert (Step.FAIL, "the provider ended the sign-in (unknown)", "unknown") == (d.step, d.message, d.error)

@@ -166,3 +166,42 @@ def test_check_name(name: str, valid: bool) -> None:
     else:
         with pytest.raises(InvalidInputError, match="link name"):
             formatting.check_name("link", name)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    pytest.param("octo", "octo", id="plain text is unchanged"),
+    pytest.param("octo\x1b]0;owned\x07\x1b[2J", "octo\\x1b]0;owned\\x07\\x1b[2J",
+                 id="an OSC title change and an ANSI clear screen are escaped"),
+    pytest.param("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m", id="ANSI colours are escaped"),
+    pytest.param("a\nb\rc\td", "a\\nb\\rc\\td", id="newline, carriage return and tab are escaped"),
+    pytest.param("\x9b2J", "\\x9b2J", id="a C1 CSI is escaped"),
+    pytest.param("a\x7fb\x00", "a\\x7fb\\x00", id="DEL and NUL are escaped"),
+    pytest.param("evil\u202egnp.exe", "evil\\u202egnp.exe", id="a right-to-left override is escaped"),
+    pytest.param("a\u2028b", "a\\u2028b", id="a line separator is escaped"),
+    pytest.param("zoë 😀", "zoë 😀", id="printable non-ASCII stays"),
+])
+def test_printable_escapes_control_characters(text: str, shown: str) -> None:
+    assert shown == formatting.printable(text)
+
+
+def test_a_hostile_account_name_is_escaped_in_the_status_table() -> None:
+    """Provider-supplied account names reach `externalauth status` without their escape sequences."""
+    obj = link(conditions=[cond("Ready", "True", "TokenCurrent")], account="o\x1b]0;owned\x07\x1b[2J")
+    out = formatting.table([formatting.row_for(obj)], now=NOW, all_namespaces=False)
+    assert ("\x1b" not in out, "o\\x1b]0;owned\\x07\\x1b[2J" in out) == (True, True)
+
+
+def test_a_refresh_failure_message_is_escaped() -> None:
+    status = {"conditions": [cond("Ready", "False", "SecretInvalid", "bad\x1b[2J\nline")]}
+    assert (False, "Ready=False SecretInvalid: bad\\x1b[2J\\nline") == formatting.refresh_outcome(status)
+
+
+def test_login_instructions_escape_the_provider_text() -> None:
+    text = formatting.login_instructions(
+        provider="gh", host="github.com", verification_uri="https://x/\x1b[2Jdevice",
+        user_code="AB\x1b]0;t\x07CD", verification_uri_complete="https://x/\x07c", expires_in=900, hint=True)
+    assert ("To sign in to gh (github.com), open https://x/\\x1b[2Jdevice\n"
+            "and enter the code: AB\\x1b]0;t\\x07CD\n"
+            "(or open https://x/\\x07c to skip typing the code)\n"
+            "Use a browser on any device; this command waits until you approve (the code expires in 15 min).\n"
+            ) == text

@@ -91,13 +91,13 @@ CANARY = "gho_canary_value_9f3b"
     pytest.param({"access_token": f"%%{CANARY}%%"}, None, "access_token is not valid base64",
                  id="access_token not base64"),
     pytest.param({"access_token": b64("a"), "expiry": b64(f"next week {CANARY}")}, None,
-                 "key expiry: not an RFC 3339 timestamp", id="unparsable expiry"),
+                 "key expiry: the timestamp is not RFC 3339", id="unparsable expiry"),
     pytest.param({"access_token": b64("a"), "expiry": b64(f"2030-01-01T00:00:00{CANARY}")}, None,
-                 "key expiry: not an RFC 3339 timestamp", id="expiry with trailing junk"),
+                 "key expiry: the timestamp is not RFC 3339", id="expiry with trailing junk"),
     pytest.param({"access_token": b64("a"), "expiry": b64("2030-01-01T00:00:00")}, None,
-                 "key expiry: no time zone", id="expiry without a time zone"),
+                 "key expiry: the timestamp has no time zone", id="expiry without a time zone"),
     pytest.param({"access_token": b64("a"), "refresh_token_expiry": b64(CANARY)}, None,
-                 "key refresh_token_expiry: not an RFC 3339 timestamp", id="unparsable refresh_token_expiry"),
+                 "key refresh_token_expiry: the timestamp is not RFC 3339", id="unparsable refresh_token_expiry"),
     pytest.param({"access_token": b64(CANARY)}, "kubernetes.io/tls", "is not Opaque", id="wrong type"),
 ])
 def test_unusable_token_secrets_name_the_problem_not_the_value(

@@ -48,7 +48,8 @@ NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
     pytest.param(TokenAnswer(503), TokenVerdict.TRANSIENT, id="5xx"),
     pytest.param(TokenAnswer(429, retry_after=7), TokenVerdict.TRANSIENT, id="429"),
     pytest.param(TokenAnswer(None), TokenVerdict.TRANSIENT, id="no answer"),
-    pytest.param(TokenAnswer(200), TokenVerdict.TRANSIENT, id="200 without a token (malformed body)"),
+    pytest.param(TokenAnswer(200), TokenVerdict.UNUSABLE_ANSWER,
+                 id="200 without a token: the refresh token may be spent, never retried blindly"),
     pytest.param(TokenAnswer(400, error="invalid_scope"), TokenVerdict.PERMANENT, id="other OAuth error"),
     pytest.param(TokenAnswer(404), TokenVerdict.PERMANENT, id="404"),
 ])

@@ -29,6 +29,10 @@ def externalauth(*args: str) -> subprocess.CompletedProcess[str]:
     pytest.param(["--metrics-port", "99999"], "not a port number", id="a port out of range"),
     pytest.param(["--validation-interval", "often"], "not a duration", id="a bad duration"),
     pytest.param(["-n", "a", "-A"], "not allowed with", id="a namespace and all namespaces"),
+    pytest.param(["--metrics-bind-address", "a b"], "not an IP address or a host name",
+                 id="a metrics bind address with a space"),
+    pytest.param(["--metrics-bind-address", ":8080", "--metrics-port", "9000"], "give the port once",
+                 id="two different metrics ports"),
 ])
 def test_run_refuses_bad_input_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     closed = tmp_path / "closed.kubeconfig"

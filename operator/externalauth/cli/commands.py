@@ -68,7 +68,7 @@ def _namespace(text: str) -> str:
 
 
 def _error(message: str) -> int:
-    first = " ".join(str(message).split()) or "failed"
+    first = formatting.printable(" ".join(str(message).split())) or "failed"
     print(f"externalauth: error: {first}", file=sys.stderr, flush=True)
     return EXIT_FAILED
 
@@ -217,14 +217,10 @@ def login_command(args: argparse.Namespace, *, out: TextIO | None = None,
 
     flow = DeviceFlow(provider)  # a public-client flow: login never reads the client secret
     auth = flow.start()
-    print(f"To sign in to {provider.name} ({provider.host}), open {auth.verification_uri}",
-          file=out)
-    print(f"and enter the code: {auth.user_code}", file=out)
-    if not args.no_browser_hint:
-        if auth.verification_uri_complete:
-            print(f"(or open {auth.verification_uri_complete} to skip typing the code)", file=out)
-        print("Use a browser on any device; this command waits until you approve "
-              f"(the code expires in {auth.expires_in // 60 or 1} min).", file=out)
+    out.write(formatting.login_instructions(
+        provider=provider.name, host=provider.host, verification_uri=auth.verification_uri,
+        user_code=auth.user_code, verification_uri_complete=auth.verification_uri_complete,
+        expires_in=auth.expires_in, hint=not args.no_browser_hint))
     out.flush()
     print("Waiting for approval", end="", file=err, flush=True)
 

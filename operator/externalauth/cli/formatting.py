@@ -23,6 +23,22 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 GREEN, RED, YELLOW, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
 _READY_COLOURS = {"True": GREEN, "False": RED, "Unknown": YELLOW}
 
+# What a terminal would act on instead of showing: C0 and C1 controls (ESC starts ANSI
+# CSI and OSC sequences), DEL, line/paragraph separators and bidirectional overrides.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\n``, ``\\u202e``), for
+    printing provider-supplied or stored text (account names, messages, URLs, codes)."""
+    def escape(match: re.Match[str]) -> str:
+        ch = match.group()
+        if ch in _NAMED:
+            return _NAMED[ch]
+        return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+    return _UNPRINTABLE.sub(escape, str(text))
+
 
 def check_name(kind: str, name: str) -> str:
     """``name`` if it is a valid object name, else :class:`InvalidInputError`."""
@@ -127,6 +143,7 @@ def headers(*, all_namespaces: bool) -> list[str]:
 
 
 def cells(row: StatusRow, *, now: dt.datetime, all_namespaces: bool) -> list[str]:
+    """The table cells of one row, control characters escaped (account names come from the provider)."""
     values = [
         row.name,
         row.provider or "-",
@@ -136,7 +153,7 @@ def cells(row: StatusRow, *, now: dt.datetime, all_namespaces: bool) -> list[str
         age(row.last_refresh, now=now),
         row.reason or "-",
     ]
-    return [row.namespace, *values] if all_namespaces else values
+    return [printable(v) for v in ([row.namespace, *values] if all_namespaces else values)]
 
 
 def render_table(header: Sequence[str], body: Sequence[Sequence[str]], *,
@@ -193,11 +210,16 @@ def as_dicts(rows: Sequence[StatusRow], *, now: dt.datetime) -> list[dict[str, A
 
 
 def refresh_outcome(status: Mapping[str, Any]) -> tuple[bool, str]:
-    """After the operator acted on a refresh request: (succeeded, what to print).
+    """After the operator acted on a refresh request: (succeeded, what to print, escaped).
 
     Success is ``Refreshable=True``; a link with no Refreshable verdict succeeds if it
     is ``Ready=True``. Otherwise the most telling condition's reason and message.
     """
+    ok, what = _refresh_outcome(status)
+    return ok, printable(what)
+
+
+def _refresh_outcome(status: Mapping[str, Any]) -> tuple[bool, str]:
     ready = condition(status, "Ready")
     refreshable = condition(status, "Refreshable")
     if refreshable is not None and refreshable.get("status") == "True":
@@ -211,3 +233,19 @@ def refresh_outcome(status: Mapping[str, Any]) -> tuple[bool, str]:
     reason = failed.get("reason") or "Unknown"
     message = str(failed.get("message") or "").strip()
     return False, f"{failed.get('type')}={failed.get('status')} {reason}" + (f": {message}" if message else "")
+
+
+def login_instructions(*, provider: str, host: str, verification_uri: str, user_code: str,
+                       verification_uri_complete: str | None, expires_in: int, hint: bool) -> str:
+    """What ``externalauth login`` prints before it waits. The URL and the code come from the
+    provider: control characters in them are escaped, never sent to the terminal."""
+    lines = [
+        f"To sign in to {printable(provider)} ({printable(host)}), open {printable(verification_uri)}",
+        f"and enter the code: {printable(user_code)}",
+    ]
+    if hint:
+        if verification_uri_complete:
+            lines.append(f"(or open {printable(verification_uri_complete)} to skip typing the code)")
+        lines.append("Use a browser on any device; this command waits until you approve "
+                     f"(the code expires in {expires_in // 60 or 1} min).")
+    return "\n".join(lines) + "\n"

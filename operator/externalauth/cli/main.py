@@ -49,6 +49,15 @@ def _port(text: str) -> int:
     return value
 
 
+def _bind_address(text: str) -> tuple[str, int | None]:
+    from externalauth.metrics import parse_bind_address
+
+    try:
+        return parse_bind_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_kube_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", help="the kubeconfig context to use")
@@ -72,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="coordinate with other replicas through kopf peering object NAME")
     peer.add_argument("--standalone", action="store_true",
                       help="no peering (the default); replicas stay safe through Secret claims")
-    run.add_argument("--metrics-port", type=_port, default=8080, metavar="P",
+    run.add_argument("--metrics-port", type=_port, default=None, metavar="P",
                      help="serve Prometheus metrics on this port (0 disables; default 8080)")
+    run.add_argument("--metrics-bind-address", type=_bind_address, default=("127.0.0.1", None), metavar="A",
+                     help="listen for metrics on this address: HOST, HOST:PORT or :PORT for every address "
+                          "(default 127.0.0.1; in a cluster, :8080 behind a NetworkPolicy)")
     run.add_argument("--liveness-port", type=_port, default=None, metavar="P",
                      help="serve a liveness probe on /healthz at this port")
     run.add_argument("--operator-namespace", type=_namespace, default=None, metavar="NS",
@@ -95,15 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _metrics_listener(args: argparse.Namespace) -> tuple[str, int]:
+    host, port = args.metrics_bind_address
+    if port is not None and args.metrics_port is not None and port != args.metrics_port:
+        raise InvalidInputError(f"--metrics-port {args.metrics_port} and --metrics-bind-address port {port} "
+                                "differ: give the port once")
+    chosen = port if port is not None else args.metrics_port
+    return host, 8080 if chosen is None else chosen
+
+
 def _run(args: argparse.Namespace) -> int:
     from externalauth import runner
 
+    metrics_host, metrics_port = _metrics_listener(args)
     return runner.run(
         namespaces=args.namespaces,
         all_namespaces=args.all_namespaces,
         peering=args.peering,
         standalone=args.standalone,
-        metrics_port=args.metrics_port,
+        metrics_port=metrics_port,
+        metrics_bind_address=metrics_host,
         kubeconfig=args.kubeconfig,
         context=args.context,
         verbose=args.verbose,
@@ -123,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("externalauth: interrupted", file=sys.stderr)
         return 130
     except ExternalAuthError as e:
-        print(f"externalauth: error: {e}", file=sys.stderr)
+        from externalauth.cli.formatting import printable
+
+        print(f"externalauth: error: {printable(str(e))}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -38,7 +38,7 @@ class Options:
     kubeconfig: str | None = None
     context: str | None = None
     metrics_port: int = 0
-    metrics_address: str = "127.0.0.1"
+    metrics_address: str = metrics.DEFAULT_BIND_ADDRESS
     settings: Settings = dataclasses.field(default_factory=Settings)
 
 
@@ -109,7 +109,7 @@ async def start(options: Options) -> Running:
     scheduler_task = loop.create_task(engine.scheduler.run(), name="scheduler")
     engine.scheduler.start()
     if options.metrics_port:
-        metrics.serve(options.metrics_port)
+        metrics.serve(options.metrics_port, options.metrics_address)
     log.info("externalauth operator started (holder %s)", engine.holder)
     return Running(engine=engine, watchers=watchers, scheduler_task=scheduler_task,
                    pools=[api_pool, provider_pool])

@@ -16,15 +16,30 @@ _UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", re.ASCII)
+_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$", re.ASCII)
+# No duration the operator reads is meaningfully longer than a year; anything beyond
+# (``99999999999h`` passes the CRD's pattern) is a typo, not a wish.
+MAX_DURATION = dt.timedelta(days=365)
+MAX_DURATION_TEXT = "8760h"
+
+# RFC 3339 §5.6 date-time (a space for the "T" is allowed, as the RFC notes).
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$",
+    re.ASCII,
+)
+MIN_YEAR, MAX_YEAR = 1970, 9999
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """Parse a Go duration like ``1h30m``; raise :class:`InvalidInputError` otherwise."""
-    if not isinstance(text, str) or not _WHOLE.match(text):
-        raise InvalidInputError(f"{text!r} is not a duration like 15m or 1h30m")
+    """Parse a Go duration like ``1h30m`` of at most a year; raise :class:`InvalidInputError` otherwise."""
+    if not isinstance(text, str) or len(text) > 64 or not _WHOLE.match(text):
+        shown = repr(text[:40]) if isinstance(text, str) else "the value"
+        raise InvalidInputError(f"{shown} is not a duration like 15m or 1h30m")
     seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    if not seconds <= MAX_DURATION.total_seconds():  # also catches inf from 400 digits
+        raise InvalidInputError(f"{text[:40]!r} is longer than {MAX_DURATION_TEXT} (a year)")
     return dt.timedelta(seconds=seconds)
 
 
@@ -46,23 +61,36 @@ def format_duration(delta: dt.timedelta) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC datetime.
+    """Parse an RFC 3339 timestamp (years 1970 to 9999) into an aware UTC datetime.
 
-    The error message never quotes ``text`` (it may come from a Secret): callers
-    prefix the key or field it came from.
+    Anything else raises :class:`InvalidInputError` whose message describes the
+    problem without repeating the value (callers name the key).
     """
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError("empty timestamp")
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
+        raise InvalidInputError("the timestamp is empty")
+    match = _RFC3339.match(text.strip())
+    if match is None:
+        if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?$", text.strip(), re.ASCII):
+            raise InvalidInputError("the timestamp has no time zone (use Z for UTC)")
+        raise InvalidInputError("the timestamp is not RFC 3339 (like 2030-01-02T03:04:05Z)")
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInputError("not an RFC 3339 timestamp like 2030-01-01T00:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise InvalidInputError("no time zone in the timestamp (use Z for UTC)")
-    return parsed.astimezone(dt.UTC)
+        if int(off_h or 0) > 23 or int(off_m or 0) > 59:
+            raise ValueError("offset out of range")
+        offset = dt.timedelta(0) if zulu else (1 if sign == "+" else -1) * dt.timedelta(
+            hours=int(off_h), minutes=int(off_m))
+        local = dt.datetime(int(year), int(month), int(day), int(hour), int(minute),
+                            min(int(second), 59),  # a leap second counts as :59
+                            int((fraction or "0")[:6].ljust(6, "0")),
+                            tzinfo=dt.timezone(offset))
+        moment = local.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidInputError(
+            f"the timestamp is not a valid date and time between years {MIN_YEAR} and {MAX_YEAR}"
+        ) from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise InvalidInputError(f"the timestamp lies outside years {MIN_YEAR} to {MAX_YEAR}")
+    return moment
 
 
 def format_time(moment: dt.datetime) -> str:

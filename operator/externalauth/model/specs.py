@@ -134,7 +134,10 @@ def parse_link(spec: Mapping[str, Any] | None) -> LinkSpec:
     if not isinstance(secret, str) or not secret:
         raise InvalidInputError("spec.secretName is required")
     before_text = spec.get("refreshBefore")
-    before = DEFAULT_REFRESH_BEFORE if before_text is None else parse_duration(before_text)
+    try:
+        before = DEFAULT_REFRESH_BEFORE if before_text is None else parse_duration(before_text)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"spec.refreshBefore: {e}") from None
     formats_raw = spec.get("outputFormats") or []
     try:
         formats = tuple(dict.fromkeys(OutputFormat(f) for f in formats_raw))

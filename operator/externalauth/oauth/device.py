@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +27,10 @@ from requests.auth import HTTPBasicAuth
 from externalauth.errors import PermanentError, TransientError
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
-from externalauth.model.tokens import TokenSet
-from externalauth.oauth.exchanging import tokens_from_response
+from externalauth.model.tokens import TokenSet, read_token_answer
+from externalauth.oauth import transport
 from externalauth.oauth.transport import TrustingAdapter, session_for, ssl_context
+from externalauth.policy.classifying import safe_code
 from externalauth.providers import ClientAuth
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 SLOW_DOWN_INCREMENT = 5  # RFC 8628 §3.5: "increase the interval ... by 5 seconds"
 DEFAULT_INTERVAL = 5
 DEFAULT_EXPIRES_IN = 900
+MAX_INTERVAL = 60  # seconds between polls, whatever the provider asks
+MAX_EXPIRES_IN = 3600  # a device code is polled for at most an hour
 JSON = {"Accept": "application/json"}
 
 
@@ -104,22 +108,25 @@ def next_step(body: dict[str, Any], *, interval: float, server_interval: Any = N
         return Decision(Step.WAIT, interval)
     if error == "slow_down":
         bumped = interval + SLOW_DOWN_INCREMENT
-        # GitHub also sends the new interval; never go below RFC 8628's +5 s.
-        try:
-            bumped = max(bumped, float(server_interval))
-        except (TypeError, ValueError):
-            pass
-        return Decision(Step.WAIT, bumped)
+        # GitHub also sends the new interval; never go below RFC 8628's +5 s, nor above a minute.
+        bumped = max(bumped, _bounded(server_interval, default=0, cap=MAX_INTERVAL))
+        return Decision(Step.WAIT, min(bumped, MAX_INTERVAL))
+    code = safe_code(error)  # provider text: only an RFC-style code reaches the terminal
     message = _TERMINAL.get(error, "the provider ended the sign-in")
-    return Decision(Step.FAIL, interval, f"{message} ({error[:60]})", error=error[:60])
+    return Decision(Step.FAIL, interval, f"{message} ({code})", error=code)
 
 
-def _int(value: Any, default: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
+def _bounded(value: Any, *, default: int, cap: int) -> int:
+    """A positive whole number of seconds from a provider's answer, at most ``cap``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return default
-    return number if number > 0 else default
+    try:
+        number = float(value)
+    except ValueError:
+        return default
+    if math.isnan(number) or number <= 0:
+        return default
+    return int(min(number, cap))
 
 
 class DeviceFlow:
@@ -161,27 +168,38 @@ class DeviceFlow:
             else:
                 fields["client_secret"] = self.client_secret.reveal()
         try:
-            resp = self.session.post(url, data=fields, headers=JSON, auth=auth, timeout=self.timeout)
-        except requests.exceptions.SSLError as e:
+            answer = transport.fetch(self.session, "POST", url, data=fields, headers=JSON, auth=auth,
+                                     deadline=self.timeout, connect_timeout=min(10.0, self.timeout),
+                                     read_timeout=self.timeout)
+        except transport.NoAnswer as e:
+            raise self._no_answer(e, what) from None
+        if answer.redirect:
             raise PermanentError(
+                f"the provider's {what} endpoint answered HTTP {answer.status}, a redirect, which is never "
+                "followed (check the URLs of the ExternalAuthProvider)"
+            )
+        if answer.problem is transport.BodyProblem.DEADLINE:
+            raise TransientError(f"the provider's {what} endpoint did not answer within {self.timeout:g}s")
+        body = transport.decode_answer(answer)
+        if not isinstance(body, dict):
+            if answer.status >= 500 or answer.status == 429:
+                raise TransientError(f"the provider's {what} endpoint answered HTTP {answer.status}")
+            raise PermanentError(
+                f"the provider's {what} endpoint answered HTTP {answer.status} without a JSON body"
+            )
+        return answer.status, body
+
+    def _no_answer(self, e: transport.NoAnswer, what: str) -> Exception:
+        if e.kind is transport.NoAnswerKind.TLS:
+            return PermanentError(
                 f"TLS verification failed for the provider's {what} endpoint "
                 "(check spec.caBundle of the ExternalAuthProvider)"
-            ) from e
-        except requests.exceptions.InvalidURL as e:
-            raise PermanentError(f"the provider's {what} URL is not usable over https") from e
-        except requests.RequestException as e:
-            raise TransientError(f"cannot reach the provider's {what} endpoint ({type(e).__name__})") from e
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            if resp.status_code >= 500 or resp.status_code == 429:
-                raise TransientError(f"the provider's {what} endpoint answered HTTP {resp.status_code}")
-            raise PermanentError(
-                f"the provider's {what} endpoint answered HTTP {resp.status_code} without a JSON body"
             )
-        return resp.status_code, body
+        if e.kind is transport.NoAnswerKind.REFUSED_URL:
+            return PermanentError(f"the provider's {what} URL is not usable over https")
+        if e.kind is transport.NoAnswerKind.DEADLINE:
+            return TransientError(f"the provider's {what} endpoint did not answer within {self.timeout:g}s")
+        return TransientError(f"cannot reach the provider's {what} endpoint ({e.cause})")
 
     # --- the flow ----------------------------------------------------------------
     def start(self) -> DeviceAuthorization:
@@ -207,8 +225,8 @@ class DeviceFlow:
             user_code=user_code,
             verification_uri=uri,
             verification_uri_complete=complete if isinstance(complete, str) else None,
-            expires_in=_int(body.get("expires_in"), DEFAULT_EXPIRES_IN),
-            interval=_int(body.get("interval"), DEFAULT_INTERVAL),
+            expires_in=_bounded(body.get("expires_in"), default=DEFAULT_EXPIRES_IN, cap=MAX_EXPIRES_IN),
+            interval=_bounded(body.get("interval"), default=DEFAULT_INTERVAL, cap=MAX_INTERVAL),
         )
 
     def wait(
@@ -241,10 +259,10 @@ class DeviceFlow:
             transient_failures = 0
             decision = next_step(body, interval=interval, server_interval=body.get("interval"))
             if decision.step is Step.DONE:
-                try:
-                    return tokens_from_response(body, now=now())
-                except (KeyError, TypeError, ValueError) as e:
-                    raise PermanentError("the provider's token answer could not be read") from e
+                tokens = read_token_answer(body, now=now()).tokens
+                if tokens is None:
+                    raise PermanentError("the provider's token answer could not be read; run login again")
+                return tokens
             if decision.step is Step.FAIL:
                 raise DeviceFlowError(f"sign-in failed: {decision.message}", error=decision.error)
             interval = decision.interval

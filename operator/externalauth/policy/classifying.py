@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.utils
 import enum
+import math
 import re
 from collections.abc import Mapping
 
@@ -14,6 +16,9 @@ CLIENT_REJECTED_ERRORS = frozenset(
 )
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 _SAFE_CODE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+# The longest wait a provider may impose through Retry-After or a rate-limit reset
+# (contract §9.14): an hour, whatever the header says.
+MAX_RETRY_AFTER = 3600.0
 
 
 class TokenVerdict(enum.StrEnum):
@@ -22,6 +27,10 @@ class TokenVerdict(enum.StrEnum):
     CLIENT_REJECTED = "client_rejected"
     TRANSIENT = "transient"
     PERMANENT = "permanent"
+    # A 2xx whose body could not be used (not a JSON object, too large, cut off, no
+    # usable access token): the provider may have spent the refresh token, so sending
+    # it again blindly could revoke the grant (RFC 9700 §4.14). Not retried.
+    UNUSABLE_ANSWER = "unusable_answer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +41,7 @@ class TokenAnswer:
     error: str | None = None  # the OAuth "error" code, if any
     retry_after: float | None = None
     has_access_token: bool = False
+    unreadable: bool = False  # the body was not a JSON object, too large or cut off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +70,15 @@ def classify_token_answer(answer: TokenAnswer) -> Classified:
         )
     if answer.status is None:
         return Classified(TokenVerdict.TRANSIENT, "the token endpoint did not answer")
+    if 300 <= answer.status < 400:
+        # Never followed (contract §9.10): the refresh token reached no one but the
+        # endpoint we trust, which issued nothing. Safe to retry with backoff; a URL
+        # that moved is the provider admin's to fix, not a reason to sign in again.
+        return Classified(
+            TokenVerdict.TRANSIENT,
+            f"the token endpoint answered HTTP {answer.status}, a redirect, which is never followed "
+            "(check the ExternalAuthProvider's token URL)",
+        )
     if answer.status == 429 or answer.status >= 500 or answer.error in TRANSIENT_ERRORS:
         what = f"error {code}" if code else f"HTTP {answer.status}"
         return Classified(
@@ -74,7 +93,12 @@ def classify_token_answer(answer: TokenAnswer) -> Classified:
     if 200 <= answer.status < 300 and answer.has_access_token:
         return Classified(TokenVerdict.SUCCESS, "refreshed")
     if 200 <= answer.status < 300:
-        return Classified(TokenVerdict.TRANSIENT, "the token endpoint answered without an access token")
+        what = ("with a body that could not be read (not a JSON object, too large or cut off)"
+                if answer.unreadable else "without a usable access token")
+        return Classified(
+            TokenVerdict.UNUSABLE_ANSWER,
+            f"the token endpoint answered HTTP {answer.status} {what}; the refresh token may already be spent",
+        )
     return Classified(TokenVerdict.PERMANENT, f"the token endpoint answered HTTP {answer.status}")
 
 
@@ -93,26 +117,56 @@ class ValidationOutcome:
     retry_after: float | None = None
 
 
-def _number(value: str | None) -> float | None:
+def _seconds(value: str | None) -> float | None:
+    """A non-negative number (``inf`` allowed) from a header value; else None."""
     if value is None:
         return None
     try:
-        return float(value.strip())
+        number = float(value.strip())
     except ValueError:
+        return None
+    if math.isnan(number) or number < 0:
+        return None
+    return number
+
+
+def _capped(seconds: float) -> float:
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _http_date_delay(value: str, *, now: dt.datetime) -> float | None:
+    """Seconds until an HTTP-date (RFC 9110 ``Retry-After: <date>``), or None."""
+    try:
+        moment = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    try:
+        return (moment - now).total_seconds()
+    except OverflowError:  # pragma: no cover - datetime differences do not overflow
         return None
 
 
 def rate_limit_retry_after(headers: Mapping[str, str], *, now: dt.datetime) -> float | None:
-    """Seconds until a rate limit resets, from ``retry-after`` or ``x-ratelimit-reset`` (epoch)."""
-    retry = _number(headers.get("retry-after"))
+    """Seconds until a rate limit resets, from ``retry-after`` (seconds or an HTTP-date),
+    ``x-ratelimit-reset`` (Unix time) or ``ratelimit-reset`` (seconds from now).
+
+    Capped at :data:`MAX_RETRY_AFTER`; a value that is not a number or a date, NaN or
+    negative is ignored (None). ``headers`` must have lower-case names.
+    """
+    raw = headers.get("retry-after")
+    retry = _seconds(raw)
+    if retry is None and raw is not None:
+        retry = _http_date_delay(raw, now=now)
     if retry is not None:
-        return max(0.0, retry)
-    reset = _number(headers.get("x-ratelimit-reset"))
+        return _capped(retry)
+    reset = _seconds(headers.get("x-ratelimit-reset"))
     if reset is not None:
-        return max(0.0, reset - now.timestamp())
-    reset = _number(headers.get("ratelimit-reset"))  # IETF draft: seconds from now
+        return _capped(reset - now.timestamp())
+    reset = _seconds(headers.get("ratelimit-reset"))  # IETF draft: seconds from now
     if reset is not None:
-        return max(0.0, reset)
+        return _capped(reset)
     return None
 
 
