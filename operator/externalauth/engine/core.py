@@ -167,6 +167,7 @@ class Engine:
             spec_error = str(e)
         provider_view = None
         secret_found, tokens, secret_error, formats_stale = False, None, None, False
+        format_problem: str | None = None
         opted_in, label, unwritable = True, None, None
         claimed_by: str | None = None
         claimed_until: dt.datetime | None = None
@@ -182,10 +183,11 @@ class Engine:
                     except InvalidInputError as e:
                         secret_error = str(e)
                     else:
-                        wanted = self._format_keys(key, tokens, spec, provider_view.spec)
+                        rendering = self._formats(key, tokens, spec, provider_view.spec)
                         data = secret.get("data") or {}
-                        formats_stale = any(data.get(k) != v for k, v in wanted.items())
-                        unwritable = storing.unwritable(secret, extra=wanted)
+                        formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())
+                        format_problem = rendering.problem
+                        unwritable = storing.unwritable(secret, extra=rendering.keys)
                     claim = self.writer.claim_of(secret)
                     if claim is not None and claim.holder != self.holder:
                         claimed_by = claim.holder
@@ -209,6 +211,7 @@ class Engine:
             memory=self.memory.get(key, LinkMemory()),
             validation_interval=self.settings.validation_interval,
             formats_stale=formats_stale,
+            format_problem=format_problem,
             claimed_by=claimed_by,
             claimed_until=claimed_until,
             secret_opted_in=opted_in,
@@ -227,10 +230,10 @@ class Engine:
             assert tokens.refresh_token is not None
             log.info("ExternalAuthLink %s/%s: refreshing (%s)", key[0], key[1], plan.why)
 
-            def render(new: tokmod.TokenSet) -> dict[str, str]:
+            def render(new: tokmod.TokenSet) -> dict[str, str | None]:
                 # Token keys and format keys in one write: a pod never sees a format key
                 # that disagrees with access_token.
-                return {**tokmod.render_token_keys(new), **self._format_keys(key, new, spec, provider)}
+                return {**tokmod.render_token_keys(new), **self._formats(key, new, spec, provider).keys}
 
             if plan.requested:
                 self.memory[key] = remembering.asked(self._memory(key), now=inp.now)
@@ -239,7 +242,7 @@ class Engine:
             await self._apply_refresh(key, provider.name, tokens, result)
         elif plan.action is Action.WRITE_FORMATS:
             await self.writer.write_formats(secret_key, access_token=tokens.access_token,
-                                            data=self._format_keys(key, tokens, spec, provider))
+                                            data=self._formats(key, tokens, spec, provider).keys)
         elif plan.action is Action.VALIDATE:
             outcome = await self.validator.validate(provider=provider.name,
                                                     access_token=tokens.access_token)
@@ -374,11 +377,12 @@ class Engine:
         account = ((self.caches.links.get(key) or {}).get("status") or {}).get("account")
         return account if isinstance(account, str) else None
 
-    def _format_keys(self, key: LinkKey, tokens: tokmod.TokenSet, spec: LinkSpec,
-                     provider: ProviderSpec) -> dict[str, str]:
-        return formats.render_keys(list(spec.output_formats), host=provider.host,
-                                   username=provider.quirks.git_username,
-                                   token=tokens.access_token, account=self._account(key))
+    def _formats(self, key: LinkKey, tokens: tokmod.TokenSet, spec: LinkSpec,
+                 provider: ProviderSpec) -> formats.Rendering:
+        """The outputFormats keys for ``tokens`` (None: remove that key, with the problem)."""
+        return formats.render_all(list(spec.output_formats), host=provider.host,
+                                  username=provider.quirks.git_username,
+                                  token=tokens.access_token, account=self._account(key))
 
     def _warn_rt_expiry(self, key: LinkKey, new: tokmod.TokenSet) -> None:
         expiry = new.refresh_token_expiry

@@ -43,6 +43,9 @@ _FAILURES = {
     TokenVerdict.TRANSIENT: RefreshOutcome.TRANSIENT,
     TokenVerdict.PERMANENT: RefreshOutcome.PERMANENT,
     TokenVerdict.DEAD_GRANT: RefreshOutcome.DEAD_GRANT,
+    # A 2xx the operator could not use: the refresh token may be spent, so it is never
+    # sent again blindly; like a permanent error, the link waits for a new sign-in.
+    TokenVerdict.UNUSABLE_ANSWER: RefreshOutcome.PERMANENT,
 }
 _PERSISTED = {
     PersistOutcome.PERSISTED: (RefreshOutcome.PERSISTED, ""),
@@ -70,8 +73,9 @@ class Refresh:
         return self.persisted.value.removeprefix("lost-")
 
 
-#: Renders the Secret keys to write for new tokens (token keys plus output formats).
-Render = Callable[[tokmod.TokenSet], Mapping[str, str]]
+#: Renders the Secret keys to write for new tokens (token keys plus output formats; None
+#: removes a key).
+Render = Callable[[tokmod.TokenSet], Mapping[str, "str | None"]]
 
 
 class Refresher:
@@ -117,6 +121,15 @@ class Refresher:
             outcome, message = _PERSISTED[persisted]
             return Refresh(outcome, message=message, tokens=result.tokens, persisted=persisted,
                            seconds=self._clock.monotonic() - started)
+        if verdict.verdict is TokenVerdict.UNUSABLE_ANSWER and result.refresh_token is not None:
+            # Never drop what was obtained: the answer's new refresh token is stored, and
+            # the next try uses it.
+            persisted = await self._writer.persist(
+                key, base=claimed, consumed=consumed,
+                data={tokmod.REFRESH_TOKEN: tokmod.b64(result.refresh_token.reveal())})
+            if persisted is PersistOutcome.PERSISTED:
+                return Refresh(RefreshOutcome.TRANSIENT, persisted=persisted, message=(
+                    f"{verdict.message}; the new refresh token it carried was stored"))
         await self._writer.release(key)
         outcome = _FAILURES.get(verdict.verdict, RefreshOutcome.TRANSIENT)
         if outcome is RefreshOutcome.DEAD_GRANT:

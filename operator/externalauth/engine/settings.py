@@ -21,10 +21,11 @@ class Settings:
     shutdown_grace: float = 60.0
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
+    provider_deadline: float = 30.0  # the whole provider call, shorter than the claim lease
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE  # where client secrets live
 
     @property
     def provider_call_budget(self) -> float:
-        """Longest a provider call can take; a claim is renewed when less than this (plus
-        a margin) is left of it before the refresh token is sent."""
-        return self.connect_timeout + self.read_timeout + 5.0
+        """Longest a provider call can take, with a margin; a claim is renewed when less
+        than this is left of it before the refresh token is sent."""
+        return self.provider_deadline + 5.0

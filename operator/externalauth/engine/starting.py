@@ -67,7 +67,8 @@ async def start(options: Options) -> Running:
     def make_client(spec: ProviderSpec, secret: SecretStr | None) -> ProviderPort:
         client = ProviderClient(spec, secret, observe=metrics.observer(spec.name),
                                 connect_timeout=settings.connect_timeout,
-                                read_timeout=settings.read_timeout)
+                                read_timeout=settings.read_timeout,
+                                deadline=settings.provider_deadline)
         return ThreadedProvider(client, provider_pool)
 
     engine = Engine(ThreadedKube(kube, api_pool), make_client=make_client, settings=settings)

@@ -158,7 +158,7 @@ class SecretWriter:
 
     # --- persist: not interruptible ---------------------------------------------------
     async def persist(self, key: LinkKey, *, base: RawBody, consumed: SecretStr,
-                      data: Mapping[str, str]) -> PersistOutcome:
+                      data: Mapping[str, str | None]) -> PersistOutcome:
         """Write ``data`` (the new token keys) and drop our claim, compare-and-swap, until
         written or superseded. Runs in its own task: cancelling the caller does not stop it,
         and :meth:`drain` waits for it at shutdown."""
@@ -169,7 +169,7 @@ class SecretWriter:
         return await asyncio.shield(task)
 
     async def _persist(self, key: LinkKey, *, base: RawBody, consumed: SecretStr,
-                       data: Mapping[str, str]) -> PersistOutcome:
+                       data: Mapping[str, str | None]) -> PersistOutcome:
         patch = {"data": dict(data), "metadata": {"annotations": {CLAIM_ANNOTATION: None}}}
         attempt = 0
         while True:
@@ -218,7 +218,7 @@ class SecretWriter:
 
     # --- output formats ----------------------------------------------------------------
     async def write_formats(self, key: LinkKey, *, access_token: SecretStr,
-                            data: Mapping[str, str]) -> None:
+                            data: Mapping[str, str | None]) -> None:
         """(Re)write format keys, if the Secret still holds ``access_token``."""
         async with self.lock(key):
             secret = self._caches.secrets.get(key)

@@ -17,13 +17,12 @@ def _decoded(b64: str) -> int:
     return len(b64) * 3 // 4
 
 
-def unwritable(secret: RawBody, *, extra: Mapping[str, str]) -> str | None:
+def unwritable(secret: RawBody, *, extra: Mapping[str, str | None]) -> str | None:
     """Why ``secret`` could not store refreshed tokens plus the format keys ``extra``
-    (base64 values, as written), or None when it can."""
+    (base64 values as written; None removes a key), or None when it can."""
     if secret.get("immutable") is True:
         return "the Secret is immutable: a refreshed token could not be stored in it"
-    data = dict(secret.get("data") or {})
-    data.update(extra)
+    data: dict[str, str | None] = {**(secret.get("data") or {}), **extra}
     size = sum(len(k) + _decoded(v) for k, v in data.items() if isinstance(v, str))
     if size + HEADROOM > SECRET_LIMIT:
         return (f"the Secret is too large to take a refreshed token (about {size // 1024} KiB; "

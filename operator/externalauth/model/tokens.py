@@ -224,20 +224,20 @@ def read_token_answer(payload: object, *, now: dt.datetime) -> AnswerReading:
     return AnswerReading(tokens=tokens, error=error, refresh_token=refresh_secret, notes=tuple(notes))
 
 
-def _b64(text: str) -> str:
+def b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def render_token_keys(tokens: TokenSet) -> dict[str, str]:
     """The base64 ``data`` entries for a token set. Keys never blank: an absent value is
     simply not written, so the stored one (if any) is kept (contract §9.4)."""
-    out = {ACCESS_TOKEN: _b64(tokens.access_token.reveal()), TOKEN_TYPE: _b64(tokens.token_type)}
+    out = {ACCESS_TOKEN: b64(tokens.access_token.reveal()), TOKEN_TYPE: b64(tokens.token_type)}
     if tokens.refresh_token:
-        out[REFRESH_TOKEN] = _b64(tokens.refresh_token.reveal())
+        out[REFRESH_TOKEN] = b64(tokens.refresh_token.reveal())
     if tokens.expiry is not None:
-        out[EXPIRY] = _b64(format_time(tokens.expiry))
+        out[EXPIRY] = b64(format_time(tokens.expiry))
     if tokens.refresh_token_expiry is not None:
-        out[REFRESH_TOKEN_EXPIRY] = _b64(format_time(tokens.refresh_token_expiry))
+        out[REFRESH_TOKEN_EXPIRY] = b64(format_time(tokens.refresh_token_expiry))
     if tokens.scope:
-        out[SCOPE] = _b64(tokens.scope)
+        out[SCOPE] = b64(tokens.scope)
     return out

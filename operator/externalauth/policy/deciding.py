@@ -98,6 +98,7 @@ class LinkInput:
     memory: LinkMemory
     validation_interval: dt.timedelta = DEFAULT_VALIDATION_INTERVAL
     formats_stale: bool = False  # the Secret's outputFormats keys do not match its access_token
+    format_problem: str | None = None  # why no outputFormats keys can be rendered for this token
     secret_opted_in: bool = True  # the Secret carries externalauth.io/provider=<providerName>
     secret_label: str | None = None  # ... the value it carries instead (None: no such label)
     secret_unwritable: str | None = None  # why the Secret could not take refreshed tokens
@@ -324,7 +325,8 @@ def decide(inp: LinkInput) -> Plan:
                    "the provider rejected the access token")
     else:
         ready = _c(ConditionType.READY, Status.TRUE, ReadyReason.TOKEN_CURRENT,
-                   "the Secret holds a current access token")
+                   "the Secret holds a current access token" + (
+                       f"; no output format keys: {inp.format_problem}" if inp.format_problem else ""))
     if not expired and tokens.expiry is not None and action is Action.NONE:
         wake = _earliest(wake, tokens.expiry)  # flip Ready to TokenExpired on time
 

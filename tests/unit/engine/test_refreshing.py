@@ -9,7 +9,9 @@ from typing import Any
 
 from externalauth.engine.settings import Settings
 from externalauth.model.names import CLAIM_ANNOTATION
-from externalauth.policy.classifying import TokenVerdict, ValidationOutcome, ValidationVerdict
+from externalauth.model.secure import SecretStr
+from externalauth.oauth.exchanging import ExchangeResult
+from externalauth.policy.classifying import Classified, TokenVerdict, ValidationOutcome, ValidationVerdict
 from tests.unit.engine.fakes import b64, failure, success
 from tests.unit.engine.rig import LINK, SECRET, Rig, run, until
 
@@ -207,3 +209,55 @@ async def test_a_rejected_client_backs_off_the_provider_not_the_link_tokens() ->
     assert ("False", "ProviderCredentialsRejected") == rig.condition("Refreshable")
     conditions = rig.kube.providers["gh"]["status"]["conditions"]
     assert [("False", "CredentialsRejected")] == [(c["status"], c["reason"]) for c in conditions]
+
+
+@run
+async def test_an_unusable_answer_is_not_retried_with_the_possibly_spent_token() -> None:
+    """200 that is not a token: the refresh token may be spent; no blind retry."""
+    rig = Rig()
+    await rig.standard()
+    before = dict(rig.kube.secrets[SECRET]["data"])
+    rig.provider.answer = lambda rt, n: failure(TokenVerdict.UNUSABLE_ANSWER, "unusable answer")
+    await rig.reconcile()
+    rig.clock.advance(600)
+    await rig.reconcile()
+    assert ["exchange"] == rig.steps("exchange")
+    assert before == rig.kube.secrets[SECRET]["data"]
+    assert ("False", "ReauthRequired") == rig.condition("Refreshable")
+
+
+@run
+async def test_an_unusable_answer_that_carries_a_new_refresh_token_keeps_it() -> None:
+    """Never drop what was obtained: the salvaged refresh token is stored and used next."""
+    rig = Rig()
+    await rig.standard()
+    answers = iter([ExchangeResult(Classified(TokenVerdict.UNUSABLE_ANSWER, "no access token"),
+                                   refresh_token=SecretStr("salvaged"))])
+    rig.provider.answer = lambda rt, n: next(answers, None) or success("access-2", "refresh-2", now=rig.clock.now())
+    await rig.reconcile()
+    assert "salvaged" == rig.kube.stored(SECRET, "refresh_token")
+    assert ("False", "RetryingTransientError") == rig.condition("Refreshable")
+    rig.clock.advance(600)
+    await rig.reconcile()
+    assert ["refresh-0", "salvaged"] == rig.provider.exchanged
+    assert "access-2" == rig.kube.stored(SECRET, "access_token")
+
+
+@run
+async def test_a_token_unsafe_for_files_is_stored_and_its_format_keys_removed() -> None:
+    """A token that is not visible ASCII cannot go into netrc or git-credentials: the
+    tokens are persisted anyway, stale format keys are removed, and Ready says why."""
+    rig = Rig()
+    await rig.add_provider()
+    rig.add_secret()
+    rig.add_link(outputFormats=["netrc"])
+    await rig.reconcile()
+    assert rig.kube.stored(SECRET, "netrc") is not None
+    rig.provider.answer = lambda rt, n: success("t\u00f6k\u00e9n", "refresh-1",
+                                                now=rig.clock.now())
+    rig.kube.links[LINK]["metadata"]["annotations"]["externalauth.io/refresh-requested"] = "now"
+    rig.engine.on_link("MODIFIED", dict(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    await rig.reconcile()
+    assert ("refresh-1", None) == (rig.kube.stored(SECRET, "refresh_token"), rig.kube.stored(SECRET, "netrc"))
+    message = next(c["message"] for c in rig.kube.links[LINK]["status"]["conditions"] if c["type"] == "Ready")
+    assert "no output format keys" in message
