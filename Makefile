@@ -57,8 +57,15 @@ tools:
 	fi
 	@command -v git >/dev/null 2>&1 || { echo "error: git is required by the tests" >&2; exit 1; }
 
+# helm and promtool for the chart tests (tests/integration/test_chart.py), built from
+# the Go module proxy into ~/.cache/externalauth/tools (once; see hack/build-tools.sh).
+.PHONY: chart-tools
+chart-tools:
+	$(call say,helm + promtool (cached; a cold build took 7.5 min on 2 cores))
+	@hack/build-tools.sh helm promtool | sed "s/^/binary: /"
+
 .PHONY: test
-test: venv control-plane tools
+test: venv control-plane tools chart-tools
 	$(call say,pytest $(TEST_DIRS))
 	$(BIN)/pytest $(TEST_DIRS) $(PYTEST_ARGS)
 
@@ -75,6 +82,8 @@ lint: venv
 	$(BIN)/mypy
 	$(call say,import-linter)
 	$(BIN)/lint-imports
+	$(call say,chart CRDs match crds/)
+	@hack/check-crds.sh
 
 .PHONY: demo
 demo: venv control-plane
