@@ -4,6 +4,7 @@
 #   make unit      fast tier only (no control plane)
 #   make lint      ruff + mypy + import-linter
 #   make demo      hack/demo.py against a real control plane
+#   make image     the operator image (OCI layout + archive) with hack/build-image.sh (root)
 #
 # Works on a fresh clone with only Go and Python >= 3.11 installed: Python
 # packages come from PyPI, kube-apiserver/etcd/kubectl are built from the Go
@@ -84,6 +85,11 @@ lint: venv
 	$(BIN)/lint-imports
 	$(call say,chart CRDs match crds/)
 	@hack/check-crds.sh
+
+.PHONY: image
+image:
+	$(call say,operator image: debootstrap bookworm + the wheel, packed with umoci (cached by content hash))
+	@dir=$$(hack/build-image.sh | tail -n1); echo "image: $$dir"
 
 .PHONY: demo
 demo: venv control-plane
