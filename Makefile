@@ -88,7 +88,7 @@ lint: venv
 
 .PHONY: image
 image:
-	$(call say,operator image: debootstrap bookworm + the wheel, packed with umoci (cached by content hash))
+	$(call say,operator image: debootstrap bookworm + the wheel packed with umoci (cached by content hash))
 	@dir=$$(hack/build-image.sh | tail -n1); echo "image: $$dir"
 
 .PHONY: demo
