@@ -34,6 +34,7 @@ BUILD_TOOLS = REPO / "hack" / "build-tools.sh"
 CHECK_CRDS = REPO / "hack" / "check-crds.sh"
 ALERT_TESTS = REPO / "tests" / "chart" / "alerts_test.yaml"
 RELEASE_NS = "externalauth-system"
+CRD_NAMES = ("externalauthlinks.externalauth.io", "externalauthproviders.externalauth.io")
 
 # A cold build of both tools takes minutes (hack/build-tools.sh); the first test waits for it.
 pytestmark = pytest.mark.timeout(1200)
@@ -521,7 +522,15 @@ def test_helm_install_upgrade_uninstall_keeps_the_crds(tools: Tools, bare_cluste
     assert _exists(cp, "crd", "externalauthproviders.externalauth.io")
     assert _exists(cp, "externalauthlink", "github", "-n", "team-a")
 
-    # installing again adopts the kept CRDs
-    tools.helm("install", "externalauth-operator", str(CHART), *kc, "--namespace", RELEASE_NS)
-    assert _exists(cp, "deployment", "externalauth-operator", "-n", RELEASE_NS)
-    tools.helm("uninstall", "externalauth-operator", *kc, "--namespace", RELEASE_NS)
+    # Another release (or a chart install over CRDs applied with kubectl) must be handed
+    # the CRDs first: docs/install.md, "Moving CRDs to the chart".
+    res = tools.helm("install", "eao", str(CHART), *kc, "--namespace", RELEASE_NS, check=False)
+    assert res.returncode != 0 and "invalid ownership metadata" in res.stderr, res.stderr
+    for crd in CRD_NAMES:
+        cp.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+        cp.kubectl("annotate", "crd", crd, "meta.helm.sh/release-name=eao",
+                   f"meta.helm.sh/release-namespace={RELEASE_NS}", "--overwrite")
+    tools.helm("install", "eao", str(CHART), *kc, "--namespace", RELEASE_NS)
+    assert _exists(cp, "deployment", "eao-externalauth-operator", "-n", RELEASE_NS)
+    assert _exists(cp, "externalauthlink", "github", "-n", "team-a")
+    tools.helm("uninstall", "eao", *kc, "--namespace", RELEASE_NS)
