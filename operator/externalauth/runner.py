@@ -35,6 +35,7 @@ def run(
     context: str | None,
     verbose: bool,
     debug: bool,
+    log_format: str = "plain",
     validation_interval: dt.timedelta,
     liveness_port: int | None = None,
     operator_namespace: str | None = None,
@@ -48,7 +49,8 @@ def run(
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
-    kopf.configure(debug=debug, verbose=verbose)
+    kopf.configure(debug=debug, verbose=verbose,
+                   log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
     logs.quiet_noisy_loggers()  # kopf.configure() put the root at DEBUG with -v/--debug
     if not (verbose or debug):
         # kopf logs every handler call on every object at INFO: noise at 10,000 links.

@@ -357,8 +357,6 @@ def test_values_become_operator_flags(tools: Tools, values: dict[str, Any], flag
         assert flag in args
 
 
-@pytest.mark.xfail(strict=True, reason="the operator does not accept --operator-namespace, --metrics-bind-address "
-                   "and --log-format yet; when it does this XPASSes: drop the marker")
 @pytest.mark.parametrize("values", [
     pytest.param({}, id="the operator accepts the default arguments"),
     pytest.param({**NAMESPACED, "operator": {"logFormat": "json", "logLevel": "debug"}},
@@ -553,3 +551,50 @@ def test_helm_install_upgrade_uninstall_keeps_the_crds(tools: Tools, bare_cluste
     assert _exists(cp, "deployment", "eao-externalauth-operator", "-n", RELEASE_NS)
     assert _exists(cp, "externalauthlink", "github", "-n", "team-a")
     tools.helm("uninstall", "eao", *kc, "--namespace", RELEASE_NS)
+
+
+# -- the operator under the chart's namespaced RBAC ---------------------------------------
+
+
+def test_the_operator_serves_its_namespace_under_the_namespaced_rbac_and_nothing_else(
+        tools: Tools, control_plane: ControlPlane, world: Any, tmp_path: Path) -> None:
+    """Contract §9.9: with watchNamespaces the operator holds no cluster-wide Secret
+    permission. Run as a user bound to exactly the chart's namespaced Roles, it refreshes
+    a link in its namespace and is denied Secrets in a namespace it does not serve."""
+    from tests.harness.operator_fixtures import OperatorProcess
+
+    release, user = f"nsop-{world.ns[-6:]}", f"namespaced-operator-{world.ns[-6:]}"
+    other = f"{world.ns}-other"[:63]
+    control_plane.kubectl("create", "namespace", other)
+    docs = tools.template({"watchNamespaces": [world.ns], "crds": {"enabled": False}}, release=release,
+                          namespace=world.ns)
+    rbac = []
+    for doc in docs:
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding") and any(
+                s.get("kind") == "ServiceAccount" for s in doc.get("subjects", [])):
+            doc["subjects"] = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+            rbac.append(doc)
+        elif doc["kind"] in ("ClusterRole", "Role") and release in doc["metadata"]["name"] \
+                and "aggregate" not in json.dumps(doc["metadata"].get("labels", {})):
+            rbac.append(doc)
+    cluster_rules = [r for d in rbac if d["kind"] == "ClusterRole" for r in d["rules"]]
+    assert [] == [r for r in cluster_rules if "secrets" in r.get("resources", [])]
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+    kubeconfig = control_plane.mint_user(user)
+
+    world.make_provider()
+    before = world.make_token_secret("tok", expires_in=300)
+    world.make_link("link", secret="tok")
+    op = OperatorProcess(kubeconfig=str(kubeconfig), namespaces=[world.ns], log_path=tmp_path / "op.log")
+    try:
+        op.start()
+        wait_for(lambda: world.secret_data("tok")["refresh_token"] != before["refresh_token"], timeout=60,
+                 message=lambda: f"the refresh under the namespaced RBAC; log:\n{op.logs()[-3000:]}")
+        world.wait_condition("link", "Ready", "True")
+    finally:
+        op.stop()
+    denied = [control_plane.kubectl("auth", "can-i", verb, "secrets", "-n", other, kubeconfig=kubeconfig,
+                                    check=False).stdout.strip() for verb in ("get", "list", "watch", "patch")]
+    assert ["no"] * 4 == denied
+    assert "no" == control_plane.kubectl("auth", "can-i", "list", "secrets", "--all-namespaces",
+                                         kubeconfig=kubeconfig, check=False).stdout.strip()

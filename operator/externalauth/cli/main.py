@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="DURATION", help="validate every token this often (default 1h)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything (never tokens)")
+    run.add_argument("--log-format", choices=("plain", "json"), default="plain",
+                     help="plain: timestamped lines (default); json: one JSON object per line")
     add_kube_flags(run)
     run.set_defaults(func=_run)
 
@@ -131,6 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         context=args.context,
         verbose=args.verbose,
         debug=args.debug,
+        log_format=args.log_format,
         validation_interval=args.validation_interval,
         liveness_port=args.liveness_port,
         operator_namespace=args.operator_namespace,
