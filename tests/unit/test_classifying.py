@@ -7,13 +7,13 @@ import datetime as dt
 import pytest
 
 from externalauth.policy.classifying import (
-    MAX_RETRY_AFTER,
     TokenAnswer,
     TokenVerdict,
     classify_token_answer,
     classify_validation,
     rate_limit_retry_after,
 )
+from externalauth.policy.timing import MAX_RETRY_AFTER
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 

@@ -203,6 +203,10 @@ CHAIN: list[Row] = [
      inp(memory=LinkMemory(validation=validated(), failure=Failure(
          RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW - S))),
      Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+    ("a failure of a refresh token the Secret no longer holds is not retried",
+     inp(memory=LinkMemory(validation=validated(), failure=Failure(
+         RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW - S, SecretStr("r0").fingerprint()))),
+     Action.NONE, OK, NOT_YET_DUE, VALID, NEXT_VALIDATION),
     ("the annotation overrides backoff",
      inp(tokens=tokens(expires_in=60), refresh_requested="r-2",
          memory=LinkMemory(validation=validated(), failure=BACKOFF)),

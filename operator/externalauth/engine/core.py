@@ -267,6 +267,9 @@ class Engine:
         and events."""
         mem, acted = self._memory(key), self._latest_request(key)
         outcome = result.outcome
+        # The token a failure is about: the one sent, unless a new one was stored meanwhile.
+        failed_fp = None if result.persisted is not None or consumed.refresh_token is None \
+            else consumed.refresh_token.fingerprint()
         if result.seconds is not None:
             metrics.REFRESH_DURATION.labels(provider).observe(result.seconds)
         if outcome is RefreshOutcome.PERSISTED:
@@ -303,11 +306,11 @@ class Engine:
             until = await self.providers.client_rejected(provider)
             self._schedule(Affected(links=self.caches.links_of_provider(provider)))
             self._failed(key, RefreshableReason.PROVIDER_CREDENTIALS_REJECTED, result.message,
-                         not_before=until)
+                         not_before=until, refresh_fp=failed_fp)
         elif outcome is RefreshOutcome.TRANSIENT or outcome is RefreshOutcome.CLAIM_FAILED:
             metrics.REFRESH_TOTAL.labels(provider, RefreshResult.TRANSIENT_ERROR).inc()
             self._failed(key, RefreshableReason.RETRYING_TRANSIENT_ERROR, result.message,
-                         retry_after=result.retry_after)
+                         retry_after=result.retry_after, refresh_fp=failed_fp)
         elif outcome is RefreshOutcome.LOST:
             # The refresh token is spent and its successor could not be stored: the grant
             # is gone. Said loudly, never retried with the spent token.
@@ -322,12 +325,13 @@ class Engine:
         # again on what the caches hold now.
 
     def _failed(self, key: LinkKey, reason: RefreshableReason, message: str, *,
-                retry_after: float | None = None, not_before: dt.datetime | None = None) -> None:
+                retry_after: float | None = None, not_before: dt.datetime | None = None,
+                refresh_fp: str | None) -> None:
         previous = self._memory(key).failure
         self.memory[key] = remembering.failed(
             self._memory(key), reason=reason, message=message, now=self.clock.now(), seed=f"{key}",
             base=self.settings.backoff_base, cap=self.settings.backoff_cap, retry_after=retry_after,
-            not_before=not_before, acted=self._latest_request(key))
+            not_before=not_before, acted=self._latest_request(key), refresh_fp=refresh_fp)
         if previous is None or previous.message != message:
             self.recorder.event(key, "Warning", EventReason.REFRESH_FAILED,
                                 f"{message}; retrying with backoff")

@@ -10,6 +10,8 @@ import math
 import re
 from collections.abc import Mapping
 
+from externalauth.policy import timing
+
 DEAD_GRANT_ERRORS = frozenset({"invalid_grant", "bad_refresh_token", "expired_token"})
 CLIENT_REJECTED_ERRORS = frozenset(
     {"invalid_client", "incorrect_client_credentials", "unauthorized_client"}
@@ -18,7 +20,6 @@ TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_d
 _SAFE_CODE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 # The longest wait a provider may impose through Retry-After or a rate-limit reset
 # (contract §9.14): an hour, whatever the header says.
-MAX_RETRY_AFTER = 3600.0
 
 
 class TokenVerdict(enum.StrEnum):
@@ -130,10 +131,6 @@ def _seconds(value: str | None) -> float | None:
     return number
 
 
-def _capped(seconds: float) -> float:
-    return min(max(0.0, seconds), MAX_RETRY_AFTER)
-
-
 def _http_date_delay(value: str, *, now: dt.datetime) -> float | None:
     """Seconds until an HTTP-date (RFC 9110 ``Retry-After: <date>``), or None."""
     try:
@@ -152,7 +149,7 @@ def rate_limit_retry_after(headers: Mapping[str, str], *, now: dt.datetime) -> f
     """Seconds until a rate limit resets, from ``retry-after`` (seconds or an HTTP-date),
     ``x-ratelimit-reset`` (Unix time) or ``ratelimit-reset`` (seconds from now).
 
-    Capped at :data:`MAX_RETRY_AFTER`; a value that is not a number or a date, NaN or
+    Capped at :data:`externalauth.policy.timing.MAX_RETRY_AFTER`; a value that is not a number or a date, NaN or
     negative is ignored (None). ``headers`` must have lower-case names.
     """
     raw = headers.get("retry-after")
@@ -160,13 +157,13 @@ def rate_limit_retry_after(headers: Mapping[str, str], *, now: dt.datetime) -> f
     if retry is None and raw is not None:
         retry = _http_date_delay(raw, now=now)
     if retry is not None:
-        return _capped(retry)
+        return timing.capped_retry_after(retry)
     reset = _seconds(headers.get("x-ratelimit-reset"))
     if reset is not None:
-        return _capped(reset - now.timestamp())
+        return timing.capped_retry_after(reset - now.timestamp())
     reset = _seconds(headers.get("ratelimit-reset"))  # IETF draft: seconds from now
     if reset is not None:
-        return _capped(reset)
+        return timing.capped_retry_after(reset)
     return None
 
 

@@ -65,6 +65,7 @@ class Failure:
     message: str
     failures: int
     retry_at: dt.datetime | None
+    refresh_fingerprint: str | None = None  # the refresh token that failed (None: unknown)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +240,10 @@ def decide(inp: LinkInput) -> Plan:
         expiry=tokens.expiry, refresh_before=spec.refresh_before, issued_at=issued) else ""
     expired = tokens.expiry is not None and tokens.expiry <= now
     reauth = refresh_fp is not None and mem.dead_grant_fingerprint == refresh_fp
+    # A failure is about the refresh token that failed: once the Secret holds another one
+    # (another replica or the user refreshed it), the retry decides afresh (issue #11.5).
+    failure = mem.failure if mem.failure is not None and mem.failure.refresh_fingerprint in (
+        None, refresh_fp) else None
 
     action, why, wake, next_refresh = Action.NONE, "nothing to do", None, None
     existing_ref = cond.find(inp.status.get("conditions") or [], ConditionType.REFRESHABLE)
@@ -262,20 +267,20 @@ def decide(inp: LinkInput) -> Plan:
                          f"{provider.name}; retrying with backoff")
         wake = inp.provider.credentials_rejected_until
         next_refresh = wake
-    elif mem.failure is not None and mem.failure.retry_at is not None and mem.failure.retry_at > now \
+    elif failure is not None and failure.retry_at is not None and failure.retry_at > now \
             and not requested:
-        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, mem.failure.reason, mem.failure.message)
-        wake = next_refresh = mem.failure.retry_at
+        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, failure.reason, failure.message)
+        wake = next_refresh = failure.retry_at
     elif (inp.claimed_until is not None and inp.claimed_until > now
-          and (requested or due is None or due <= now or mem.failure is not None)):
+          and (requested or due is None or due <= now or failure is not None)):
         refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.CLAIMED_ELSEWHERE,
                          f"another replica ({inp.claimed_by}) is refreshing the token; "
                          f"its claim ends at {format_time(inp.claimed_until)}")
         wake = next_refresh = inp.claimed_until + timing.CLAIM_GRACE
-    elif requested or due is None or due <= now or mem.failure is not None:
+    elif requested or due is None or due <= now or failure is not None:
         action = Action.REFRESH
         why = ("refresh requested by annotation" if requested
-               else "retrying after a failed refresh" if mem.failure is not None
+               else "retrying after a failed refresh" if failure is not None
                else "no expiry known: refresh to learn it" if due is None
                else "the token is due for refresh")
         # Until the action is done the condition stays as it is (or says a refresh is on).

@@ -55,15 +55,17 @@ def request_rejected(mem: LinkMemory, *, fingerprint: str) -> LinkMemory:
 
 def failed(mem: LinkMemory, *, reason: RefreshableReason, message: str, now: dt.datetime,
            seed: str, base: float, cap: float, retry_after: float | None = None,
-           not_before: dt.datetime | None = None, acted: str | None) -> LinkMemory:
+           not_before: dt.datetime | None = None, acted: str | None,
+           refresh_fp: str | None = None) -> LinkMemory:
     """A refresh failed in a way worth retrying: exponential backoff from ``base`` to
     ``cap``, never before the provider's Retry-After (capped) or ``not_before``."""
-    failures = (mem.failure.failures if mem.failure else 0) + 1
+    same = mem.failure is not None and mem.failure.refresh_fingerprint in (None, refresh_fp)
+    failures = (mem.failure.failures if mem.failure is not None and same else 0) + 1
     wait = timing.backoff(failures=failures, seed=seed, base=base, cap=cap, retry_after=retry_after)
     retry_at = timing.after(now, wait)
     if not_before is not None:
         retry_at = not_before
-    return dataclasses.replace(mem, failure=Failure(reason, message, failures, retry_at),
+    return dataclasses.replace(mem, failure=Failure(reason, message, failures, retry_at, refresh_fp),
                                acted_request=acted)
 
 

@@ -4,10 +4,12 @@ exchange → persist → validate, compare-and-swap, claims and leases, dead gra
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 from externalauth.engine.settings import Settings
+from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION
 from externalauth.model.secure import SecretStr
 from externalauth.oauth.exchanging import ExchangeResult
@@ -261,3 +263,22 @@ async def test_a_token_unsafe_for_files_is_stored_and_its_format_keys_removed() 
     assert ("refresh-1", None) == (rig.kube.stored(SECRET, "refresh_token"), rig.kube.stored(SECRET, "netrc"))
     message = next(c["message"] for c in rig.kube.links[LINK]["status"]["conditions"] if c["type"] == "Ready")
     assert "no output format keys" in message
+
+
+@run
+async def test_a_retry_decides_again_on_the_current_secret() -> None:
+    """Issue #11.5: a refresh failed transiently; meanwhile another replica refreshed the
+    Secret (not due any more). The retry must not exchange the fresh token again."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.answer = lambda rt, n: failure(TokenVerdict.TRANSIENT, "connection timed out")
+    await rig.reconcile()
+    assert ("False", "RetryingTransientError") == rig.condition("Refreshable")
+    later = format_time(rig.clock.now() + dt.timedelta(hours=8))
+    rig.kube.edit_secret(SECRET, {"data": {"access_token": b64("theirs"), "refresh_token": b64("their-rt"),
+                                           "expiry": b64(later)}})
+    rig.engine.on_secret("MODIFIED", rig.kube.secrets[SECRET])  # type: ignore[arg-type]
+    rig.clock.advance(600)  # past any backoff
+    await rig.reconcile()
+    assert ["refresh-0"] == rig.provider.exchanged
+    assert "True" == rig.condition("Refreshable")[0]
