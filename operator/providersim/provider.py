@@ -43,6 +43,9 @@ class FaultKind(enum.StrEnum):
     LATENCY = "latency"
     STATUS = "status"
     DROP = "drop"
+    # The request is processed (a refresh token rotated), then the connection is closed
+    # unanswered: an answer lost in flight.
+    LOST_ANSWER = "lost-answer"
     MALFORMED = "malformed"
     REDIRECT = "redirect"  # value = 301..308; headers={"location": <URL>}
     BODY = "body"  # value = any JSON value, answered with HTTP 200 as it is (hostile answers)

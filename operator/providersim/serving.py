@@ -193,6 +193,16 @@ class _Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
                 return
+            if fault.kind is FaultKind.LOST_ANSWER:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                answer(Request(headers=headers, params=params))  # the provider acts on it ...
+                provider.record_status(endpoint, "lost")
+                self.close_connection = True  # ... and the answer never arrives
+                try:
+                    self.request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
             if fault.kind is FaultKind.STATUS:
                 status = int(fault.value)
                 provider.record_status(endpoint, status)

@@ -293,6 +293,13 @@ class Engine:
         elif outcome is RefreshOutcome.DEAD_GRANT or outcome is RefreshOutcome.PERMANENT:
             assert consumed.refresh_token is not None
             metrics.REFRESH_TOTAL.labels(provider, RefreshResult.REAUTH_REQUIRED).inc()
+            if outcome is RefreshOutcome.DEAD_GRANT and mem.unanswered == consumed.refresh_token.fingerprint():
+                # The last exchange of this token got no answer and now the grant is dead:
+                # the provider rotated it and its answer was lost in flight (issue #11.4).
+                metrics.TOKENS_LOST.labels(provider, "unanswered").inc()
+                self.recorder.event(key, "Warning", EventReason.TOKEN_LOST,
+                                    "the provider's answer to a refresh was lost in flight and the "
+                                    "grant is gone (the provider had already rotated the token)")
             self.memory[key] = remembering.grant_dead(
                 mem, refresh_fp=consumed.refresh_token.fingerprint(), acted=acted)
             if outcome is RefreshOutcome.DEAD_GRANT:
@@ -311,6 +318,8 @@ class Engine:
             metrics.REFRESH_TOTAL.labels(provider, RefreshResult.TRANSIENT_ERROR).inc()
             self._failed(key, RefreshableReason.RETRYING_TRANSIENT_ERROR, result.message,
                          retry_after=result.retry_after, refresh_fp=failed_fp)
+            self.memory[key] = remembering.unanswered(self._memory(key),
+                                                      refresh_fp=None if result.answered else failed_fp)
         elif outcome is RefreshOutcome.LOST:
             # The refresh token is spent and its successor could not be stored: the grant
             # is gone. Said loudly, never retried with the spent token.

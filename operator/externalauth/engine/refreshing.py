@@ -64,6 +64,7 @@ class Refresh:
     claimed_until: dt.datetime | None = None  # CLAIMED_ELSEWHERE: when that claim ends
     seconds: float | None = None  # exchange + persist
     persisted: PersistOutcome | None = None  # how the persist ended, when there was one
+    answered: bool = True  # False: the provider's answer never arrived
 
     @property
     def lost_reason(self) -> str | None:
@@ -137,7 +138,8 @@ class Refresher:
             fresh = tokens_of(await self._writer.reread(key))
             if fresh is not None and fresh.refresh_token != consumed:
                 return Refresh(RefreshOutcome.SUPERSEDED)
-        return Refresh(outcome, message=verdict.message, retry_after=verdict.retry_after)
+        return Refresh(outcome, message=verdict.message, retry_after=verdict.retry_after,
+                       answered=verdict.answered)
 
     async def _claim(self, key: LinkKey, consumed: SecretStr) -> RawBody | Refresh:
         result = await self._writer.claim(key, consumed)

@@ -50,6 +50,9 @@ class Classified:
     verdict: TokenVerdict
     message: str
     retry_after: float | None = None
+    # False: no HTTP answer came back. After the request was sent, a provider may have
+    # rotated the refresh token anyway (an answer lost in flight).
+    answered: bool = True
 
 
 def safe_code(code: str | None) -> str:
@@ -70,7 +73,7 @@ def classify_token_answer(answer: TokenAnswer) -> Classified:
             TokenVerdict.CLIENT_REJECTED, f"the provider rejected the OAuth client credentials ({code})"
         )
     if answer.status is None:
-        return Classified(TokenVerdict.TRANSIENT, "the token endpoint did not answer")
+        return Classified(TokenVerdict.TRANSIENT, "the token endpoint did not answer", answered=False)
     if 300 <= answer.status < 400:
         # Never followed (contract §9.10): the refresh token reached no one but the
         # endpoint we trust, which issued nothing. Safe to retry with backoff; a URL

@@ -81,6 +81,7 @@ class LinkMemory:
     asked: tuple[dt.datetime, ...] = ()  # when the last refresh requests were acted on
     lost: str | None = None  # why the tokens of the dead grant's refresh could not be stored
     rejected_request: str | None = None  # a refresh request not acted on (too long), said once
+    unanswered: str | None = None  # refresh token whose last exchange got no answer back
 
 
 @dataclasses.dataclass(frozen=True)

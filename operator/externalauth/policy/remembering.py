@@ -49,6 +49,11 @@ def lost(mem: LinkMemory, *, refresh_fp: str, why: str, acted: str | None) -> Li
                                acted_request=acted)
 
 
+def unanswered(mem: LinkMemory, *, refresh_fp: str | None) -> LinkMemory:
+    """Remember a refresh token whose exchange got no answer (None: the last one did)."""
+    return dataclasses.replace(mem, unanswered=refresh_fp)
+
+
 def request_rejected(mem: LinkMemory, *, fingerprint: str) -> LinkMemory:
     return dataclasses.replace(mem, rejected_request=fingerprint)
 

@@ -282,3 +282,20 @@ async def test_a_retry_decides_again_on_the_current_secret() -> None:
     await rig.reconcile()
     assert ["refresh-0"] == rig.provider.exchanged
     assert "True" == rig.condition("Refreshable")[0]
+
+
+@run
+async def test_an_answer_lost_in_flight_then_a_dead_grant_is_a_token_lost() -> None:
+    """Issue #11.4: the exchange got no answer (the provider rotated the token anyway);
+    the retry with the old token is refused: that is surfaced as TokenLost, not hidden."""
+    rig = Rig()
+    await rig.standard()
+    answers = iter([ExchangeResult(Classified(TokenVerdict.TRANSIENT, "no answer", answered=False)),
+                    failure(TokenVerdict.DEAD_GRANT, "refused (invalid_grant)")])
+    rig.provider.answer = lambda rt, n: next(answers)
+    await rig.reconcile()
+    rig.clock.advance(600)
+    await rig.reconcile()
+    await rig.settle()
+    assert ["refresh-0", "refresh-0"] == rig.provider.exchanged
+    assert ["TokenLost", "ReauthRequired"] == [r for r in rig.event_reasons() if r in ("TokenLost", "ReauthRequired")]
