@@ -268,6 +268,19 @@ class ControlPlane:
         if self.crds_dir is not None:
             self._wait_crds()
 
+    def restart_etcd(self, *, down: float = 0.0) -> None:
+        """Stop etcd (SIGTERM) and start it again on the same port and data, after ``down``
+        seconds of outage; kube-apiserver stays up and reconnects by itself."""
+        assert self._etcd is not None, "etcd is not running"
+        args = list(self._etcd.args)  # type: ignore[arg-type]
+        self._stop_process(self._etcd)
+        self._etcd = None
+        if down:
+            time.sleep(down)  # the outage itself is what is being tested
+        self._etcd = self._popen([str(a) for a in args], "etcd.log")
+        self._wait("etcd /health", self._etcd, self._etcd_healthy)
+        self._wait_apiserver_ready()
+
     # -- helpers for tests ---------------------------------------------------
 
     def kubectl(

@@ -31,7 +31,8 @@ from tests.harness.binaries import Binaries, BuildError, locate_binaries
 from tests.harness.controlplane import ControlPlane, ControlPlaneError
 
 SKIP_ENV = "EXTERNALAUTH_SKIP_INTEGRATION"
-INTEGRATION_DIR = Path(__file__).resolve().parents[1] / "integration"
+#: Tiers that need the real control plane: every test under them is marked ``integration``.
+RUNTIME_DIRS = tuple(Path(__file__).resolve().parents[1] / tier for tier in ("integration", "reliability"))
 
 _BINARIES = pytest.StashKey[Binaries]()
 _BUILD_ERROR = pytest.StashKey[str]()
@@ -54,7 +55,7 @@ def _skip_reason() -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+        if any(d in Path(str(item.path)).resolve().parents for d in RUNTIME_DIRS):
             item.add_marker(pytest.mark.integration)
         if _skipping() and item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.skip(reason=_skip_reason()))

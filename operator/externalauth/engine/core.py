@@ -235,10 +235,10 @@ class Engine:
                 # that disagrees with access_token.
                 return {**tokmod.render_token_keys(new), **self._formats(key, new, spec, provider).keys}
 
-            if plan.requested:
-                self.memory[key] = remembering.asked(self._memory(key), now=inp.now)
             result = await self.refresher.refresh(secret_key, provider=provider.name,
                                                   consumed=tokens.refresh_token, render=render)
+            if plan.requested and result.sent:  # requests are rate-limited by what they cost
+                self.memory[key] = remembering.asked(self._memory(key), now=inp.now)
             await self._apply_refresh(key, provider.name, tokens, result)
         elif plan.action is Action.WRITE_FORMATS:
             await self.writer.write_formats(secret_key, access_token=tokens.access_token,

@@ -38,6 +38,8 @@ class RefreshOutcome(enum.Enum):
     PERMANENT = "permanent"  # tried once; will not work as it is
 
 
+_NOT_SENT = frozenset({RefreshOutcome.CHANGED, RefreshOutcome.RACED, RefreshOutcome.CLAIMED_ELSEWHERE,
+                       RefreshOutcome.CLAIM_FAILED, RefreshOutcome.NO_CLIENT})
 _FAILURES = {
     TokenVerdict.CLIENT_REJECTED: RefreshOutcome.CLIENT_REJECTED,
     TokenVerdict.TRANSIENT: RefreshOutcome.TRANSIENT,
@@ -65,6 +67,11 @@ class Refresh:
     seconds: float | None = None  # exchange + persist
     persisted: PersistOutcome | None = None  # how the persist ended, when there was one
     answered: bool = True  # False: the provider's answer never arrived
+
+    @property
+    def sent(self) -> bool:
+        """Was the refresh token sent to the provider?"""
+        return self.outcome not in _NOT_SENT
 
     @property
     def lost_reason(self) -> str | None:

@@ -200,3 +200,28 @@ async def test_a_ca_bundle_that_does_not_parse_fails_that_provider_only() -> Non
     reasons = {n: kube.providers[n]["status"]["conditions"][0]["reason"] for n in ("broken", "fine")}
     assert {"broken": "InvalidSpec", "fine": "Valid"} == reasons
     assert engine.providers.view("broken") is not None and engine.providers.view("broken").spec is None  # type: ignore[union-attr]
+
+
+@run
+async def test_a_request_that_lost_claim_races_does_not_use_up_the_request_budget() -> None:
+    """A requested refresh whose claim keeps losing races (someone edits the Secret) sends
+    nothing: it must not count against the 3-per-minute request limit."""
+    rig = Rig()
+    await rig.standard(expires_in=8 * HOUR)
+    races = 0
+
+    def someone_edits(key: tuple[str, str], patch: Any) -> None:
+        nonlocal races
+        if "annotations" in (patch.get("metadata") or {}) and races < 5:
+            races += 1
+            rig.kube.edit_secret(key, {"metadata": {"annotations": {"touch": str(races)}}})
+            rig.engine.on_secret("MODIFIED", rig.kube.secrets[key])  # type: ignore[arg-type]
+
+    rig.kube.before_secret_patch = someone_edits
+    rig.kube.links[LINK]["metadata"]["annotations"]["externalauth.io/refresh-requested"] = "now"
+    rig.engine.on_link("MODIFIED", dict(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    for _ in range(6):
+        await rig.reconcile()
+        rig.clock.advance(2)
+    assert ["refresh-0"] == rig.provider.exchanged
+    assert 5 == races
