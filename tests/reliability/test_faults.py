@@ -150,7 +150,7 @@ def test_a_replica_killed_during_a_storm(make_world: Any, make_operator: Any, na
         before = make_links(world, LINKS, prefix=f"r{rnd}")
         names.update(before)
         at = base + rng.randint(LINKS // 5, LINKS // 2)
-        wait_for(lambda: world.sim.stats.successful_refreshes >= at, timeout=120,  # noqa: B023
+        wait_for(lambda: world.sim.stats.successful_refreshes >= at, timeout=120,
                  message="the storm to get going")
         victim = replicas.pop(rng.randrange(len(replicas)))
         victim.stop(sig=sig)
