@@ -3,8 +3,9 @@
 
     .venv/bin/python bench/reaction.py [--requests 50] [--idle-links 200]
 
-One link is asked to refresh ``--requests`` times, one request at a time, next to
-``--idle-links`` links that are not due; the provider answers at once (latency excluded).
+``--requests`` links are each asked to refresh once, one request at a time, next to
+``--idle-links`` links that are not due (one link per request: requests are rate-limited
+per link); the provider answers at once (latency excluded).
 For each request it measures the time from the annotation write returning to the Secret
 holding a new refresh token (read by polling the API every 10 ms), and prints the median
 and p99 against the targets (1 s, 3 s).
@@ -32,22 +33,27 @@ def main() -> int:
     with bench("reaction", access_token_lifetime=8 * 3600) as b:
         b.provider()
         b.links(args.idle_links, expiry=far)
-        grant = b.sim.issue_grant(CLIENT_ID, login="target")
-        b.core.create_namespaced_secret(b.ns, {
-            "metadata": {"name": "target", "labels": {"externalauth.io/provider": "bench"}},
-            "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
-                           "expiry": far}})
-        b.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", b.ns, "externalauthlinks", {
-            "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink", "metadata": {"name": "target"},
-            "spec": {"providerName": "bench", "secretName": "target", "validate": False}})
+        # One target link per request: refresh requests are rate-limited per link (3 a
+        # minute, contract §9.12), and the figure is the reaction, not one link's rate.
+        for i in range(args.requests):
+            grant = b.sim.issue_grant(CLIENT_ID, login=f"target{i}")
+            b.core.create_namespaced_secret(b.ns, {
+                "metadata": {"name": f"target-{i}", "labels": {"externalauth.io/provider": "bench"}},
+                "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
+                               "expiry": far}})
+            b.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", b.ns, "externalauthlinks", {
+                "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
+                "metadata": {"name": f"target-{i}"},
+                "spec": {"providerName": "bench", "secretName": f"target-{i}", "validate": False}})
         b.start_operator()
         latencies = []
         for i in range(args.requests):
-            before = b.core.read_namespaced_secret("target", b.ns).data["refresh_token"]
-            b.co.patch_namespaced_custom_object("externalauth.io", "v1alpha1", b.ns, "externalauthlinks", "target", {
+            name = f"target-{i}"
+            before = b.core.read_namespaced_secret(name, b.ns).data["refresh_token"]
+            b.co.patch_namespaced_custom_object("externalauth.io", "v1alpha1", b.ns, "externalauthlinks", name, {
                 "metadata": {"annotations": {"externalauth.io/refresh-requested": uuid.uuid4().hex}}})
             asked = time.monotonic()
-            while b.core.read_namespaced_secret("target", b.ns).data["refresh_token"] == before:
+            while b.core.read_namespaced_secret(name, b.ns).data["refresh_token"] == before:
                 if time.monotonic() - asked > 30:
                     print(f"request {i}: no refresh within 30 s")
                     return 1

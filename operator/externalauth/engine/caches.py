@@ -50,8 +50,9 @@ class Caches:
     def store_link(self, body: RawBody) -> Affected:
         key = bodies.key_of(body)
         old = self.links.get(key)
-        if old is not None and not bodies.newer(old, body):
-            return NOTHING
+        if old is not None and (not bodies.newer(old, body)
+                                or bodies.resource_version(old) == bodies.resource_version(body)):
+            return NOTHING  # older, or the echo of our own status write: nothing new to decide
         self._unindex_link(key, old)
         body = bodies.slim(body)
         self.links[key] = body

@@ -74,6 +74,12 @@ class Rig:
         self.add_secret(**secret)
         self.add_link(**(link or {}))
 
+    def request_refresh(self, value: str, key: tuple[str, str] = LINK) -> None:
+        """A user sets the refresh annotation (a new resourceVersion, then the watch event)."""
+        self.kube.links[key]["metadata"]["annotations"]["externalauth.io/refresh-requested"] = value
+        self.kube.bump(self.kube.links[key])
+        self.engine.on_link("MODIFIED", copy.deepcopy(self.kube.links[key]))  # type: ignore[arg-type]
+
     async def reconcile(self, key: tuple[str, str] = LINK) -> None:
         """What the scheduler does when the link's time has come."""
         self.engine.scheduler.forget(key)

@@ -257,8 +257,7 @@ async def test_a_token_unsafe_for_files_is_stored_and_its_format_keys_removed() 
     assert rig.kube.stored(SECRET, "netrc") is not None
     rig.provider.answer = lambda rt, n: success("t\u00f6k\u00e9n", "refresh-1",
                                                 now=rig.clock.now())
-    rig.kube.links[LINK]["metadata"]["annotations"]["externalauth.io/refresh-requested"] = "now"
-    rig.engine.on_link("MODIFIED", dict(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    rig.request_refresh("now")
     await rig.reconcile()
     assert ("refresh-1", None) == (rig.kube.stored(SECRET, "refresh_token"), rig.kube.stored(SECRET, "netrc"))
     message = next(c["message"] for c in rig.kube.links[LINK]["status"]["conditions"] if c["type"] == "Ready")

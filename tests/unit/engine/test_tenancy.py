@@ -120,9 +120,7 @@ async def test_refresh_requests_are_rate_limited_per_link() -> None:
     rig = Rig()
     await rig.standard(expires_in=8 * HOUR)
     for n in range(4):
-        rig.kube.links[LINK]["metadata"]["annotations"]["externalauth.io/refresh-requested"] = f"r{n}"
-        rig.kube.bump(rig.kube.links[LINK])
-        rig.engine.on_link("MODIFIED", dict(rig.kube.links[LINK]))  # type: ignore[arg-type]
+        rig.request_refresh(f"r{n}")
         await rig.reconcile()
         rig.clock.advance(1)
     assert 3 == len(rig.provider.exchanged)
@@ -137,8 +135,7 @@ async def test_refresh_requests_are_rate_limited_per_link() -> None:
 async def test_an_overlong_refresh_request_is_not_acted_on_and_the_status_stays_writable() -> None:
     rig = Rig()
     await rig.standard(expires_in=8 * HOUR, link={})
-    rig.kube.links[LINK]["metadata"]["annotations"]["externalauth.io/refresh-requested"] = "x" * 300
-    rig.engine.on_link("MODIFIED", dict(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    rig.request_refresh("x" * 300)
     await rig.reconcile()
     await rig.reconcile()
     await rig.settle()
@@ -218,8 +215,7 @@ async def test_a_request_that_lost_claim_races_does_not_use_up_the_request_budge
             rig.engine.on_secret("MODIFIED", rig.kube.secrets[key])  # type: ignore[arg-type]
 
     rig.kube.before_secret_patch = someone_edits
-    rig.kube.links[LINK]["metadata"]["annotations"]["externalauth.io/refresh-requested"] = "now"
-    rig.engine.on_link("MODIFIED", dict(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    rig.request_refresh("now")
     for _ in range(6):
         await rig.reconcile()
         rig.clock.advance(2)

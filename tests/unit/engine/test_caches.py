@@ -1,0 +1,55 @@
+"""The watch caches: what each event affects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from externalauth.engine.caches import Caches
+
+
+def link(rv: str, secret: str = "tok", provider: str = "gh") -> Any:
+    return {"metadata": {"namespace": "ns", "name": "l", "resourceVersion": rv},
+            "spec": {"providerName": provider, "secretName": secret}}
+
+
+def secret(rv: str, name: str = "tok") -> Any:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv}}
+
+
+def test_a_new_link_version_affects_that_link() -> None:
+    caches = Caches()
+    assert {("ns", "l")} == caches.store_link(link("1")).links
+    assert {("ns", "l")} == caches.store_link(link("2")).links
+
+
+def test_the_echo_of_our_own_write_and_older_versions_affect_nothing() -> None:
+    """The status write's answer is stored first; its watch event (same resourceVersion)
+    must not make the link decide again (one wasted reconcile per refresh)."""
+    caches = Caches()
+    caches.store_link(link("5"))
+    assert (frozenset(), frozenset()) == (caches.store_link(link("5")).links, caches.store_link(link("4")).links)
+
+
+def test_a_secret_change_affects_the_links_that_name_it_only() -> None:
+    caches = Caches()
+    caches.store_link(link("1", secret="tok"))
+    assert {("ns", "l")} == caches.store_secret(secret("7")).links
+    assert frozenset() == caches.store_secret(secret("8", name="other")).links
+
+
+def test_a_link_moved_to_another_secret_is_no_longer_affected_by_the_first() -> None:
+    caches = Caches()
+    caches.store_link(link("1", secret="a"))
+    caches.store_link(link("2", secret="b"))
+    assert (frozenset(), {("ns", "l")}) == (caches.store_secret(secret("3", "a")).links,
+                                            caches.store_secret(secret("4", "b")).links)
+
+
+def test_client_secret_index_follows_the_provider() -> None:
+    caches = Caches()
+    caches.index_client_secret("gh", ("ops", "client"))
+    assert {"gh"} == caches.store_secret({"metadata": {"namespace": "ops", "name": "client",
+                                                        "resourceVersion": "1"}}).providers
+    caches.index_client_secret("gh", None)
+    assert frozenset() == caches.store_secret({"metadata": {"namespace": "ops", "name": "client",
+                                                             "resourceVersion": "2"}}).providers
