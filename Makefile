@@ -22,7 +22,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 # Test tiers that exist in this checkout (an empty folder is not tracked by git).
-TEST_DIRS := $(wildcard tests/unit tests/simulator tests/integration)
+TEST_DIRS := $(wildcard tests/unit tests/simulator tests/integration tests/reliability)
 PYTEST_ARGS ?=
 
 say = @printf '\n==> %s\n' "$(1)"
