@@ -249,3 +249,51 @@ def test_a_provider_fault_gets_its_condition_and_touches_no_token(
         wait_for(lambda: "TokenLost" in world.event_reasons("link"), timeout=15, message="TokenLost")
         wait_for(lambda: 'reason="unanswered"' in (operator.metrics() or ""), timeout=10, message="metric")
     assert_no_secret_in_logs([operator], world, {"link": before})
+
+
+# -- 6. failover ---------------------------------------------------------------------------
+
+
+def test_failover_after_the_working_replica_is_killed(make_world: Any, make_operator: Any, namespace: str,
+                                                      report: Any) -> None:
+    """Two replicas (the chart with replicaCount: 2), all active. The replica holding claims is
+    SIGKILLed: links it had claimed but not yet sent are refreshed by the survivor once
+    the claim's lease ends; links whose exchange was in flight are lost (the kill window).
+    Measures the time from the kill to the last refresh persisted by the survivor."""
+    world = make_world(replay_detection=True, latency=3.0)
+    world.make_provider(maxConcurrentRefreshes=2, validateURL="")
+    before = make_links(world, 6, prefix="f")
+    replicas = start_replicas(make_operator, namespace, 2)
+
+    def holder() -> str | None:
+        for name in before:
+            claim = (world.secret(f"{name}-token").metadata.annotations or {}).get("externalauth.io/refresh-claim")
+            if claim:
+                return claim.rsplit(";", 1)[0]
+        return None
+
+    held_by = wait_for(holder, timeout=60, message="a claim")
+    victim = next(op for op in replicas if f"-{op.proc.pid}-" in held_by)
+    survivor = next(op for op in replicas if op is not victim)
+    killed = time.monotonic()
+    victim.stop(sig=signal.SIGKILL)
+    seen: dict[str, float] = {}
+
+    def progress() -> bool:
+        tokens = refresh_tokens(world)
+        ready = conditions(world)
+        for name, data in before.items():
+            if name not in seen and (tokens.get(f"{name}-token") != data["refresh_token"]
+                                     or ready.get(name, ("", ""))[1] == "ReauthRequired"):
+                seen[name] = time.monotonic() - killed
+        return len(seen) == len(before)
+
+    wait_for(progress, timeout=180, interval=0.5, message="every link to settle after the kill")
+    final = settled(world, before, timeout=30)
+    refreshed_after = [seen[n] for n, v in final.items() if v == "refreshed"]
+    lost = sorted(n for n, v in final.items() if v != "refreshed")
+    report(replicas=2, lease_s=60, failover_s=round(max(refreshed_after), 1) if refreshed_after else None,
+           lost=len(lost), refreshed=len(refreshed_after))
+    assert len(lost) <= 2  # at most K exchanges were in flight in the killed replica
+    assert survivor.proc.poll() is None
+    assert max(refreshed_after) <= 60 + 30  # the lease, plus a provider call and some slack

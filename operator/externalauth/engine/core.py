@@ -196,9 +196,13 @@ class Engine:
         if request is not None and len(request) > MAX_REFRESH_REQUEST:
             self._reject_request(key, request)
             request = None
+        uid = meta.get("uid", "")
+        if tokens is not None:
+            self.memory[key] = remembering.seen(self._memory(key), access_fp=tokens.access_token.fingerprint(),
+                                                now=self.clock.now())
         inp = deciding.LinkInput(
             now=self.clock.now(),
-            uid=meta.get("uid", ""),
+            uid=uid,
             generation=meta.get("generation", 0),
             spec=spec,
             spec_error=spec_error,
@@ -212,6 +216,7 @@ class Engine:
             validation_interval=self.settings.validation_interval,
             formats_stale=formats_stale,
             format_problem=format_problem,
+            token_digest=tokens.access_token.digest(uid) if tokens is not None else None,
             claimed_by=claimed_by,
             claimed_until=claimed_until,
             secret_opted_in=opted_in,
@@ -254,7 +259,8 @@ class Engine:
             self.memory[key] = mem = remembering.validated(
                 self._memory(key), outcome=outcome, access_fp=tokens.access_token.fingerprint(),
                 now=self.clock.now(), seed=f"{key}/v", cap=self.settings.backoff_cap,
-                status_account=account if isinstance(account, str) else None)
+                status_account=account if isinstance(account, str) else None,
+                digest=tokens.access_token.digest(inp.uid))
             assert mem.validation is not None
             if mem.validation.reason != ValidatedReason.VALID and (
                 previous is None or previous.reason != mem.validation.reason

@@ -19,6 +19,11 @@ class SecretStr:
     def reveal(self) -> str:
         return self._value
 
+    def digest(self, salt: str) -> str:
+        """A short salted one-way digest that may be published (a link's status records
+        which token was validated): it names the token without revealing it."""
+        return hashlib.sha256(f"{salt}:{self._value}".encode()).hexdigest()[:16]
+
     def fingerprint(self) -> str:
         """A short one-way digest, for in-memory comparisons only (never logged)."""
         return hashlib.sha256(self._value.encode()).hexdigest()[:16]

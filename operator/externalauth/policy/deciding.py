@@ -57,6 +57,7 @@ class Validation:
     account: str | None = None
     retry_at: dt.datetime | None = None
     failures: int = 0  # consecutive validations without a verdict
+    digest: str | None = None  # the token's salted digest, published in the status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,8 @@ class LinkMemory:
     lost: str | None = None  # why the tokens of the dead grant's refresh could not be stored
     rejected_request: str | None = None  # a refresh request not acted on (too long), said once
     unanswered: str | None = None  # refresh token whose last exchange got no answer back
+    # (access-token fingerprint, when first seen, whether it replaced a token seen before)
+    seen: tuple[str, dt.datetime, bool] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +107,7 @@ class LinkInput:
     secret_opted_in: bool = True  # the Secret carries externalauth.io/provider=<providerName>
     secret_label: str | None = None  # ... the value it carries instead (None: no such label)
     secret_unwritable: str | None = None  # why the Secret could not take refreshed tokens
+    token_digest: str | None = None  # the access token's salted digest (status.validatedTokenDigest)
     claimed_by: str | None = None  # another replica's live claim on the Secret: its holder
     claimed_until: dt.datetime | None = None  # ... and when it ends
 
@@ -173,27 +177,39 @@ def _validated_condition(inp: LinkInput, fp: str, validating: bool) -> cond.Cond
         }.get(mem.reason, Status.UNKNOWN)
         return _c(ConditionType.VALIDATED, status, mem.reason, mem.message)
     existing = cond.find(inp.status.get("conditions") or [], ConditionType.VALIDATED)
-    if mem is None and existing is not None and existing.get("reason") != ValidatedReason.DISABLED:
-        # Restarted: trust what the status says until the next validation.
+    if existing is not None and existing.get("reason") != ValidatedReason.DISABLED and (
+            mem is None or _status_vouches(inp)):
+        # Restarted, or another replica validated this very token: trust the status.
         return _c(ConditionType.VALIDATED, Status(existing.get("status", "Unknown")),
                   existing.get("reason", ValidatedReason.PENDING), existing.get("message", ""))
     return _c(ConditionType.VALIDATED, Status.UNKNOWN, ValidatedReason.PENDING,
               "the token has not been validated yet")
 
 
+def _status_vouches(inp: LinkInput) -> bool:
+    """Does the status say this very access token was validated (by any replica)?"""
+    return inp.token_digest is not None and inp.status.get("validatedTokenDigest") == inp.token_digest
+
+
 def _validation_due(inp: LinkInput, fp: str) -> tuple[bool, dt.datetime | None]:
-    """(due now, when it will be due)."""
+    """(due now, when it will be due). Each token is validated once, by one replica: the
+    one that refreshed it, or, for a token another writer stored, whoever still sees it
+    unvalidated a grace period after first seeing it (contract §10: ≤ 1 validation call
+    per refresh, however many replicas)."""
     mem = inp.memory.validation
-    if mem is None:
-        last = _status_time(inp.status, "lastValidationTime")
-        if last is None:
-            return True, None
+    if mem is not None and mem.token_fingerprint == fp:
+        due = mem.retry_at if mem.retry_at is not None else mem.at + inp.validation_interval
+        return due <= inp.now, due
+    last = _status_time(inp.status, "lastValidationTime")
+    if last is not None and (_status_vouches(inp) or (mem is None and "validatedTokenDigest" not in inp.status)):
         due = last + inp.validation_interval
         return due <= inp.now, due
-    if mem.token_fingerprint != fp:
-        return True, None
-    due = mem.retry_at if mem.retry_at is not None else mem.at + inp.validation_interval
-    return due <= inp.now, due
+    seen = inp.memory.seen
+    refreshed_here = inp.memory.last_refresh_fingerprint == fp
+    if not refreshed_here and seen is not None and seen[0] == fp and seen[2]:
+        due = seen[1] + timing.VALIDATION_GRACE
+        return due <= inp.now, due
+    return True, None
 
 
 def decide(inp: LinkInput) -> Plan:
@@ -345,10 +361,12 @@ def decide(inp: LinkInput) -> Plan:
     }
     if mem.last_refresh is not None:
         fields["lastRefreshTime"] = format_time(mem.last_refresh)
-    if mem.validation is not None and mem.validation.reason in (
+    if mem.validation is not None and mem.validation.token_fingerprint == access_fp and mem.validation.reason in (
         ValidatedReason.VALID, ValidatedReason.INVALID
-    ):
+    ):  # a verdict on an older token is not published over another replica's newer one
         fields["lastValidationTime"] = format_time(mem.validation.at)
+        if mem.validation.digest:
+            fields["validatedTokenDigest"] = mem.validation.digest
         if mem.validation.account:
             fields["account"] = mem.validation.account
     acted = mem.acted_request

@@ -74,8 +74,16 @@ def failed(mem: LinkMemory, *, reason: RefreshableReason, message: str, now: dt.
                                acted_request=acted)
 
 
+def seen(mem: LinkMemory, *, access_fp: str, now: dt.datetime) -> LinkMemory:
+    """Remember when this replica first saw an access token (unchanged if already seen), and
+    whether it replaced one seen before (a rotation, by this replica or another writer)."""
+    if mem.seen is not None and mem.seen[0] == access_fp:
+        return mem
+    return dataclasses.replace(mem, seen=(access_fp, now, mem.seen is not None))
+
+
 def validated(mem: LinkMemory, *, outcome: ValidationOutcome, access_fp: str, now: dt.datetime,
-              seed: str, cap: float, status_account: str | None) -> LinkMemory:
+              seed: str, cap: float, status_account: str | None, digest: str | None = None) -> LinkMemory:
     """The provider's verdict on the token; without one (rate-limited, unreachable), when
     to ask again."""
     reason = VALIDATED_REASON[outcome.verdict]
@@ -90,4 +98,4 @@ def validated(mem: LinkMemory, *, outcome: ValidationOutcome, access_fp: str, no
     account = outcome.account or (previous.account if previous else None) or status_account
     return dataclasses.replace(mem, validation=Validation(
         reason=reason, message=outcome.message, at=now, token_fingerprint=access_fp,
-        account=account, retry_at=retry_at, failures=failures))
+        account=account, retry_at=retry_at, failures=failures, digest=digest))

@@ -23,6 +23,9 @@ STATUS_RETRY = dt.timedelta(seconds=5)
 MISSING_SECRET_RECHECK = dt.timedelta(seconds=30)
 #: A claim that ends at T is taken over at T + this, if its holder never released it.
 CLAIM_GRACE = dt.timedelta(seconds=0.5)
+#: A token another writer stored is validated only if no replica has recorded a verdict
+#: on it this long after this replica first saw it.
+VALIDATION_GRACE = dt.timedelta(seconds=30)
 #: Validation that got no verdict backs off from this base.
 VALIDATION_BACKOFF_BASE = 30.0
 

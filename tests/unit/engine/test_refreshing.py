@@ -4,10 +4,12 @@ exchange → persist → validate, compare-and-swap, claims and leases, dead gra
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from externalauth.engine.core import Engine
 from externalauth.engine.settings import Settings
 from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION
@@ -298,3 +300,46 @@ async def test_an_answer_lost_in_flight_then_a_dead_grant_is_a_token_lost() -> N
     await rig.settle()
     assert ["refresh-0", "refresh-0"] == rig.provider.exchanged
     assert ["TokenLost", "ReauthRequired"] == [r for r in rig.event_reasons() if r in ("TokenLost", "ReauthRequired")]
+
+
+@run
+async def test_a_token_refreshed_by_one_replica_is_validated_once_not_by_every_replica() -> None:
+    """Contract §10 (at most 1 validation call per refresh): replica B knows the old token
+    (it validated it); replica A refreshes and validates the new one; B sees the new token
+    and A's status naming it as validated, and does not call the provider again."""
+    rig = Rig(validate=True)
+    await rig.standard(expires_in=8 * 3600)
+    b = Engine(rig.kube, make_client=lambda spec, secret: rig.provider, clock=rig.clock, holder="b")
+
+    async def b_sees_everything() -> None:
+        await b.on_provider("ADDED", copy.deepcopy(rig.kube.providers["gh"]))  # type: ignore[arg-type]
+        b.on_secret("ADDED", copy.deepcopy(rig.kube.secrets[SECRET]))  # type: ignore[arg-type]
+        b.on_link("ADDED", copy.deepcopy(rig.kube.links[LINK]))  # type: ignore[arg-type]
+        b.scheduler.forget(LINK)
+        await b.reconcile_link(LINK)
+
+    await b_sees_everything()  # B validates the token it finds
+    rig.request_refresh("now")
+    await rig.reconcile()  # A refreshes and validates the new token
+    for _ in range(3):
+        await b_sees_everything()
+        rig.clock.advance(60)
+    assert ["access-0", "access-1"] == rig.provider.validated
+    assert ["refresh-0"] == rig.provider.exchanged
+
+
+@run
+async def test_a_token_nobody_vouched_for_is_validated_after_the_grace() -> None:
+    """A token another writer stored, with no verdict recorded: validated once the grace
+    period has passed (not never)."""
+    rig = Rig(validate=True)
+    await rig.standard(expires_in=8 * 3600)
+    await rig.reconcile()
+    assert ["access-0"] == rig.provider.validated
+    rig.kube.edit_secret(SECRET, {"data": {"access_token": b64("from-the-user")}})
+    rig.engine.on_secret("MODIFIED", copy.deepcopy(rig.kube.secrets[SECRET]))  # type: ignore[arg-type]
+    await rig.reconcile()
+    assert ["access-0"] == rig.provider.validated  # within the grace
+    rig.clock.advance(31)
+    await rig.reconcile()
+    assert ["access-0", "from-the-user"] == rig.provider.validated
