@@ -7,6 +7,7 @@ import logging
 import os
 
 from externalauth.engine.settings import Settings
+from externalauth.policy.sharding import Shard
 
 
 def preflight(*, kubeconfig: str | None, context: str | None) -> None:
@@ -39,6 +40,7 @@ def run(
     validation_interval: dt.timedelta,
     liveness_port: int | None = None,
     operator_namespace: str | None = None,
+    shard: Shard | None = None,
     metrics_bind_address: str = "127.0.0.1",
 ) -> int:
     preflight(kubeconfig=kubeconfig, context=context)
@@ -64,7 +66,8 @@ def run(
         metrics_port=metrics_port,
         metrics_address=metrics_bind_address,
         settings=Settings(validation_interval=validation_interval,
-                          operator_namespace=operator_namespace or connecting.own_namespace()),
+                          operator_namespace=operator_namespace or connecting.own_namespace(),
+                          shard=shard or Shard()),
     )
     kopf.run(
         clusterwide=all_namespaces or not namespaces,

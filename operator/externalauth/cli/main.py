@@ -39,6 +39,15 @@ def _namespace(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _shard(text: str) -> object:
+    from externalauth.policy import sharding
+
+    try:
+        return sharding.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -91,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--operator-namespace", type=_namespace, default=None, metavar="NS",
                      help="the operator's own namespace, the only one client Secrets may live in "
                           "(default: the pod's namespace, else externalauth-system)")
+    run.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                     help="serve only the namespaces of shard I of N (replica I of N replicas, "
+                          "counting from 0); default: every namespace")
     run.add_argument("--validation-interval", type=_duration, default=parse_duration("1h"),
                      metavar="DURATION", help="validate every token this often (default 1h)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -137,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         validation_interval=args.validation_interval,
         liveness_port=args.liveness_port,
         operator_namespace=args.operator_namespace,
+        shard=args.shard,
     )
 
 

@@ -70,6 +70,8 @@ class Engine:
 
     # --- watch events in -------------------------------------------------------------
     def on_link(self, kind: str, body: RawBody) -> None:
+        if not self.settings.shard.serves(bodies.key_of(body)[0]):
+            return  # another replica's shard: not cached, not decided
         if kind == "DELETED":
             key = bodies.key_of(body)
             self.caches.forget_link(key)
@@ -81,6 +83,9 @@ class Engine:
         self._schedule(self.caches.store_link(body))
 
     def on_secret(self, kind: str, body: RawBody) -> None:
+        namespace = bodies.key_of(body)[0]
+        if namespace != self.settings.operator_namespace and not self.settings.shard.serves(namespace):
+            return
         if kind == "DELETED":
             affected = self.caches.forget_secret(bodies.key_of(body))
         else:

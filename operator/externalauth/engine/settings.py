@@ -7,6 +7,7 @@ import datetime as dt
 
 from externalauth.model.names import DEFAULT_OPERATOR_NAMESPACE
 from externalauth.policy import deciding
+from externalauth.policy.sharding import Shard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Settings:
     read_timeout: float = 20.0
     provider_deadline: float = 30.0  # the whole provider call, shorter than the claim lease
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE  # where client secrets live
+    shard: Shard = dataclasses.field(default_factory=Shard)  # which namespaces this replica serves
 
     @property
     def provider_call_budget(self) -> float:

@@ -111,7 +111,7 @@ async def start(options: Options) -> Running:
     engine.scheduler.start()
     if options.metrics_port:
         metrics.serve(options.metrics_port, options.metrics_address)
-    log.info("externalauth operator started (holder %s)", engine.holder)
+    log.info("externalauth operator started (holder %s, shard %s)", engine.holder, settings.shard)
     return Running(engine=engine, watchers=watchers, scheduler_task=scheduler_task,
                    pools=[api_pool, provider_pool])
 

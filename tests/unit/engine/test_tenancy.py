@@ -221,3 +221,19 @@ async def test_a_request_that_lost_claim_races_does_not_use_up_the_request_budge
         rig.clock.advance(2)
     assert ["refresh-0"] == rig.provider.exchanged
     assert 5 == races
+
+
+@run
+async def test_a_replica_ignores_the_links_and_secrets_of_other_shards() -> None:
+    """--shard I/N: a namespace of another shard is neither cached nor decided."""
+    from externalauth.policy.sharding import Shard, shard_of
+
+    ours = Shard(index=1 - shard_of("ns", 2), count=2)  # the shard that does NOT serve "ns"
+    rig = Rig(settings=Settings(shard=ours))
+    await rig.standard()
+    await rig.reconcile()
+    assert ({}, {}, []) == (rig.engine.caches.links, rig.engine.caches.secrets, rig.provider.exchanged)
+    served = Rig(settings=Settings(shard=Shard(index=shard_of("ns", 2), count=2)))
+    await served.standard()
+    await served.reconcile()
+    assert ["refresh-0"] == served.provider.exchanged
