@@ -19,6 +19,11 @@ class ForbiddenError(PermanentError):
     """The API server refused our credentials (401) or RBAC said no (403)."""
 
 
+class RejectedError(PermanentError):
+    """The API server refused the object itself (400, 413, 422: invalid, immutable, too
+    large): the same write can never succeed."""
+
+
 class TransientError(ExternalAuthError):
     """May succeed later; ``retry_after`` (seconds) is the earliest sensible retry, if known."""
 

@@ -21,7 +21,7 @@ from externalauth.errors import (
     ExternalAuthError,
     InvalidInputError,
     NotFoundError,
-    PermanentError,
+    RejectedError,
 )
 from externalauth.model import bodies, claims
 from externalauth.model import tokens as tokmod
@@ -197,11 +197,20 @@ class SecretWriter:
                 base = fresh  # an unrelated edit: re-apply our tokens on the new version
                 continue
             except NotFoundError:
+                # Believed only when a read agrees: a restarting API server must not make
+                # the operator drop a token it holds.
+                try:
+                    gone = await self._kube.get_secret(*key) is None
+                except ExternalAuthError:
+                    gone = False
+                if not gone:
+                    await self._clock.sleep(timing.persist_retry(attempt))
+                    continue
                 log.error("Secret %s/%s was deleted while its token was refreshed; "
                           "the new token could not be stored", *key)
                 self._caches.forget_secret(key)
                 return PersistOutcome.LOST_GONE
-            except PermanentError as e:
+            except RejectedError as e:
                 log.error("Secret %s/%s cannot take the new token (%s); it could not be stored",
                           key[0], key[1], e)
                 return PersistOutcome.LOST_INVALID

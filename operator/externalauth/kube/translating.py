@@ -9,6 +9,7 @@ all go through here, so they agree on what a status code means:
 404                            :class:`NotFoundError`
 409                            :class:`ConflictError`
 429, 5xx                       :class:`TransientError` with a capped ``Retry-After``
+400, 413, 422                  :class:`RejectedError` (permanent: the object itself is refused)
 any other 4xx                  :class:`PermanentError`
 TLS failure                    :class:`PermanentError` naming TLS
 a malformed URL or header      :class:`PermanentError`
@@ -36,6 +37,7 @@ from externalauth.errors import (
     ForbiddenError,
     NotFoundError,
     PermanentError,
+    RejectedError,
     TransientError,
 )
 
@@ -117,6 +119,8 @@ def error_for_answer(answer: Answer, *, what: str) -> ExternalAuthError | None:
             f"{what}: the API server answered {code}{quoted}",
             retry_after=retry_after(answer.headers.get("Retry-After")),
         )
+    if code in (400, 413, 422):
+        return RejectedError(f"{what}: the API server answered {code}{quoted}")
     return PermanentError(f"{what}: the API server answered {code}{quoted}")
 
 

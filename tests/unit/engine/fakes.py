@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from externalauth.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from externalauth.errors import ConflictError, ExternalAuthError, NotFoundError, RejectedError, TransientError
 from externalauth.model.bodies import RawBody
 from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
@@ -111,6 +111,8 @@ class FakeKube:
         #: make another writer act first, or to fail the write.
         self.before_secret_patch: Callable[[tuple[str, str], Mapping[str, Any]], None] | None = None
         self.fail_reads = 0
+        #: Errors the next Secret writes fail with, in order (an API server restarting).
+        self.fail_writes: list[ExternalAuthError] = []
 
     def bump(self, body: dict[str, Any]) -> None:
         body.setdefault("metadata", {})["resourceVersion"] = str(next(self._rv))
@@ -169,6 +171,10 @@ class FakeKube:
         what = _kind(patch)
         if self.before_secret_patch is not None:
             self.before_secret_patch(key, patch)
+        if self.fail_writes and what == "persist":
+            error = self.fail_writes.pop(0)
+            self.journal.append(f"{what} {namespace}/{name} {type(error).__name__}")
+            raise error
         body = self.secrets.get(key)
         if body is None:
             self.journal.append(f"{what} {namespace}/{name} 404")
@@ -178,7 +184,7 @@ class FakeKube:
             raise ConflictError("writing Secret: conflict")
         if body.get("immutable") and "data" in patch:
             self.journal.append(f"{what} {namespace}/{name} 422")
-            raise PermanentError("writing Secret: the API server answered 422 field is immutable")
+            raise RejectedError("writing Secret: the API server answered 422 field is immutable")
         self.journal.append(f"{what} {namespace}/{name}")
         _merge(body, patch)
         self.bump(body)

@@ -11,6 +11,7 @@ from typing import Any
 
 from externalauth.engine.core import Engine
 from externalauth.engine.settings import Settings
+from externalauth.errors import ForbiddenError, NotFoundError, TransientError
 from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION
 from externalauth.model.secure import SecretStr
@@ -343,3 +344,16 @@ async def test_a_token_nobody_vouched_for_is_validated_after_the_grace() -> None
     rig.clock.advance(31)
     await rig.reconcile()
     assert ["access-0", "from-the-user"] == rig.provider.validated
+
+
+@run
+async def test_a_restarting_api_server_does_not_make_the_operator_drop_a_token() -> None:
+    """403 (RBAC not synced yet), 404 from a half-started server, 503: the persist keeps
+    trying until the Secret takes the token; only a refusal of the object itself loses it."""
+    rig = Rig()
+    await rig.standard()
+    rig.kube.fail_writes = [ForbiddenError("forbidden"), NotFoundError("not found"), TransientError("503")]
+    await rig.reconcile()
+    assert ["persist ns/tok ForbiddenError", "persist ns/tok NotFoundError", "persist ns/tok TransientError",
+            "persist ns/tok"] == rig.steps("persist", full=True)
+    assert "access-1" == rig.kube.stored(SECRET, "access_token")
