@@ -24,6 +24,7 @@ import yaml
 from tests.harness.operator_fixtures import least_privileged_service_account, service_account_token
 from tests.harness.waiting import wait_for
 from tests.harness.world import World
+from tests.integration.test_cli import Login
 
 EXE = Path(sys.executable).parent / "externalauth"
 NOT_DUE = 3600
@@ -192,10 +193,10 @@ def merged_kubeconfig(control_plane: Any, plugin: Plugin, directory: Path, names
 
 
 def cli_user(control_plane: Any, namespace: str, name: str) -> str:
-    """A ServiceAccount allowed everything in ``namespace`` (authentication is what is tested
-    here); returns a token bound to a Secret."""
+    """A ServiceAccount allowed everything (authentication is what is tested here); returns a
+    token bound to a Secret."""
     control_plane.kubectl("create", "serviceaccount", name, "-n", namespace)
-    control_plane.kubectl("create", "rolebinding", name, "-n", namespace, "--clusterrole", "cluster-admin",
+    control_plane.kubectl("create", "clusterrolebinding", f"{namespace}-{name}", "--clusterrole", "cluster-admin",
                           f"--serviceaccount={namespace}:{name}")
     return service_account_token(control_plane, namespace=namespace, name=name, bound_secret=f"{name}-bound")
 
@@ -207,10 +208,12 @@ def cli(*args: str, kubeconfig_env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("api_version", [V1, V1BETA1], ids=["client.authentication v1", "v1beta1"])
 def test_the_cli_authenticates_through_an_exec_plugin_from_a_merged_kubeconfig(
-        world: World, operator: Any, control_plane: Any, tmp_path: Path, api_version: str) -> None:
-    """``status`` and ``refresh --wait`` work through an exec plugin in a context merged from a
-    multi-path KUBECONFIG; each command runs the plugin once although it makes several requests
-    (refresh: read, annotate, then poll until persisted)."""
+        world: World, operator: Any, control_plane: Any, tmp_path: Path, api_version: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``status``, ``refresh --wait`` and ``login`` work through an exec plugin in a context
+    merged from a multi-path KUBECONFIG; each command runs the plugin once although it makes
+    several requests (refresh: read, annotate, then poll until persisted; login: provider,
+    Secret and link)."""
     world.make_provider()
     ready_link(world, "gh")
     plugin = Plugin(tmp_path, api_version=api_version)
@@ -225,6 +228,13 @@ def test_the_cli_authenticates_through_an_exec_plugin_from_a_merged_kubeconfig(
     refresh = cli("refresh", "gh", "-n", world.ns, "--wait", "--timeout", "60s", kubeconfig_env=kubeconfig_env)
     assert (0, 2) == (refresh.returncode, plugin.runs), refresh.stderr
     assert before != world.secret_data("gh-token")["refresh_token"]
+
+    monkeypatch.setenv("KUBECONFIG", kubeconfig_env)
+    login = Login(world.provider, "-n", world.ns, "--link", "signed-in")
+    world.sim.approve_device(login.user_code(), login="bob")
+    rc, _, err = login.finish()
+    assert (0, 3) == (rc, plugin.runs), err
+    assert "signed-in-token" == world.link("signed-in")["spec"]["secretName"]
 
 
 def test_an_expired_plugin_token_is_not_reused(world: World, operator: Any, control_plane: Any,

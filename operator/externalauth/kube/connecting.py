@@ -303,14 +303,14 @@ class KopfLogin:
             self._given[id(config.source)] = token.token
         return LoginInfo(
             server=config.server,
-            ca_path=cluster.get("certificate-authority"),
+            ca_path=None if cluster.get("certificate-authority-data") else cluster.get("certificate-authority"),
             ca_data=cluster.get("certificate-authority-data"),
             insecure=bool(cluster.get("insecure-skip-tls-verify")) or None,
             token=token.token.reveal() if token is not None else None,
             expiration=token.expiration if token is not None else None,
-            certificate_path=user.get("client-certificate"),
+            certificate_path=None if user.get("client-certificate-data") else user.get("client-certificate"),
             certificate_data=user.get("client-certificate-data"),
-            private_key_path=user.get("client-key"),
+            private_key_path=None if user.get("client-key-data") else user.get("client-key"),
             private_key_data=user.get("client-key-data"),
             default_namespace=config.namespace,
             proxy_url=cluster.get("proxy-url"),
