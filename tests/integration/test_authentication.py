@@ -8,6 +8,7 @@ revokes the token, as deleting a pod revokes its projected token.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import subprocess
@@ -284,3 +285,71 @@ def test_the_operator_runs_through_an_exec_plugin_and_follows_its_new_token(
     refresh_persists(world, "second")
     assert 3 == plugin.runs
     assert operator.proc.poll() is None
+
+
+# --- TLS: the kubeconfig's trust, and nothing else ---------------------------------------------
+
+
+def _with_ca_of_simulator(cluster: dict[str, Any], world: World) -> None:
+    cluster["certificate-authority-data"] = base64.b64encode(world.sim.ca_pem.encode()).decode()
+
+
+def _without_ca(cluster: dict[str, Any], world: World) -> None:
+    del cluster["certificate-authority-data"]
+
+
+def _insecure(cluster: dict[str, Any], world: World) -> None:
+    del cluster["certificate-authority-data"]
+    cluster["insecure-skip-tls-verify"] = True
+
+
+def _server_name(name: str) -> Any:
+    def change(cluster: dict[str, Any], world: World) -> None:
+        cluster["tls-server-name"] = name
+    return change
+
+
+def links_served(world: World) -> bool:
+    """Whether links can be listed yet (a control plane just started answers 429 for a moment)."""
+    from kubernetes.client import ApiException
+
+    try:
+        world.co.list_namespaced_custom_object("externalauth.io", "v1alpha1", world.ns, "externalauthlinks")
+    except ApiException as e:
+        if e.status == 429:
+            return False
+        raise
+    return True
+
+
+TRUST = [
+    pytest.param(lambda cluster, world: None, True, id="the kubeconfig's CA is trusted"),
+    pytest.param(_with_ca_of_simulator, False, id="another CA is not"),
+    pytest.param(_without_ca, False,
+                 id="without a CA only the system's trust is used, not REQUESTS_CA_BUNDLE or certifi"),
+    pytest.param(_insecure, True, id="insecure-skip-tls-verify skips verification"),
+    pytest.param(_server_name("kubernetes.default.svc"), True, id="tls-server-name is a name of the certificate"),
+    pytest.param(_server_name("elsewhere.example"), False,
+                 id="tls-server-name that the certificate does not name is refused"),
+]
+
+
+@pytest.mark.parametrize(("change", "trusted"), TRUST)
+def test_the_api_server_is_trusted_as_the_kubeconfig_says(
+        world: World, kubeconfig: Path, tmp_path: Path, change: Any, trusted: bool) -> None:
+    """The CLI verifies the API server against the kubeconfig's CA and server name only (the
+    admin's client certificate, given as data, is loaded from memory)."""
+    wait_for(lambda: links_served(world), timeout=30, message="the API server to serve ExternalAuthLinks")
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    change(doc["clusters"][0]["cluster"], world)
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(Path(kubeconfig).parent / "pki" / "serving-ca.crt"),
+           "SSL_CERT_FILE": ""}
+    done = subprocess.run([str(EXE), "status", "-n", world.ns, "--kubeconfig", str(path)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    if trusted:
+        assert 0 == done.returncode, done.stderr
+    else:
+        assert 1 == done.returncode
+        assert "TLS failed" in done.stderr
