@@ -21,21 +21,28 @@ class State:
     running: starting.Running | None = None
 
 
+_login = connecting.KopfLogin()
+
+
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
-    """kopf's watches use the same credentials (and --context) as our own client."""
-    config = connecting.load_config(kubeconfig=State.options.kubeconfig, context=State.options.context)
-    ca = config.cluster.get("certificate-authority")
-    cert = config.user.get("client-certificate")
-    key = config.user.get("client-key")
+    """kopf's watches use the same credentials (and --context) as our own client: the same
+    rotating token file or exec plugin, re-read or re-run when kopf's token is refused (401)
+    or expires (an exec plugin's ``expirationTimestamp``)."""
+    info = _login(kubeconfig=State.options.kubeconfig, context=State.options.context)
     return kopf.ConnectionInfo(
-        server=config.cluster["server"],
-        ca_path=ca.filename() if ca else None,
-        insecure=config.cluster.get("insecure-skip-tls-verify"),
-        token=config.user.get("token"),
-        certificate_path=cert.filename() if cert else None,
-        private_key_path=key.filename() if key else None,
-        default_namespace=config.namespace,
+        server=info.server,
+        ca_path=info.ca_path,
+        ca_data=info.ca_data,
+        insecure=info.insecure,
+        token=info.token,
+        expiration=info.expiration,
+        certificate_path=info.certificate_path,
+        certificate_data=info.certificate_data,
+        private_key_path=info.private_key_path,
+        private_key_data=info.private_key_data,
+        default_namespace=info.default_namespace,
+        proxy_url=info.proxy_url,
     )
 
 

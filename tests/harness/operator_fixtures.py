@@ -27,7 +27,10 @@ def _free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, *, kubeconfig: str, namespaces: list[str], log_path: Path,
+    """``externalauth run`` as a subprocess. ``kubeconfig=None`` passes no ``--kubeconfig`` and
+    drops ``KUBECONFIG`` from its environment (a pod's in-cluster configuration, given in ``env``)."""
+
+    def __init__(self, *, kubeconfig: str | None, namespaces: list[str], log_path: Path,
                  extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
@@ -40,8 +43,9 @@ class OperatorProcess:
     def command(self) -> list[str]:
         exe = shutil.which("externalauth", path=str(Path(sys.executable).parent))
         base = [exe] if exe else [sys.executable, "-m", "externalauth.cli.main"]
-        cmd = [*base, "run", "--kubeconfig", self.kubeconfig, "--standalone",
-               "--metrics-port", str(self.metrics_port), "--debug"]
+        cmd = [*base, "run", "--standalone", "--metrics-port", str(self.metrics_port), "--debug"]
+        if self.kubeconfig is not None:
+            cmd += ["--kubeconfig", self.kubeconfig]
         for ns in self.namespaces:
             cmd += ["-n", ns]
         if self.namespaces and "--operator-namespace" not in self.extra_args:
@@ -51,6 +55,8 @@ class OperatorProcess:
 
     def start(self, *, timeout: float = 60.0) -> OperatorProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        if self.kubeconfig is None:
+            env.pop("KUBECONFIG", None)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
@@ -98,7 +104,7 @@ OPERATOR_USER = "externalauth-operator-under-test"
 def least_privileged_kubeconfig(control_plane: Any, user: str) -> Path:
     """A kubeconfig for ``user`` bound to exactly the ClusterRole of ``deploy/rbac.yaml``
     (contract §9.9). Used by the tests and the benchmarks (no pytest needed)."""
-    role = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d and d["kind"] == "ClusterRole")
+    role = operator_cluster_role()
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": user},
@@ -111,6 +117,39 @@ def least_privileged_kubeconfig(control_plane: Any, user: str) -> Path:
     return path
 
 
+def operator_cluster_role() -> dict[str, Any]:
+    """The ClusterRole of ``deploy/rbac.yaml``."""
+    role: dict[str, Any] = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d and d["kind"] == "ClusterRole")
+    return role
+
+
+def least_privileged_service_account(control_plane: Any, *, namespace: str, name: str) -> None:
+    """A ServiceAccount ``namespace/name`` bound to exactly the ClusterRole of ``deploy/rbac.yaml``,
+    as the operator's pod runs (mint its tokens with :func:`service_account_token`)."""
+    role = operator_cluster_role()
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{namespace}-{name}"[:253]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    }
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, account, binding]))
+
+
+def service_account_token(control_plane: Any, *, namespace: str, name: str, bound_secret: str,
+                          duration: str = "1h") -> str:
+    """A TokenRequest token for ServiceAccount ``namespace/name``, bound to the Secret
+    ``bound_secret`` of that namespace (created if missing): deleting that Secret revokes it,
+    as deleting a pod revokes its projected token."""
+    control_plane.kubectl("create", "secret", "generic", bound_secret, "-n", namespace, check=False)
+    token: str = control_plane.kubectl(
+        "create", "token", name, "-n", namespace, "--duration", duration,
+        "--bound-object-kind", "Secret", "--bound-object-name", bound_secret).stdout.strip()
+    return token
+
+
 @pytest.fixture(scope="session")
 def operator_kubeconfig(control_plane: Any) -> Path:
     """The operator under test has the permissions a user installs, no more."""
@@ -120,13 +159,16 @@ def operator_kubeconfig(control_plane: Any) -> Path:
 @pytest.fixture
 def make_operator(request: pytest.FixtureRequest, operator_kubeconfig: Path,
                   tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start operators (as the least-privileged operator user): ``make_operator(namespaces=[ns],
+    """Start operators (as the least-privileged operator user unless ``kubeconfig=`` says otherwise;
+    ``None``: the in-cluster configuration given in ``env``): ``make_operator(namespaces=[ns],
     extra_args=(...))``; all are stopped at teardown, their logs printed when the test failed."""
     started: list[OperatorProcess] = []
 
     def make(*, namespaces: list[str], extra_args: tuple[str, ...] = (),
-             env: dict[str, str] | None = None, start: bool = True) -> OperatorProcess:
-        op = OperatorProcess(kubeconfig=str(operator_kubeconfig), namespaces=namespaces,
+             env: dict[str, str] | None = None, start: bool = True,
+             kubeconfig: str | Path | None = operator_kubeconfig) -> OperatorProcess:
+        op = OperatorProcess(kubeconfig=None if kubeconfig is None else str(kubeconfig),
+                             namespaces=namespaces,
                              log_path=tmp_path / f"operator-{len(started)}.log",
                              extra_args=extra_args, env=env)
         started.append(op)

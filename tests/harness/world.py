@@ -1,7 +1,7 @@
 """Objects the engine tests set up: a provider backed by the simulator, token Secrets, links.
 
 Uses the official ``kubernetes`` client as admin (the operator itself talks through
-pykube-ng, so the tests observe it through a second, independent client).
+its own client on requests, so the tests observe it through a second, independent client).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CLI's calls to the API server (pykube-ng underneath). I/O.
+"""The CLI's calls to the API server (over :class:`~externalauth.kube.connecting.Connection`). I/O.
 
 Raw dicts in, raw dicts out; every failure becomes an :class:`ExternalAuthError`
 whose message is one safe line (no Secret data, no response body beyond the API
@@ -11,12 +11,10 @@ import json
 import os
 from typing import Any
 
-import pykube
-
 from externalauth import GROUP, VERSION
 from externalauth.errors import NotFoundError, PermanentError
 from externalauth.kube import requesting, translating
-from externalauth.kube.connecting import connect
+from externalauth.kube.connecting import Connection, connect
 
 API = f"{GROUP}/{VERSION}"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -26,23 +24,18 @@ JSON = {"Content-Type": "application/json"}
 class Cluster:
     """A few typed calls, shaped for the CLI commands."""
 
-    def __init__(self, client: pykube.HTTPClient) -> None:
+    def __init__(self, client: Connection) -> None:
         self.client = client
 
     @classmethod
     def open(cls, *, kubeconfig: str | None, context: str | None) -> Cluster:
         if kubeconfig and not os.path.isfile(kubeconfig):
             raise PermanentError(f"kubeconfig file {kubeconfig} does not exist")
-        try:
-            client = connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=15.0)
-        except KeyError as e:  # pykube resolves the context lazily, after connect()'s own checks
-            what = f"context {context} is not in the kubeconfig" if context else "the kubeconfig is incomplete"
-            raise PermanentError(f"cannot load Kubernetes credentials: {what}") from e
-        return cls(client)
+        return cls(connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=15.0))
 
     @property
     def default_namespace(self) -> str:
-        return str(self.client.config.namespace or "default")
+        return self.client.namespace
 
     def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
         resp = requesting.send(self.client, method, what=what, **kwargs)

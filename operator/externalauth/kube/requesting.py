@@ -7,12 +7,12 @@ import json
 import logging
 from typing import Any
 
-import pykube
 import requests
 
 from externalauth import GROUP, VERSION
 from externalauth.errors import NotFoundError
 from externalauth.kube import translating
+from externalauth.kube.connecting import Connection
 from externalauth.model.durations import format_time
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 API = f"{GROUP}/{VERSION}"
 
 
-def send(client: pykube.HTTPClient, method: str, *, what: str, **kwargs: Any) -> requests.Response:
+def send(client: Connection, method: str, *, what: str, **kwargs: Any) -> requests.Response:
     """One request to the API server; a failure to get an answer is raised translated
     (:func:`translating.error_for_exception`). The answer itself is not checked."""
     try:
@@ -33,7 +33,7 @@ def send(client: pykube.HTTPClient, method: str, *, what: str, **kwargs: Any) ->
 class Kube:
     """The operator's narrow window onto the API server (raw dicts in, raw dicts out)."""
 
-    def __init__(self, client: pykube.HTTPClient, *, component: str = "externalauth-operator") -> None:
+    def __init__(self, client: Connection, *, component: str = "externalauth-operator") -> None:
         self.client = client
         self.component = component
         self.writes = 0  # for benchmarks: writes sent

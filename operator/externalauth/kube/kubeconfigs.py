@@ -1,0 +1,271 @@
+"""What kubeconfig files and exec credential plugins mean, as kubectl reads them. Pure: no
+file, environment, process or network access (the caller reads the files and runs the plugin).
+
+* :func:`merge` merges the files of a multi-path ``KUBECONFIG`` the way kubectl does: for
+  clusters, users and contexts the first file that names one wins; ``current-context`` comes
+  from the first file that sets it. Relative file references are resolved against the
+  directory of the file that holds them.
+* :func:`select` picks the context (``--context`` or ``current-context``) and its cluster,
+  user and namespace.
+* :func:`in_cluster` is the kubeconfig a pod's ServiceAccount amounts to: the token is a
+  ``tokenFile`` (the kubelet rotates it), never a copy of its content.
+* :func:`exec_request` and :func:`exec_credential` are the two sides of an exec credential
+  plugin call (``client.authentication.k8s.io`` v1 and v1beta1).
+
+Errors are :class:`PermanentError` with one line that never quotes a credential or a
+plugin's output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from externalauth.errors import PermanentError
+from externalauth.model.secure import SecretStr
+
+#: The ExecCredential API versions understood (v1alpha1 was removed in Kubernetes 1.24).
+EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+#: Where a cluster keeps the configuration its exec plugin is given (``provideClusterInfo``).
+EXEC_EXTENSION = "client.authentication.k8s.io/exec"
+#: Keys holding a file name, per section, resolved against the kubeconfig's directory.
+_CLUSTER_FILES = ("certificate-authority",)
+_USER_FILES = ("client-certificate", "client-key", "tokenFile")
+#: Kinds of credentials this client does not implement, with what to use instead.
+_UNSUPPORTED_USER_KEYS = {
+    "auth-provider": "the legacy auth-provider plugins are not supported; use an exec credential "
+                     "plugin (for OIDC: kubelogin)",
+    "username": "basic authentication (username/password) is not supported",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The context in use and what it points at (raw kubeconfig mappings)."""
+
+    context: str
+    cluster: dict[str, Any]
+    user: dict[str, Any]
+    namespace: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BearerToken:
+    """A bearer token and, when its issuer said so (an exec plugin), when it expires."""
+
+    token: SecretStr
+    expiration: dt.datetime | None
+
+
+def _absolute(path: str, base: str) -> str:
+    return path if not path or posixpath.isabs(path) else posixpath.normpath(posixpath.join(base, path))
+
+
+def _resolve_cluster(cluster: Mapping[str, Any], base: str) -> dict[str, Any]:
+    out = dict(cluster)
+    for key in _CLUSTER_FILES:
+        if isinstance(out.get(key), str):
+            out[key] = _absolute(out[key], base)
+    return out
+
+
+def _resolve_user(user: Mapping[str, Any], base: str) -> dict[str, Any]:
+    out = dict(user)
+    for key in _USER_FILES:
+        if isinstance(out.get(key), str):
+            out[key] = _absolute(out[key], base)
+    exec_ = out.get("exec")
+    if isinstance(exec_, Mapping):
+        command = exec_.get("command")
+        # kubectl: a command with a path separator is a file relative to the kubeconfig; a
+        # bare name is looked up on PATH.
+        if isinstance(command, str) and "/" in command:
+            out["exec"] = {**exec_, "command": _absolute(command, base)}
+    return out
+
+
+def _named(doc: Mapping[str, Any], section: str, field: str, where: str) -> list[tuple[str, Any]]:
+    entries = doc.get(section) or []
+    if not isinstance(entries, list):
+        raise PermanentError(f"kubeconfig {where}: {section} is not a list")
+    out = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise PermanentError(f"kubeconfig {where}: an entry of {section} has no name")
+        body = entry.get(field)
+        if body is None:
+            body = {}
+        if not isinstance(body, Mapping):
+            raise PermanentError(f"kubeconfig {where}: {section} entry {entry['name']!r} has no {field} mapping")
+        out.append((entry["name"], body))
+    return out
+
+
+def merge(files: Sequence[tuple[str, Mapping[str, Any] | None]]) -> dict[str, Any]:
+    """One kubeconfig from ``(absolute path, parsed document)`` pairs in ``KUBECONFIG`` order.
+
+    An empty document (an empty file) contributes nothing. The result is a kubeconfig in
+    the usual list form with every file reference absolute.
+    """
+    clusters: dict[str, dict[str, Any]] = {}
+    users: dict[str, dict[str, Any]] = {}
+    contexts: dict[str, dict[str, Any]] = {}
+    current = ""
+    for path, doc in files:
+        if doc is None:
+            continue
+        if not isinstance(doc, Mapping):
+            raise PermanentError(f"kubeconfig {path} is not a mapping")
+        base = posixpath.dirname(path)
+        for name, body in _named(doc, "clusters", "cluster", path):
+            clusters.setdefault(name, _resolve_cluster(body, base))
+        for name, body in _named(doc, "users", "user", path):
+            users.setdefault(name, _resolve_user(body, base))
+        for name, body in _named(doc, "contexts", "context", path):
+            contexts.setdefault(name, dict(body))
+        if not current and isinstance(doc.get("current-context"), str):
+            current = doc["current-context"]
+    return {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": n, "cluster": c} for n, c in clusters.items()],
+        "users": [{"name": n, "user": u} for n, u in users.items()],
+        "contexts": [{"name": n, "context": c} for n, c in contexts.items()],
+        "current-context": current,
+    }
+
+
+def select(doc: Mapping[str, Any], *, context: str | None) -> Selection:
+    """The context named ``context`` (else the current one), its cluster, user and namespace."""
+    name = context or doc.get("current-context") or ""
+    if not name:
+        raise PermanentError("the kubeconfig sets no current-context (pass --context)")
+    contexts = dict(_named(doc, "contexts", "context", "(merged)"))
+    if name not in contexts:
+        raise PermanentError(f"kubeconfig has no context {name!r}")
+    ctx = contexts[name]
+    clusters = dict(_named(doc, "clusters", "cluster", "(merged)"))
+    cluster_name = ctx.get("cluster")
+    if cluster_name not in clusters:
+        raise PermanentError(f"kubeconfig context {name!r} names a cluster that is not in the kubeconfig")
+    cluster = dict(clusters[cluster_name])
+    if not isinstance(cluster.get("server"), str) or not cluster["server"]:
+        raise PermanentError(f"kubeconfig cluster {cluster_name!r} has no server")
+    users = dict(_named(doc, "users", "user", "(merged)"))
+    user_name = ctx.get("user")
+    if user_name and user_name not in users:
+        raise PermanentError(f"kubeconfig context {name!r} names a user that is not in the kubeconfig")
+    user = dict(users.get(user_name, {})) if user_name else {}
+    for key, why in _UNSUPPORTED_USER_KEYS.items():
+        if key in user:
+            raise PermanentError(f"kubeconfig user {user_name!r}: {why}")
+    namespace = ctx.get("namespace") or "default"
+    return Selection(context=name, cluster=cluster, user=user, namespace=str(namespace))
+
+
+def in_cluster(*, host: str, port: str, directory: str) -> dict[str, Any]:
+    """The kubeconfig of a pod's ServiceAccount mounted at ``directory``, as client-go builds it."""
+    host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {
+            "server": f"https://{host_port}",
+            "certificate-authority": posixpath.join(directory, "ca.crt")}}],
+        "users": [{"name": "service-account", "user": {"tokenFile": posixpath.join(directory, "token")}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "service-account"}}],
+        "current-context": "in-cluster",
+    }
+
+
+# --- exec credential plugins ----------------------------------------------------------
+
+
+def exec_config(user: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The user's ``exec`` section, checked; None when the user has none."""
+    exec_ = user.get("exec")
+    if exec_ is None:
+        return None
+    if not isinstance(exec_, Mapping):
+        raise PermanentError("kubeconfig exec section is not a mapping")
+    api_version = exec_.get("apiVersion")
+    if api_version not in EXEC_API_VERSIONS:
+        raise PermanentError(f"kubeconfig exec plugin apiVersion {api_version!r} is not supported "
+                             f"(supported: {', '.join(EXEC_API_VERSIONS)})")
+    if not isinstance(exec_.get("command"), str) or not exec_["command"]:
+        raise PermanentError("kubeconfig exec plugin has no command")
+    args = exec_.get("args") or []
+    env = exec_.get("env") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise PermanentError("kubeconfig exec plugin args are not a list of strings")
+    if not isinstance(env, list) or not all(
+            isinstance(e, Mapping) and isinstance(e.get("name"), str) and isinstance(e.get("value"), str)
+            for e in env):
+        raise PermanentError("kubeconfig exec plugin env is not a list of name/value pairs")
+    mode = exec_.get("interactiveMode") or "IfAvailable"
+    if mode not in ("Never", "IfAvailable", "Always"):
+        raise PermanentError(f"kubeconfig exec plugin interactiveMode {mode!r} is not one of "
+                             "Never, IfAvailable, Always")
+    return {**exec_, "args": list(args), "env": list(env), "interactiveMode": mode}
+
+
+def exec_request(exec_: Mapping[str, Any], *, cluster: Mapping[str, Any], interactive: bool,
+                 ca_data: str | None) -> str:
+    """The ``KUBERNETES_EXEC_INFO`` an exec plugin is given (the cluster only if it asked).
+
+    ``ca_data`` is the cluster's CA bundle, base64-encoded, however the kubeconfig gave it."""
+    spec: dict[str, Any] = {"interactive": interactive}
+    if exec_.get("provideClusterInfo"):
+        info: dict[str, Any] = {"server": cluster["server"]}
+        for key in ("tls-server-name", "insecure-skip-tls-verify", "proxy-url"):
+            if key in cluster:
+                info[key] = cluster[key]
+        if ca_data:
+            info["certificate-authority-data"] = ca_data
+        extensions = cluster.get("extensions") or []
+        for ext in extensions if isinstance(extensions, list) else []:
+            if isinstance(ext, Mapping) and ext.get("name") == EXEC_EXTENSION:
+                info["config"] = ext.get("extension")
+        spec["cluster"] = info
+    return json.dumps({"apiVersion": exec_["apiVersion"], "kind": "ExecCredential", "spec": spec})
+
+
+def parse_time(value: str) -> dt.datetime:
+    """An RFC 3339 timestamp as Kubernetes writes it, timezone-aware."""
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("no timezone")
+    return moment
+
+
+def exec_credential(output: bytes, *, api_version: str) -> BearerToken:
+    """What a plugin printed on stdout, as a token; the output itself is never quoted."""
+    try:
+        answer = json.loads(output)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PermanentError("the kubeconfig exec plugin printed something that is not JSON") from e
+    if not isinstance(answer, dict) or answer.get("kind") != "ExecCredential":
+        raise PermanentError("the kubeconfig exec plugin did not print an ExecCredential")
+    if answer.get("apiVersion") != api_version:
+        raise PermanentError(f"the kubeconfig exec plugin answered apiVersion {str(answer.get('apiVersion'))[:80]!r}, "
+                             f"not the {api_version} it was asked for")
+    status = answer.get("status")
+    if not isinstance(status, dict):
+        raise PermanentError("the kubeconfig exec plugin's ExecCredential has no status")
+    token = status.get("token")
+    if not isinstance(token, str) or not token:
+        if status.get("clientCertificateData"):
+            raise PermanentError("the kubeconfig exec plugin answered a client certificate; only "
+                                 "token credentials are supported")
+        raise PermanentError("the kubeconfig exec plugin's ExecCredential has no token")
+    expiry = status.get("expirationTimestamp")
+    if expiry is None:
+        return BearerToken(token=SecretStr(token), expiration=None)
+    try:
+        if not isinstance(expiry, str):
+            raise ValueError("not a string")
+        return BearerToken(token=SecretStr(token), expiration=parse_time(expiry))
+    except ValueError as e:
+        raise PermanentError("the kubeconfig exec plugin's expirationTimestamp is not an RFC 3339 time") from e
