@@ -303,10 +303,15 @@ def test_hostile_token_answers_never_raise(make_simulator: Any, every_log_line: 
     sim = make_simulator()
     grant = sim.issue_grant(CLIENT_ID)
     sim.add_fault("token", "body", value=body)
+    started = time.monotonic()
     result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=NOW)
+    took = dt.timedelta(seconds=time.monotonic() - started)
     tokens = result.tokens
-    got = None if tokens is None else (tokens.expiry - NOW if tokens.expiry else None,
-                                       tokens.refresh_token_expiry - NOW if tokens.refresh_token_expiry else None)
+    # Lifetimes count from the answer's arrival: NOW plus at most the call's duration.
+    got = None if tokens is None else tuple(
+        None if moment is None else want if want is not None and want <= moment - NOW <= want + took
+        else moment - NOW
+        for moment, want in zip((tokens.expiry, tokens.refresh_token_expiry), lifetimes or (None, None), strict=True))
     assert (verdict, lifetimes) == (result.classified.verdict, got)
     assert_no_secret(every_log_line.text + result.classified.message + repr(result), grant.refresh_token)
 
