@@ -6,9 +6,11 @@ tests/integration/test_provider_types.py."""
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
 from typing import Any
 
 import pytest
+import yaml
 
 from externalauth.errors import DiscoveryError, InvalidInputError
 from externalauth.model.specs import parse_provider
@@ -279,3 +281,19 @@ def test_discovery_failures_say_whether_they_may_pass(get: discovering.Get, tran
     with pytest.raises(DiscoveryError, match=message) as raised:
         discovering.discover(ISSUER, get=get)
     assert transient == raised.value.transient
+
+
+def user_guide_providers() -> list[Any]:
+    """The ExternalAuthProvider manifests of the user guide's section 2."""
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
+    section = text[text.index("## 2. Define a provider"):text.index("## 3. ")]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    docs = [d for b in blocks for d in yaml.safe_load_all(b) if d and d.get("kind") == "ExternalAuthProvider"]
+    return [pytest.param(d, id=d["metadata"]["name"]) for d in docs]
+
+
+@pytest.mark.parametrize("manifest", user_guide_providers())
+def test_the_user_guide_providers_parse(manifest: dict[str, Any]) -> None:
+    """Every provider the user guide shows is a spec the operator takes as it is."""
+    parsed = parse_provider(manifest["metadata"]["name"], manifest["spec"])
+    assert parsed.token_url or parsed.needs_discovery

@@ -81,6 +81,7 @@ ENTRA_ERROR_CODES: Mapping[int, ErrorMeaning] = {
     7000215: ErrorMeaning.CLIENT_REJECTED,  # invalid client secret
     7000222: ErrorMeaning.CLIENT_REJECTED,  # client secret expired
     7000218: ErrorMeaning.CLIENT_REJECTED,  # no client_secret for a confidential client
+    700025: ErrorMeaning.CLIENT_REJECTED,  # a secret sent for a public client: drop clientSecretRef
     700016: ErrorMeaning.CLIENT_REJECTED,  # application not found in the tenant
     90002: ErrorMeaning.CLIENT_REJECTED,  # tenant (in spec.baseURL) not found
     70011: ErrorMeaning.CLIENT_REJECTED,  # spec.scopes invalid (re-sent on every refresh)
