@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from kubernetes.client import ApiException
 
 from providersim import Simulator
 from tests.harness.simulator_fixtures import CLIENT_ID, CLIENT_SECRET
@@ -220,3 +221,25 @@ def _refresh_request(sim: Simulator, refresh_token: str) -> Any:
     return Request(headers={}, params={"grant_type": "refresh_token", "refresh_token": refresh_token,
                                        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                                        "scope": " ".join(ENTRA_SCOPES)}, path=sim.token_url.removeprefix(sim.url))
+
+
+@pytest.mark.parametrize(("spec", "status"), [
+    pytest.param({"type": "generic", "issuerURL": "https://sso.example/realms/dev"}, 201,
+                 id="a generic provider with only an issuerURL is accepted"),
+    pytest.param({"type": "gitlab", "issuerURL": "https://gitlab.example"}, 422,
+                 id="an issuerURL on another type than generic is rejected"),
+    pytest.param({"type": "generic", "issuerURL": "http://sso.example"}, 422,
+                 id="a plain http issuerURL is rejected"),
+])
+def test_the_crd_checks_issuer_urls(custom_objects: Any, namespace: str, spec: dict[str, Any], status: int) -> None:
+    """The CRD's schema and CEL rules for spec.issuerURL (one check, at the API server)."""
+    name = f"issuer-{namespace}"[:63]
+    body = {"apiVersion": f"{G}/{V}", "kind": "ExternalAuthProvider", "metadata": {"name": name},
+            "spec": {"clientID": "c", **spec}}
+    try:
+        custom_objects.create_cluster_custom_object(G, V, "externalauthproviders", body)
+        got = 201
+        custom_objects.delete_cluster_custom_object(G, V, "externalauthproviders", name)
+    except ApiException as e:
+        got = e.status
+    assert status == got

@@ -115,7 +115,8 @@ class ProviderClient:
         self._adapter = TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=max(4, spec.max_concurrent))
         self._proxies: dict[str, dict[str, str]] = {}
         self._gates: dict[str, float] = {}  # endpoint -> monotonic time before which nothing is sent
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the rate-limit gates
+        self._discovery_lock = threading.Lock()  # one discovery at a time
         self._discovery_failed: tuple[float, str] | None = None  # (monotonic, message)
         self._set_proxies()
         if spec.needs_discovery:
@@ -162,7 +163,9 @@ class ProviderClient:
     def _unresolved(self) -> str | None:
         """Why the spec cannot be used yet (discovery failed), retrying discovery when it
         is time; None when the spec is usable."""
-        with self._lock:
+        if not self.spec.needs_discovery:
+            return None
+        with self._discovery_lock:
             if not self.spec.needs_discovery:
                 return None
             failed = self._discovery_failed
