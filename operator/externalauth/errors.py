@@ -42,3 +42,15 @@ class NotFoundError(ExternalAuthError):
 
 class InvalidInputError(PermanentError):
     """A spec, Secret or date the user wrote cannot be used as it is."""
+
+
+class DiscoveryError(InvalidInputError, ValueError):
+    """OIDC discovery from ``spec.issuerURL`` failed: the provider cannot be used as it is
+    (Ready=False InvalidSpec, with this message). ``transient``: the issuer did not answer
+    (or answered 429/5xx), so the same spec may work later; otherwise the document is
+    missing or unusable, and the admin must fix the issuer URL. (Also a ValueError, so
+    that code which maps a bad spec value by ValueError maps this one too.)"""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient

@@ -61,6 +61,16 @@ TOKENS_LOST = Counter(
     "Tokens obtained from a provider that could not be stored (the reason is a fixed word).",
     ["provider", "reason"], registry=REGISTRY,
 )
+PROVIDER_RATELIMIT_REMAINING = Gauge(
+    "externalauth_provider_ratelimit_remaining",
+    "Request budget the provider says is left (its x-ratelimit-remaining / ratelimit-remaining), "
+    "from its last answer on that endpoint.", ["provider", "endpoint"], registry=REGISTRY,
+)
+PROVIDER_CLOCK_SKEW = Gauge(
+    "externalauth_provider_clock_skew_seconds",
+    "The provider's clock minus the operator's, from the Date header of its last answer.",
+    ["provider"], registry=REGISTRY,
+)
 BUILD_INFO = Gauge("externalauth_build_info", "Always 1; the operator's version.", ["version"], registry=REGISTRY)
 BUILD_INFO.labels(version=__version__).set(1)
 
@@ -100,7 +110,22 @@ def serve(port: int, addr: str = DEFAULT_BIND_ADDRESS) -> tuple[WSGIServer, thre
     return start_http_server(port, addr=addr, registry=REGISTRY)
 
 
-def observer(provider: str):  # type: ignore[no-untyped-def]
-    def observe(endpoint: str, code: int) -> None:
-        PROVIDER_REQUESTS.labels(provider=provider, endpoint=endpoint, code=str(code)).inc()
-    return observe
+class ProviderObserver:
+    """What one provider's answers say, into the metrics: requests by code, the rate-limit
+    budget left and the clock skew (an ``oauth.exchanging.AnswerObserver``)."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def __call__(self, endpoint: str, code: int) -> None:
+        PROVIDER_REQUESTS.labels(provider=self.provider, endpoint=endpoint, code=str(code)).inc()
+
+    def rate_limit_remaining(self, endpoint: str, remaining: float) -> None:
+        PROVIDER_RATELIMIT_REMAINING.labels(provider=self.provider, endpoint=endpoint).set(remaining)
+
+    def clock_skew(self, seconds: float) -> None:
+        PROVIDER_CLOCK_SKEW.labels(provider=self.provider).set(seconds)
+
+
+def observer(provider: str) -> ProviderObserver:
+    return ProviderObserver(provider)

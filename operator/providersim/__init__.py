@@ -1,6 +1,13 @@
-"""providersim: an HTTPS OAuth2 provider simulator (GitHub-like, or generic RFC 6749).
+"""providersim: an HTTPS OAuth2 provider simulator with a profile per provider type.
 
-It serves the endpoints the operator talks to, over real TLS with its own CA:
+``Simulator(profile=...)`` speaks the dialect of ``github`` (the default), ``gitlab``,
+``gitea``, ``bitbucket-cloud``, ``azure-devops-entra`` or ``generic`` (OAuth2/OIDC with
+discovery): its paths, error codes and statuses, account answers and rate-limit
+headers (``providersim.profiles`` says which and from which source). ``clock_offset``
+sets its clock apart; ``set_rate_limit(..., endpoint="token", duration=S)`` limits the
+token endpoint for S seconds; ``calls()`` lists the answered requests with their time.
+
+In the github profile it serves, over real TLS with its own CA:
 
 - ``POST /login/oauth/access_token``: ``refresh_token`` and RFC 8628
   ``device_code`` grants; single-use rotating refresh tokens. In ``github``

@@ -18,7 +18,8 @@ MISSING_CRYPTOGRAPHY = (
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="providersim",
-        description="HTTPS OAuth2 provider simulator (GitHub-like or generic RFC 6749).",
+        description="HTTPS OAuth2 provider simulator speaking the dialect of GitHub, GitLab, Gitea, "
+        "Bitbucket Cloud, Azure DevOps through Entra ID, or a generic OAuth2/OIDC server.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8443, help="port (0 = any free port; default 8443)")
@@ -28,7 +29,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="where ca.pem, the server key and the url file live (reused if present)",
     )
-    p.add_argument("--mode", choices=["github", "generic"], default="github")
+    p.add_argument("--mode", "--profile", dest="mode", default="github",
+                   choices=["github", "gitlab", "gitea", "bitbucket-cloud", "azure-devops-entra", "generic"],
+                   help="the provider dialect (default github)")
+    p.add_argument("--tenant", default="contoso", help="azure-devops-entra: the tenant in the token path")
+    p.add_argument("--clock-offset", type=float, default=0.0, metavar="S",
+                   help="run the simulator's clock this many seconds apart (Date header, expiries)")
     p.add_argument("--access-token-lifetime", type=int, default=8 * 3600, metavar="S")
     p.add_argument("--refresh-token-lifetime", type=int, default=None, metavar="S")
     p.add_argument("--no-rotation", action="store_true", help="keep refresh tokens on refresh")
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     sim = Simulator(
         mode=args.mode,
+        tenant=args.tenant,
+        clock_offset=args.clock_offset,
         access_token_lifetime=args.access_token_lifetime,
         refresh_token_lifetime=args.refresh_token_lifetime,
         rotate_refresh_tokens=not args.no_rotation,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import dataclasses
 import enum
 import secrets
@@ -21,13 +22,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
+from providersim.profiles import Account, DeadWhy, Dialect, LimitKind, Mode, Reply, dialect_for
+
+__all__ = ["DEVICE_GRANT_TYPE", "Call", "Endpoint", "FaultKind", "Grant", "Mode", "Provider", "RateLimitKind",
+           "Reply", "Request", "Stats"]
+
 DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
-DOCS = "https://docs.github.com/apps/creating-github-apps"
-
-
-class Mode(enum.StrEnum):
-    GITHUB = "github"
-    GENERIC = "generic"
 
 
 class Endpoint(enum.StrEnum):
@@ -35,8 +35,8 @@ class Endpoint(enum.StrEnum):
 
     TOKEN = "token"  # token endpoint, refresh_token (or any non-device) grant
     DEVICE_TOKEN = "device_token"  # token endpoint, device_code grant (polling)
-    VALIDATE = "validate"  # GET /user
-    DEVICE_CODE = "device_code"  # POST /login/device/code
+    VALIDATE = "validate"  # GET /user (the profile's account endpoints)
+    DEVICE_CODE = "device_code"  # POST /login/device/code (the profile's device endpoint)
 
 
 class FaultKind(enum.StrEnum):
@@ -53,10 +53,7 @@ class FaultKind(enum.StrEnum):
     TRICKLE = "trickle"  # value = seconds between bytes of the (real) answer, status line included
 
 
-class RateLimitKind(enum.StrEnum):
-    PRIMARY = "primary"
-    SECONDARY = "secondary"
-    TOO_MANY = "429"
+RateLimitKind = LimitKind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +85,9 @@ class Stats:
     successful_refreshes: int
     by_status: dict[str, dict[int | str, int]]
     requests_received: int = 0  # every request on any path, control API excepted
+    # Refreshes of a grant whose access token had already expired (on the simulator's clock):
+    # a refresh that came too late for the workspace using the token.
+    late_refreshes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -105,23 +105,19 @@ class Fault:
 
 @dataclasses.dataclass
 class RateLimit:
-    kind: RateLimitKind
-    remaining: int | None
-    reset_after: int
+    kind: LimitKind
+    remaining: int | None  # answers left to limit (None: until ``until``, or forever)
+    reset_after: int  # seconds from each answer to the reset it announces
+    until: float | None = None  # limited until this time (simulator clock); announced as the reset
 
 
-@dataclasses.dataclass
-class Reply:
-    """What to answer: a status, a payload (JSON object) and extra headers.
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One answered request: when (simulator clock), at which endpoint, with which status."""
 
-    ``negotiable`` replies are form-encoded in github mode unless the client
-    sent ``Accept: application/json`` (as GitHub does).
-    """
-
-    status: int
-    payload: dict[str, Any]
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
-    negotiable: bool = False
+    at: float
+    endpoint: str
+    status: int | str
 
 
 @dataclasses.dataclass
@@ -130,6 +126,7 @@ class Request:
 
     headers: Mapping[str, str]
     params: Mapping[str, str]
+    path: str = ""
 
 
 @dataclasses.dataclass
@@ -142,6 +139,7 @@ class _Grant:
     access_token: str
     refresh_token: str | None
     revoked: bool = False
+    created_at: float = 0.0
 
 
 @dataclasses.dataclass
@@ -172,7 +170,9 @@ class _Device:
 
 
 class Provider:
-    """Thread-safe state of one simulated OAuth2 provider."""
+    """Thread-safe state of one simulated OAuth2 provider, speaking the dialect of its
+    ``mode`` (a profile: ``github``, ``gitlab``, ``gitea``, ``bitbucket-cloud``,
+    ``azure-devops-entra``, ``generic``)."""
 
     def __init__(
         self,
@@ -181,7 +181,9 @@ class Provider:
         access_token_lifetime: int | None = 8 * 3600,
         refresh_token_lifetime: int | None = None,
         rotate_refresh_tokens: bool = True,
+        keep_used_refresh_tokens: bool | None = None,
         replay_detection: bool = False,
+        tenant: str = "",
         device_interval: int = 5,
         slow_down_increment: int = 5,
         device_code_lifetime: int = 900,
@@ -190,9 +192,14 @@ class Provider:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.mode = Mode(mode)
+        self.dialect: Dialect = dialect_for(self.mode, tenant=tenant)
         self.access_token_lifetime = access_token_lifetime
         self.refresh_token_lifetime = refresh_token_lifetime
         self.rotate_refresh_tokens = rotate_refresh_tokens
+        # A rotated-out refresh token keeps working (Entra; Gitea without
+        # INVALIDATE_REFRESH_TOKENS): the profile's default unless said otherwise.
+        self.keep_used_refresh_tokens = (self.dialect.old_refresh_token_stays_valid
+                                         if keep_used_refresh_tokens is None else keep_used_refresh_tokens)
         self.replay_detection = replay_detection
         self.device_interval = device_interval
         self.slow_down_increment = slow_down_increment
@@ -200,7 +207,6 @@ class Provider:
         self.device_auto_approve_after = device_auto_approve_after
         self.device_auto_approve_login = device_auto_approve_login
         self.clock = clock
-        self.base_url = ""
 
         self._lock = threading.RLock()
         self._clients: dict[str, str | None] = {}
@@ -211,8 +217,16 @@ class Provider:
         self._user_codes: dict[str, str] = {}
         self._user_ids: dict[str, int] = {}
         self._faults: dict[Endpoint, list[Fault]] = defaultdict(list)
-        self._rate_limit: RateLimit | None = None
+        self._rate_limits: dict[Endpoint, RateLimit] = {}
         self._reset_counters()
+
+    @property
+    def base_url(self) -> str:
+        return self.dialect.base_url
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        self.dialect.base_url = value
 
     # ------------------------------------------------------------------ admin
 
@@ -225,6 +239,8 @@ class Provider:
         self._revoked_grants = 0
         self._by_status: dict[str, Counter[int | str]] = defaultdict(Counter)
         self._requests_received = 0
+        self._late_refreshes = 0
+        self._calls: collections.deque[Call] = collections.deque(maxlen=100_000)
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -244,7 +260,14 @@ class Provider:
                 successful_refreshes=sum(exchanges.values()),
                 by_status={ep: dict(c) for ep, c in self._by_status.items()},
                 requests_received=self._requests_received,
+                late_refreshes=self._late_refreshes,
             )
+
+    def calls(self, endpoint: Endpoint | str | None = None) -> list[Call]:
+        """The answered requests (the last 100,000), oldest first; those of ``endpoint``."""
+        with self._lock:
+            wanted = None if endpoint is None else Endpoint(endpoint).value
+            return [c for c in self._calls if wanted is None or c.endpoint == wanted]
 
     def register_client(self, client_id: str, client_secret: str | None = None) -> None:
         with self._lock:
@@ -260,11 +283,7 @@ class Provider:
         with self._lock:
             if client_id not in self._clients:
                 raise KeyError(f"unknown client {client_id!r}")
-            gid = len(self._grants) + 1
-            user_id = self._user_ids.setdefault(login, 1000 + len(self._user_ids))
-            g = _Grant(gid, client_id, login, user_id, scope, access_token="", refresh_token=None)
-            self._grants[gid] = g
-            return self._mint(g, new_refresh=True)
+            return self._mint(self._new_grant(client_id, login=login, scope=scope), new_refresh=True)
 
     def revoke_grant(self, token: str) -> bool:
         """Revoke the grant that ``token`` (access or refresh) belongs to."""
@@ -327,12 +346,25 @@ class Provider:
             return taken
 
     def set_rate_limit(
-        self, kind: RateLimitKind | str | None, *, count: int | None = None, reset_after: int = 60
+        self,
+        kind: LimitKind | str | None,
+        *,
+        count: int | None = None,
+        reset_after: int = 60,
+        duration: float | None = None,
+        endpoint: Endpoint | str = Endpoint.VALIDATE,
     ) -> None:
+        """Limit ``endpoint`` (``validate``, or ``token`` for refresh grants): for ``count``
+        answers (each announcing a reset ``reset_after`` seconds ahead), or for ``duration``
+        seconds from now (announcing that end as the reset), or until cleared (``kind`` None).
+        """
+        where = Endpoint(endpoint)
         with self._lock:
-            self._rate_limit = (
-                None if kind is None else RateLimit(RateLimitKind(kind), count, reset_after)
-            )
+            if kind is None:
+                self._rate_limits.pop(where, None)
+                return
+            until = None if duration is None else self.clock() + duration
+            self._rate_limits[where] = RateLimit(LimitKind(kind), count, reset_after, until)
 
     def approve_device(self, user_code: str, *, login: str = "alice") -> None:
         with self._lock:
@@ -350,6 +382,7 @@ class Provider:
     def record_status(self, endpoint: Endpoint, status: int | str) -> None:
         with self._lock:
             self._by_status[endpoint.value][status] += 1
+            self._calls.append(Call(self.clock(), endpoint.value, status))
 
     def count_request(self) -> None:
         """Any request on any path (the control API excepted): did anything reach us?"""
@@ -370,7 +403,14 @@ class Provider:
     def token(self, req: Request) -> Reply:
         p = req.params
         with self._lock:
+            wrong = self.dialect.wrong_tenant(req.path)
+            if wrong is not None:
+                return wrong
             grant_type = p.get("grant_type", "")
+            if grant_type != DEVICE_GRANT_TYPE:
+                limited = self._rate_limited(Endpoint.TOKEN, self.clock())
+                if limited is not None:
+                    return limited
             # Like GitHub, the device flow needs no client secret (public clients use it).
             client_id, failure = self._authenticate(
                 req, secret_optional=grant_type == DEVICE_GRANT_TYPE
@@ -378,43 +418,51 @@ class Provider:
             if failure is not None:
                 return failure
             if grant_type == "refresh_token":
+                if self.dialect.scope_required_on_refresh and not p.get("scope"):
+                    return self.dialect.missing_scope()
                 return self._refresh_grant(client_id, p.get("refresh_token", ""))
             if grant_type == DEVICE_GRANT_TYPE:
                 return self._device_grant(client_id, p.get("device_code", ""))
-            return self._error(
-                "unsupported_grant_type", "The grant type is not supported.", status=400
-            )
+            return self.dialect.error("unsupported_grant_type", "The grant type is not supported.")
 
     def validate(self, req: Request) -> Reply:
         now = self.clock()
         with self._lock:
-            limited = self._rate_limited(now)
+            limited = self._rate_limited(Endpoint.VALIDATE, now)
             if limited is not None:
                 return limited
             reset = int(now // 3600 + 1) * 3600
-            used = self._validation_calls % 5000
-            headers = {
-                "x-ratelimit-limit": "5000",
-                "x-ratelimit-remaining": str(5000 - used),
-                "x-ratelimit-used": str(used),
-                "x-ratelimit-reset": str(reset),
-                "x-ratelimit-resource": "core",
-            }
+            headers = self.dialect.budget_headers(now=now, used=self._validation_calls % 5000, reset_at=reset)
             token = _bearer(req.headers.get("authorization", ""))
             a = self._access.get(token) if token else None
             g = self._grants.get(a.grant_id) if a else None
             if a is None or g is None or not self._live(a, g, now):
-                body = {"message": "Bad credentials", "documentation_url": DOCS}
-                return Reply(401, body, headers)
-            return Reply(200, {"login": g.login, "id": g.user_id, "type": "User"}, headers)
+                reply = self.dialect.unauthorized(req.path)
+                reply.headers = {**headers, **reply.headers}
+                return reply
+            needed = self.dialect.account_scopes
+            if needed is not None and self.dialect.needs_scope(req.path) and not needed & set(g.scope.split()):
+                reply = self.dialect.insufficient_scope(req.path)
+                reply.headers = {**headers, **reply.headers}
+                return reply
+            who = Account(login=g.login, user_id=g.user_id, client_id=g.client_id, scope=g.scope,
+                          expires_in=None if a.expires_at is None else max(0, int(a.expires_at - now)),
+                          created_at=int(g.created_at))
+            return Reply(200, self.dialect.account(req.path, who), headers)
+
+    def discovery(self, req: Request) -> Reply:
+        return Reply(200, self.dialect.discovery_document())
 
     def device_code(self, req: Request) -> Reply:
         p = req.params
         now = self.clock()
         with self._lock:
+            wrong = self.dialect.wrong_tenant(req.path)
+            if wrong is not None:
+                return wrong
             client_id = p.get("client_id", "")
             if client_id not in self._clients:
-                return self._client_error()
+                return self.dialect.client_error()
             device_code = secrets.token_hex(20)
             user_code = self._new_user_code()
             self._devices[device_code] = _Device(
@@ -428,7 +476,7 @@ class Provider:
             body = {
                 "device_code": device_code,
                 "user_code": user_code,
-                "verification_uri": self.base_url + "/login/device",
+                "verification_uri": self.base_url + self.dialect.device_page_path,
                 "expires_in": self.device_code_lifetime,
                 "interval": self.device_interval,
             }
@@ -445,56 +493,58 @@ class Provider:
         if basic is not None:
             client_id, secret = basic
         if client_id not in self._clients:
-            return client_id, self._client_error()
+            return client_id, self.dialect.client_error()
         expected = self._clients[client_id]
         if secret is None and secret_optional:
             return client_id, None
         if expected is not None and (
             secret is None or not secrets.compare_digest(secret.encode(), expected.encode())
         ):
-            return client_id, self._client_error()
+            return client_id, self.dialect.client_error()
         return client_id, None
 
     def _refresh_grant(self, client_id: str, token: str) -> Reply:
         now = self.clock()
         r = self._refresh.get(token)
         g = self._grants.get(r.grant_id) if r else None
-        if r is None or g is None or g.client_id != client_id:
-            return self._dead_refresh()
+        if r is None or g is None:
+            return self.dialect.dead_refresh(DeadWhy.UNKNOWN)
+        if g.client_id != client_id:
+            return self.dialect.dead_refresh(DeadWhy.OTHER_CLIENT)
         if r.spent:
             self._reuse_attempts += 1
             if self.replay_detection and not g.revoked:
                 self._revoke(g)
                 self._revoked_grants += 1
-            return self._dead_refresh()
-        if g.revoked or (r.expires_at is not None and r.expires_at <= now):
-            return self._dead_refresh()
+            return self.dialect.dead_refresh(DeadWhy.SPENT)
+        if g.revoked:
+            return self.dialect.dead_refresh(DeadWhy.REVOKED)
+        if r.expires_at is not None and r.expires_at <= now:
+            return self.dialect.dead_refresh(DeadWhy.EXPIRED)
         self._exchanges[token] += 1
         old = self._access.get(g.access_token)
         if old is not None:
+            if old.expires_at is not None and old.expires_at <= now and not old.revoked:
+                self._late_refreshes += 1
             old.revoked = True
-        if self.rotate_refresh_tokens:
+        if self.rotate_refresh_tokens and not self.keep_used_refresh_tokens:
             r.spent = True
         grant = self._mint(g, new_refresh=self.rotate_refresh_tokens)
-        return Reply(200, _token_body(grant), negotiable=True)
+        return Reply(200, self.dialect.token_body(_token_body(grant), now=now), negotiable=True)
 
     def _device_grant(self, client_id: str, device_code: str) -> Reply:
         now = self.clock()
         d = self._devices.get(device_code)
         if d is None or d.client_id != client_id or d.state == "consumed":
-            if self.mode is Mode.GITHUB:
-                return self._error(
-                    "incorrect_device_code", "The device_code provided is not valid."
-                )
-            return self._error("invalid_grant", "The device_code provided is not valid.")
+            return self.dialect.unknown_device_code()
         if d.expires_at <= now:
-            return self._error("expired_token", "The device code has expired.")
+            return self.dialect.error("expired_token", "The device code has expired.")
         if d.state == "denied":
-            return self._error("access_denied", "The authorization request was denied.")
+            return self.dialect.error("access_denied", "The authorization request was denied.")
         if d.last_poll is not None and now - d.last_poll < d.interval:
             d.last_poll = now
             d.interval += self.slow_down_increment
-            return self._error(
+            return self.dialect.error(
                 "slow_down",
                 "Too many requests have been made in the same timeframe.",
                 extra={"interval": d.interval},
@@ -505,28 +555,32 @@ class Provider:
         if d.state == "pending" and auto is not None and d.polls >= auto:
             d.state, d.login = "approved", self.device_auto_approve_login
         if d.state != "approved":
-            return self._error(
+            return self.dialect.error(
                 "authorization_pending", "The authorization request is still pending."
             )
         d.state = "consumed"
+        g = self._new_grant(client_id, login=d.login or self.device_auto_approve_login, scope=d.scope)
+        return Reply(200, self.dialect.token_body(_token_body(self._mint(g, new_refresh=True)), now=now),
+                     negotiable=True)
+
+    def _new_grant(self, client_id: str, *, login: str, scope: str) -> _Grant:
         gid = len(self._grants) + 1
-        login = d.login or self.device_auto_approve_login
         user_id = self._user_ids.setdefault(login, 1000 + len(self._user_ids))
-        g = _Grant(gid, client_id, login, user_id, d.scope, access_token="", refresh_token=None)
+        g = _Grant(gid, client_id, login, user_id, scope, access_token="", refresh_token=None,
+                   created_at=self.clock())
         self._grants[gid] = g
-        return Reply(200, _token_body(self._mint(g, new_refresh=True)), negotiable=True)
+        return g
 
     def _mint(self, g: _Grant, *, new_refresh: bool) -> Grant:
         now = self.clock()
-        github = self.mode is Mode.GITHUB
-        access = ("ghu_" if github else "at_") + _random_token(36)
+        access = self.dialect.new_access_token()
         self._access[access] = _Access(
             g.id, None if self.access_token_lifetime is None else now + self.access_token_lifetime
         )
         g.access_token = access
         refresh_out: str | None = None
         if new_refresh:
-            refresh_out = ("ghr_" if github else "rt_") + _random_token(76)
+            refresh_out = self.dialect.new_refresh_token()
             self._refresh[refresh_out] = _Refresh(
                 g.id,
                 None if self.refresh_token_lifetime is None else now + self.refresh_token_lifetime,
@@ -555,36 +609,20 @@ class Provider:
     def _live(a: _Access, g: _Grant, now: float) -> bool:
         return not a.revoked and not g.revoked and (a.expires_at is None or a.expires_at > now)
 
-    def _rate_limited(self, now: float) -> Reply | None:
-        rl = self._rate_limit
+    def _rate_limited(self, endpoint: Endpoint, now: float) -> Reply | None:
+        rl = self._rate_limits.get(endpoint)
         if rl is None:
             return None
+        if rl.until is not None:
+            if now >= rl.until:
+                del self._rate_limits[endpoint]
+                return None
+            return self.dialect.limited(rl.kind, now=now, reset_at=rl.until)
         if rl.remaining is not None:
             rl.remaining -= 1
             if rl.remaining <= 0:
-                self._rate_limit = None
-        if rl.kind is RateLimitKind.PRIMARY:
-            headers = {
-                "x-ratelimit-limit": "5000",
-                "x-ratelimit-remaining": "0",
-                "x-ratelimit-used": "5000",
-                "x-ratelimit-reset": str(int(now) + rl.reset_after),
-                "x-ratelimit-resource": "core",
-            }
-            body = {"message": "API rate limit exceeded for user.", "documentation_url": DOCS}
-            return Reply(403, body, headers)
-        message = (
-            "You have exceeded a secondary rate limit. Please wait a few minutes before you"
-            " try again."
-        )
-        status = 403 if rl.kind is RateLimitKind.SECONDARY else 429
-        if status == 429:
-            message = "Too many requests."
-        return Reply(
-            status,
-            {"message": message, "documentation_url": DOCS},
-            {"retry-after": str(rl.reset_after)},
-        )
+                del self._rate_limits[endpoint]
+        return self.dialect.limited(rl.kind, now=now, reset_at=now + rl.reset_after)
 
     def _device_by_user_code(self, user_code: str) -> _Device:
         device_code = self._user_codes.get(user_code.upper())
@@ -603,41 +641,6 @@ class Provider:
             if code not in self._user_codes:
                 return code
 
-    def _dead_refresh(self) -> Reply:
-        if self.mode is Mode.GITHUB:
-            return self._error(
-                "bad_refresh_token", "The refresh token passed is incorrect or expired."
-            )
-        return self._error("invalid_grant", "The refresh token is invalid, expired or revoked.")
-
-    def _client_error(self) -> Reply:
-        if self.mode is Mode.GITHUB:
-            return self._error(
-                "incorrect_client_credentials",
-                "The client_id and/or client_secret passed are incorrect.",
-            )
-        return Reply(
-            401,
-            {"error": "invalid_client", "error_description": "Client authentication failed."},
-            {"www-authenticate": 'Basic realm="providersim"'},
-            negotiable=True,
-        )
-
-    def _error(
-        self,
-        error: str,
-        description: str,
-        *,
-        status: int = 400,
-        extra: Mapping[str, Any] | None = None,
-    ) -> Reply:
-        """GitHub answers OAuth errors with HTTP 200; RFC 6749/8628 with 400."""
-        body: dict[str, Any] = {"error": error, "error_description": description}
-        if self.mode is Mode.GITHUB:
-            body["error_uri"] = DOCS
-        body.update(extra or {})
-        return Reply(200 if self.mode is Mode.GITHUB else status, body, negotiable=True)
-
 
 def _token_body(grant: Grant) -> dict[str, Any]:
     body: dict[str, Any] = {"access_token": grant.access_token, "token_type": "bearer"}
@@ -649,11 +652,6 @@ def _token_body(grant: Grant) -> dict[str, Any]:
             body["refresh_token_expires_in"] = grant.refresh_token_expires_in
     body["scope"] = grant.scope
     return body
-
-
-def _random_token(n: int) -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(n))
 
 
 def _bearer(header: str) -> str | None:

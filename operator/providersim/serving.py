@@ -9,6 +9,7 @@ string) and status only: never a token.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import socket
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from providersim.profiles import Route
 from providersim.provider import (
     DEVICE_GRANT_TYPE,
     Endpoint,
@@ -33,10 +35,6 @@ from providersim.provider import (
 
 logger = logging.getLogger("providersim")
 
-TOKEN_PATH = "/login/oauth/access_token"
-VALIDATE_PATH = "/user"
-DEVICE_CODE_PATH = "/login/device/code"
-DEVICE_PAGE_PATH = "/login/device"
 MALFORMED_BODY = b'<html><body><h1>Unicorn!</h1> {"access_token": \x00\xff garbage'
 HUGE_CHUNK = 64 * 1024
 
@@ -126,6 +124,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, on the simulator's clock (which a test may set apart)."""
+        moment = self.server.provider.clock() if timestamp is None else timestamp
+        return email.utils.formatdate(moment, usegmt=True)
+
     # -- verbs
     def do_GET(self) -> None:
         self._dispatch()
@@ -147,25 +150,28 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             self._control(path, raw)
             return
-        self.server.provider.count_request()
-        route = (self.command, path)
-        if route == ("POST", TOKEN_PATH):
+        provider = self.server.provider
+        provider.count_request()
+        route = provider.dialect.route(self.command, path)
+        if route is Route.TOKEN:
             params = self._params(url.query, raw)
             if params is None:
                 return
             device = params.get("grant_type") == DEVICE_GRANT_TYPE
             endpoint = Endpoint.DEVICE_TOKEN if device else Endpoint.TOKEN
-            self._simulate(endpoint, self.server.provider.token, params)
-        elif route == ("GET", VALIDATE_PATH):
-            self._simulate(Endpoint.VALIDATE, self.server.provider.validate, {})
-        elif route == ("POST", DEVICE_CODE_PATH):
+            self._simulate(endpoint, provider.token, params, path)
+        elif route is Route.VALIDATE:
+            self._simulate(Endpoint.VALIDATE, provider.validate, {}, path)
+        elif route is Route.DEVICE_CODE:
             params = self._params(url.query, raw)
             if params is None:
                 return
-            self._simulate(Endpoint.DEVICE_CODE, self.server.provider.device_code, params)
-        elif route == ("GET", DEVICE_PAGE_PATH):
+            self._simulate(Endpoint.DEVICE_CODE, provider.device_code, params, path)
+        elif route is Route.DEVICE_PAGE:
             page = b"<html><body>providersim: approve the user code with POST /_sim/device/approve"
             self._send(200, page, "text/html; charset=utf-8")
+        elif route is Route.DISCOVERY:
+            self._send_reply(provider.discovery(Request(headers={}, params={}, path=path)))
         else:
             self._send_json(404, {"message": "Not Found"})
 
@@ -174,6 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint: Endpoint,
         answer: Callable[[Request], Reply],
         params: Mapping[str, str],
+        path: str,
     ) -> None:
         provider = self.server.provider
         provider.count_call(endpoint)
@@ -230,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_huge(int(fault.value))
                 return
         headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = answer(Request(headers=headers, params=params))
+        reply = answer(Request(headers=headers, params=params, path=path))
         provider.record_status(endpoint, reply.status)
         self._send_reply(reply)
 
@@ -277,7 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_reply(self, reply: Reply) -> None:
         accept = self.headers.get("accept", "")
         provider = self.server.provider
-        if reply.negotiable and provider.mode is Mode.GITHUB and "json" not in accept.lower():
+        if reply.text is not None:
+            self._send(reply.status, reply.text.encode(), "text/html; charset=utf-8", reply.headers)
+        elif reply.negotiable and provider.mode is Mode.GITHUB and "json" not in accept.lower():
             body = urlencode({k: str(v) for k, v in reply.payload.items()}).encode()
             self._send(
                 reply.status,
@@ -391,7 +400,8 @@ def control(provider: Provider, method: str, path: str, data: Mapping[str, Any])
         return 200, {}
     if route == ("POST", "/_sim/rate-limit"):
         provider.set_rate_limit(
-            data.get("kind"), count=data.get("count"), reset_after=int(data.get("reset_after", 60))
+            data.get("kind"), count=data.get("count"), reset_after=int(data.get("reset_after", 60)),
+            duration=data.get("duration"), endpoint=data.get("endpoint", "validate"),
         )
         return 200, {}
     if route == ("POST", "/_sim/device/approve"):

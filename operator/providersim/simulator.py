@@ -14,6 +14,7 @@ from typing import Any
 
 from providersim import pki
 from providersim.provider import (
+    Call,
     Endpoint,
     FaultKind,
     Grant,
@@ -32,9 +33,13 @@ class Simulator:
         self,
         mode: Mode | str = "github",
         *,
+        profile: Mode | str | None = None,
+        tenant: str = "contoso",
+        clock_offset: float = 0.0,
         access_token_lifetime: int | None = 8 * 3600,
         refresh_token_lifetime: int | None = None,
         rotate_refresh_tokens: bool = True,
+        keep_used_refresh_tokens: bool | None = None,
         replay_detection: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -47,20 +52,33 @@ class Simulator:
         state_dir: str | Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``clock`` (seconds since the epoch) decides every expiry and the device-flow
-        interval; tests pass a fake one and advance it instead of sleeping."""
+        """``profile`` (or ``mode``, its older name) picks the provider dialect: ``github``,
+        ``gitlab``, ``gitea``, ``bitbucket-cloud``, ``azure-devops-entra`` or ``generic``
+        (see ``providersim.profiles``). ``tenant``: the Entra tenant its token path
+        accepts (besides ``organizations`` and ``common``).
+
+        ``clock`` (seconds since the epoch) decides every expiry, the device-flow interval,
+        rate-limit resets and the ``Date`` header; tests pass a fake one and advance it
+        instead of sleeping. ``clock_offset`` sets the simulator's clock that many seconds
+        apart from ``clock`` (a provider whose clock is off, or an operator's).
+        ``keep_used_refresh_tokens``: a rotated-out refresh token keeps working (None: as
+        the profile does; Entra and Gitea do)."""
+        base_clock = clock
+        self.clock_offset = clock_offset
         self.provider = Provider(
-            mode=mode,
+            mode=profile if profile is not None else mode,
+            tenant=tenant,
             access_token_lifetime=access_token_lifetime,
             refresh_token_lifetime=refresh_token_lifetime,
             rotate_refresh_tokens=rotate_refresh_tokens,
+            keep_used_refresh_tokens=keep_used_refresh_tokens,
             replay_detection=replay_detection,
             device_interval=device_interval,
             slow_down_increment=slow_down_increment,
             device_code_lifetime=device_code_lifetime,
             device_auto_approve_after=device_auto_approve_after,
             device_auto_approve_login=device_auto_approve_login,
-            clock=clock,
+            clock=(lambda: base_clock() + self.clock_offset) if clock_offset else base_clock,
         )
         self.host = host
         self.port = port
@@ -137,16 +155,41 @@ class Simulator:
         return f"https://{host}:{self.port}"
 
     @property
+    def profile(self) -> Mode:
+        return self.provider.mode
+
+    @property
+    def base_url(self) -> str:
+        """What an ExternalAuthProvider of this profile's type puts in ``spec.baseURL`` (for
+        Entra: with the tenant)."""
+        if self.profile is Mode.AZURE_DEVOPS_ENTRA:
+            return f"{self.url}/{self.provider.dialect.tenant}"
+        return self.url
+
+    @property
     def token_url(self) -> str:
-        return self.url + "/login/oauth/access_token"
+        path = self.provider.dialect.token_path
+        if self.profile is Mode.AZURE_DEVOPS_ENTRA:
+            path = path.replace("/organizations/", f"/{self.provider.dialect.tenant}/", 1)
+        return self.url + path
 
     @property
     def validate_url(self) -> str:
-        return self.url + "/user"
+        return self.url + self.provider.dialect.validate_paths[0]
 
     @property
     def device_authorization_url(self) -> str:
-        return self.url + "/login/device/code"
+        path = self.provider.dialect.device_code_path
+        if path is None:
+            raise RuntimeError(f"the {self.profile} profile has no device endpoint")
+        if self.profile is Mode.AZURE_DEVOPS_ENTRA:
+            path = path.replace("/organizations/", f"/{self.provider.dialect.tenant}/", 1)
+        return self.url + path
+
+    @property
+    def issuer_url(self) -> str:
+        """The OIDC issuer (profiles that publish a discovery document)."""
+        return self.url
 
     @property
     def ca_file(self) -> str:
@@ -192,9 +235,24 @@ class Simulator:
         self.provider.clear_faults()
 
     def set_rate_limit(
-        self, kind: RateLimitKind | str | None, *, count: int | None = None, reset_after: int = 60
+        self,
+        kind: RateLimitKind | str | None,
+        *,
+        count: int | None = None,
+        reset_after: int = 60,
+        duration: float | None = None,
+        endpoint: Endpoint | str = Endpoint.VALIDATE,
     ) -> None:
-        self.provider.set_rate_limit(kind, count=count, reset_after=reset_after)
+        self.provider.set_rate_limit(kind, count=count, reset_after=reset_after, duration=duration,
+                                     endpoint=endpoint)
+
+    def calls(self, endpoint: Endpoint | str | None = None) -> list[Call]:
+        """Answered requests (simulator clock, endpoint, status), oldest first."""
+        return self.provider.calls(endpoint)
+
+    def now(self) -> float:
+        """The simulator's clock."""
+        return self.provider.clock()
 
     def approve_device(self, user_code: str, login: str = "alice") -> None:
         self.provider.approve_device(user_code, login=login)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from externalauth.errors import DiscoveryError
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import parse_provider
 from externalauth.model.tokens import MAX_LIFETIME
@@ -303,10 +304,15 @@ def test_hostile_token_answers_never_raise(make_simulator: Any, every_log_line: 
     sim = make_simulator()
     grant = sim.issue_grant(CLIENT_ID)
     sim.add_fault("token", "body", value=body)
+    started = time.monotonic()
     result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=NOW)
+    took = dt.timedelta(seconds=time.monotonic() - started)
     tokens = result.tokens
-    got = None if tokens is None else (tokens.expiry - NOW if tokens.expiry else None,
-                                       tokens.refresh_token_expiry - NOW if tokens.refresh_token_expiry else None)
+    # Lifetimes count from the answer's arrival: NOW plus at most the call's duration.
+    got = None if tokens is None else tuple(
+        None if moment is None else want if want is not None and want <= moment - NOW <= want + took
+        else moment - NOW
+        for moment, want in zip((tokens.expiry, tokens.refresh_token_expiry), lifetimes or (None, None), strict=True))
     assert (verdict, lifetimes) == (result.classified.verdict, got)
     assert_no_secret(every_log_line.text + result.classified.message + repr(result), grant.refresh_token)
 
@@ -329,3 +335,112 @@ def test_a_token_that_cannot_be_a_header_never_reaches_a_message(make_simulator:
     outcome = client_for(sim).validate(SecretStr(token), now=NOW)
     assert (ValidationVerdict.UNREACHABLE, 0) == (outcome.verdict, sim.stats.validation_calls)
     assert_no_secret(every_log_line.text + outcome.message + repr(outcome))
+
+
+# --- expiry truth, rate-limit etiquette, discovery (issue 10) ---------------------------
+def test_the_expiry_counts_from_when_the_answer_arrived(make_simulator: Any) -> None:
+    """A token endpoint that takes 2 s to answer: the 600 s lifetime starts when its answer
+    arrived, not when the request left (the wait did not eat into the lifetime)."""
+    sim = make_simulator(access_token_lifetime=600)
+    grant = sim.issue_grant(CLIENT_ID)
+    sim.add_fault("token", "latency", value=2.0, count=1)
+    result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert result.tokens is not None and result.tokens.expiry is not None
+    lifetime = (result.tokens.expiry - NOW).total_seconds()
+    assert 602 <= lifetime < 610
+
+
+@pytest.mark.parametrize("offset", [600.0, -600.0])
+def test_the_clock_skew_is_measured_and_the_expiry_stays_on_our_clock(make_simulator: Any, offset: float) -> None:
+    sim = make_simulator(access_token_lifetime=600, clock_offset=offset)
+    grant = sim.issue_grant(CLIENT_ID)
+    now = dt.datetime.now(dt.UTC)
+    result = client_for(sim).refresh(SecretStr(grant.refresh_token), now=now)
+    assert result.tokens is not None and result.tokens.expiry is not None and result.clock_skew is not None
+    assert (True, True) == (abs(result.clock_skew - offset) < 3,
+                            600 <= (result.tokens.expiry - now).total_seconds() < 605)
+
+
+def test_a_rate_limited_token_endpoint_gets_nothing_until_its_retry_after(make_simulator: Any) -> None:
+    """A 429 with Retry-After: 60 holds the endpoint for every refresh token of the provider."""
+    sim = make_simulator()
+    first, second = sim.issue_grant(CLIENT_ID), sim.issue_grant(CLIENT_ID)
+    sim.add_fault("token", "status", value=429, count=1, headers={"retry-after": "60"})
+    client = client_for(sim)
+    limited = client.refresh(SecretStr(first.refresh_token), now=NOW)
+    held = client.refresh(SecretStr(second.refresh_token), now=NOW)
+    wait = held.classified.retry_after
+    assert (TokenVerdict.TRANSIENT, TokenVerdict.TRANSIENT, 1, True) == (
+        limited.classified.verdict, held.classified.verdict, sim.stats.token_calls,
+        wait is not None and 55 < wait <= 60)
+
+
+def test_a_spent_budget_holds_the_next_validation_until_the_reset(make_simulator: Any) -> None:
+    """A 200 saying x-ratelimit-remaining: 0 and when it resets: the next validation waits
+    for the reset instead of earning a 403."""
+    sim = make_simulator()
+    grant = sim.issue_grant(CLIENT_ID)
+    reset = str(int(time.time()) + 120)
+    sim.add_fault("validate", "status", value=200, count=1,
+                  headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})
+    client = client_for(sim)
+    first = client.validate(SecretStr(grant.access_token), now=dt.datetime.now(dt.UTC))
+    second = client.validate(SecretStr(grant.access_token), now=dt.datetime.now(dt.UTC))
+    assert (ValidationVerdict.VALID, ValidationVerdict.RATE_LIMITED, 1) == (
+        first.verdict, second.verdict, sim.stats.validation_calls)
+
+
+def oidc_client(sim: Any, **spec: Any) -> ProviderClient:
+    body = {"type": "generic", "clientID": CLIENT_ID, "issuerURL": sim.issuer_url, "caBundle": sim.ca_pem, **spec}
+    return ProviderClient(parse_provider("p", body), SecretStr(CLIENT_SECRET), connect_timeout=2, read_timeout=5)
+
+
+def test_an_issuer_is_discovered_when_the_client_is_built(make_simulator: Any) -> None:
+    """spec.issuerURL alone: the token, device and userinfo endpoints come from the discovery
+    document; a refresh and a validation (account from preferred_username) work."""
+    sim = make_simulator(profile="generic")
+    grant = sim.issue_grant(CLIENT_ID, login="jane")
+    client = oidc_client(sim)
+    refreshed = client.refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert refreshed.tokens is not None
+    outcome = client.validate(refreshed.tokens.access_token, now=NOW)
+    assert ((sim.token_url, sim.device_authorization_url, sim.validate_url), TokenVerdict.SUCCESS, "jane") == (
+        (client.spec.token_url, client.spec.device_url, client.spec.validate_url),
+        refreshed.classified.verdict, outcome.account)
+
+
+def test_an_issuer_without_a_discovery_document_cannot_make_a_client(make_simulator: Any) -> None:
+    sim = make_simulator(profile="github")
+    with pytest.raises(DiscoveryError, match="has no discovery document") as raised:
+        oidc_client(sim)
+    assert not raised.value.transient
+
+
+def test_an_issuer_that_does_not_answer_yet_is_tried_again_and_sends_no_token(
+        make_simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Discovery failing for now (503): the client is built, a refresh fails as transient with
+    nothing sent to any token endpoint, and discovery is tried again on a later call."""
+    sim = make_simulator(profile="generic")
+    grant = sim.issue_grant(CLIENT_ID)
+    monkeypatch.setattr("externalauth.oauth.exchanging.DISCOVERY_RETRY", 0.0)
+    down = {"answer": True}
+
+    real_get = ProviderClient._get_document
+
+    def flaky(self: ProviderClient, url: str) -> Any:
+        if down["answer"]:
+            raise transport_no_answer()
+        return real_get(self, url)
+
+    monkeypatch.setattr(ProviderClient, "_get_document", flaky)
+    client = oidc_client(sim)
+    failed = client.refresh(SecretStr(grant.refresh_token), now=NOW)
+    down["answer"] = False
+    later = client.refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert (TokenVerdict.TRANSIENT, TokenVerdict.SUCCESS, 1) == (
+        failed.classified.verdict, later.classified.verdict, sim.stats.token_calls)
+
+
+def transport_no_answer() -> Exception:
+    from externalauth.oauth import transport
+    return transport.NoAnswer(transport.NoAnswerKind.UNREACHABLE, "ConnectionError")

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 
 import pytest
 
 from externalauth.policy.classifying import (
     TokenAnswer,
     TokenVerdict,
+    ValidationVerdict,
     classify_token_answer,
     classify_validation,
+    clock_skew,
+    exhausted,
+    is_rate_limited,
+    rate_limit_remaining,
     rate_limit_retry_after,
+    skew_message,
 )
 from externalauth.policy.timing import MAX_RETRY_AFTER
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+TEN_MINUTES = dt.timedelta(minutes=10)
+
+
+def http_date(moment: dt.datetime) -> str:
+    return email.utils.format_datetime(moment, usegmt=True)
 
 
 @pytest.mark.parametrize(("headers", "expected"), [
@@ -38,7 +50,27 @@ NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
     pytest.param({"x-ratelimit-reset": str(NOW.timestamp() + 60)}, 60.0, id="x-ratelimit-reset one minute ahead"),
     pytest.param({"x-ratelimit-reset": "1e12"}, MAX_RETRY_AFTER, id="x-ratelimit-reset far ahead is capped"),
     pytest.param({"x-ratelimit-reset": "inf"}, MAX_RETRY_AFTER, id="x-ratelimit-reset inf is capped"),
-    pytest.param({"x-ratelimit-reset": "1000"}, 0.0, id="x-ratelimit-reset in the past is now"),
+    pytest.param({"x-ratelimit-reset": str(NOW.timestamp() - 100)}, 0.0,
+                 id="an x-ratelimit-reset Unix time in the past is now"),
+    pytest.param({"x-ratelimit-reset": "1000"}, 1000.0,
+                 id="an x-ratelimit-reset too small to be a Unix time is seconds from now"),
+    pytest.param({"ratelimit-reset": str(NOW.timestamp() + 90)}, 90.0,
+                 id="GitLab's RateLimit-Reset is a Unix time ninety seconds ahead"),
+    pytest.param({"x-ratelimit-reset": str((NOW - TEN_MINUTES).timestamp() + 60),
+                  "date": http_date(NOW - TEN_MINUTES)}, 60.0,
+                 id="a provider clock ten minutes behind: its Unix-time reset counts from its Date"),
+    pytest.param({"x-ratelimit-reset": str((NOW + TEN_MINUTES).timestamp() + 60),
+                  "date": http_date(NOW + TEN_MINUTES)}, 60.0,
+                 id="a provider clock ten minutes ahead: its Unix-time reset counts from its Date"),
+    pytest.param({"retry-after": http_date(NOW - TEN_MINUTES + dt.timedelta(seconds=120)),
+                  "date": http_date(NOW - TEN_MINUTES)}, 120.0,
+                 id="a Retry-After date counts from the provider's Date"),
+    pytest.param({"x-ratelimit-reset": str(NOW.timestamp() + 60), "date": "yesterday"}, 60.0,
+                 id="an unreadable Date falls back to the local clock"),
+    pytest.param({"ratelimit": "limit=100, remaining=0, reset=50"}, 50.0,
+                 id="the IETF draft's structured RateLimit header (reset=)"),
+    pytest.param({"ratelimit": '"default";r=0;t=30'}, 30.0,
+                 id="the IETF draft's structured RateLimit header (t=)"),
     pytest.param({"x-ratelimit-reset": "-5"}, None, id="a negative x-ratelimit-reset is ignored"),
     pytest.param({"x-ratelimit-reset": "nan"}, None, id="x-ratelimit-reset nan is ignored"),
     pytest.param({"ratelimit-reset": "30"}, 30.0, id="ratelimit-reset in seconds is kept"),
@@ -83,3 +115,96 @@ def test_a_rate_limited_validation_never_waits_longer_than_an_hour(value: str) -
 def test_odd_token_answers_are_classified(answer: TokenAnswer, verdict: TokenVerdict, message: str) -> None:
     classified = classify_token_answer(answer)
     assert (verdict, message) == (classified.verdict, classified.message)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    pytest.param({"x-ratelimit-remaining": "4999"}, 4999.0, id="GitHub's x-ratelimit-remaining"),
+    pytest.param({"ratelimit-remaining": "0"}, 0.0, id="GitLab's RateLimit-Remaining at zero"),
+    pytest.param({"ratelimit": '"default";r=7;t=30'}, 7.0, id="the structured RateLimit header's r="),
+    pytest.param({"x-ratelimit-remaining": "-1"}, None, id="a negative budget is not believed"),
+    pytest.param({"x-ratelimit-remaining": "inf"}, None, id="an infinite budget is not believed"),
+    pytest.param({"x-ratelimit-remaining": "lots"}, None, id="a word is not a budget"),
+    pytest.param({}, None, id="no header, no budget"),
+])
+def test_the_remaining_budget_is_read_where_the_provider_tells_it(headers: dict[str, str],
+                                                                   expected: float | None) -> None:
+    assert expected == rate_limit_remaining(headers)
+
+
+@pytest.mark.parametrize(("status", "headers", "expected"), [
+    pytest.param(429, {}, True, id="429 is a rate limit"),
+    pytest.param(403, {"x-ratelimit-remaining": "0"}, True, id="GitHub's primary limit: 403 with nothing left"),
+    pytest.param(403, {"x-ratelimit-remaining": "0.0"}, True, id="a budget of 0.0 is nothing left"),
+    pytest.param(403, {"retry-after": "60"}, True, id="GitHub's secondary limit: 403 with Retry-After"),
+    pytest.param(403, {"x-ratelimit-remaining": "12"}, False, id="a 403 with budget left is a refusal"),
+    pytest.param(401, {"retry-after": "60"}, False, id="a 401 is never a rate limit"),
+])
+def test_rate_limit_signs(status: int, headers: dict[str, str], expected: bool) -> None:
+    assert expected == is_rate_limited(status, headers)
+
+
+@pytest.mark.parametrize(("status", "headers", "expected"), [
+    pytest.param(200, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1800000000"}, True,
+                 id="a 200 that spent the last request of the budget says to wait"),
+    pytest.param(200, {"x-ratelimit-remaining": "0"}, False, id="without a reset there is nothing to wait for"),
+    pytest.param(200, {"x-ratelimit-remaining": "1", "x-ratelimit-reset": "1800000000"}, False,
+                 id="one request left is not spent"),
+    pytest.param(401, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1800000000"}, False,
+                 id="only a success can say the budget is spent"),
+])
+def test_a_spent_budget_is_seen_before_the_next_request(status: int, headers: dict[str, str],
+                                                         expected: bool) -> None:
+    assert expected == exhausted(status, headers)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    pytest.param({"date": http_date(NOW + TEN_MINUTES)}, 600.0, id="a provider ten minutes ahead"),
+    pytest.param({"date": http_date(NOW - TEN_MINUTES)}, -600.0, id="a provider ten minutes behind"),
+    pytest.param({"date": http_date(NOW)}, 0.0, id="clocks in sync"),
+    pytest.param({"date": "Fri, 99 Zzz 99999"}, None, id="an unreadable Date measures nothing"),
+    pytest.param({}, None, id="no Date measures nothing"),
+])
+def test_clock_skew_is_measured_from_the_date_header_at_arrival(headers: dict[str, str],
+                                                                expected: float | None) -> None:
+    assert expected == clock_skew(headers, arrived=NOW)
+
+
+@pytest.mark.parametrize(("skew", "expected"), [
+    pytest.param(None, None, id="no measure, nothing to say"),
+    pytest.param(59.0, None, id="under a minute is not worth a word"),
+    pytest.param(-59.0, None, id="under a minute behind is not worth a word"),
+    pytest.param(600.4, "the provider's clock is about 10 minutes ahead of the operator's: refreshes are "
+                        "still timed on the operator's clock, but check the time sync (NTP) of both",
+                 id="ten minutes ahead, said in minutes"),
+    pytest.param(-75.0, "the provider's clock is about 1 minute behind the operator's: refreshes are "
+                        "still timed on the operator's clock, but check the time sync (NTP) of both",
+                 id="a minute and a quarter behind, said as one minute"),
+])
+def test_a_clock_skew_is_said_in_a_stable_sentence(skew: float | None, expected: str | None) -> None:
+    assert expected == skew_message(skew)
+
+
+def test_a_token_endpoint_rate_limiting_with_403_is_transient_and_says_until_when() -> None:
+    """GitHub-style 403 with rate-limit signs at the token endpoint is a wait, never a reason
+    to make the user sign in again (it used to be PERMANENT, then ReauthRequired)."""
+    classified = classify_token_answer(TokenAnswer(403, retry_after=60.0, rate_limited=True))
+    assert (TokenVerdict.TRANSIENT, "the token endpoint is rate-limiting the operator (HTTP 403)", 60.0) == (
+        classified.verdict, classified.message, classified.retry_after)
+
+
+@pytest.mark.parametrize(("status", "headers", "body", "verdict", "message"), [
+    pytest.param(403, {"www-authenticate": 'Bearer error="insufficient_scope", scope="read_user"'}, None,
+                 ValidationVerdict.VALID, "the provider accepted the token (its scopes do not allow reading "
+                 "the account: insufficient_scope)",
+                 id="a 403 insufficient_scope (RFC 6750) proves the token is live"),
+    pytest.param(403, {}, {"error": "insufficient_scope", "scope": "api read_user"},
+                 ValidationVerdict.VALID, "the provider accepted the token (its scopes do not allow reading "
+                 "the account: insufficient_scope)",
+                 id="GitLab's 403 insufficient_scope body proves the token is live"),
+    pytest.param(403, {}, {"message": "403 Forbidden"}, ValidationVerdict.INVALID,
+                 "the provider rejected the token (HTTP 403)", id="a bare 403 is a rejection"),
+])
+def test_a_token_without_the_scope_to_read_the_account_is_still_valid(
+        status: int, headers: dict[str, str], body: object, verdict: ValidationVerdict, message: str) -> None:
+    outcome = classify_validation(status=status, headers=headers, body=body, account_fields=("username",), now=NOW)
+    assert (verdict, message, None) == (outcome.verdict, outcome.message, outcome.account)

@@ -69,6 +69,22 @@ def test_the_new_families_and_standard_collectors_are_exposed() -> None:
     assert [] == [line for line in expected if line not in text]
 
 
+def test_a_providers_observer_records_its_budget_and_clock_skew() -> None:
+    """metrics.observer is what the provider client reports to: requests by code, the
+    rate-limit budget the provider announced and its clock skew (issue 10)."""
+    observe = metrics.observer("gl")
+    observe("validate", 200)
+    observe.rate_limit_remaining("validate", 1999.0)
+    observe.clock_skew(-600.2)
+    registry = metrics.REGISTRY
+    assert (1.0, 1999.0, -600.2) == (
+        registry.get_sample_value("externalauth_provider_requests_total",
+                                  {"provider": "gl", "endpoint": "validate", "code": "200"}),
+        registry.get_sample_value("externalauth_provider_ratelimit_remaining",
+                                  {"provider": "gl", "endpoint": "validate"}),
+        registry.get_sample_value("externalauth_provider_clock_skew_seconds", {"provider": "gl"}))
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     pytest.param("127.0.0.1", ("127.0.0.1", None), id="an IPv4 address"),
     pytest.param(":8080", ("0.0.0.0", 8080), id="a port alone means every address"),

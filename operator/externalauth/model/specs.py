@@ -41,10 +41,23 @@ class ProviderSpec:
     ca_bundle: str | None
     max_concurrent: int
     host: str  # host[:port] git talks to, for output formats
+    # OIDC issuer (spec.issuerURL): the endpoints the spec does not name come from its
+    # discovery document, read by the client (oauth/discovering.py). Until then
+    # ``token_url`` may be "" (see :attr:`needs_discovery`).
+    issuer_url: str | None = None
+    # Which URLs the discovery document supplies (the spec did not name them).
+    discover_device: bool = False
+    discover_validation: bool = False
 
     @property
     def quirks(self) -> providers.Quirks:
         return providers.quirks(self.type)
+
+    @property
+    def needs_discovery(self) -> bool:
+        """The issuer's discovery document must be read before the spec can be used."""
+        return self.issuer_url is not None and (
+            not self.token_url or self.discover_device or self.discover_validation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +70,7 @@ class LinkSpec:
     output_formats: tuple[OutputFormat, ...]
 
 
-def _https(field: str, value: Any) -> str:
+def https_url(field: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInputError(f"spec.{field} must be a URL")
     parsed = urllib.parse.urlsplit(value)
@@ -87,16 +100,26 @@ def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
         secret_ref = SecretRef(ref["namespace"], ref["name"], ref["key"])
     base = spec.get("baseURL")
     if base is not None:
-        base = _https("baseURL", base)
+        base = https_url("baseURL", base)
+        if providers.quirks(kind).base_url_needs_path and "tokenURL" not in spec \
+                and not urllib.parse.urlsplit(base).path.strip("/"):
+            raise InvalidInputError(
+                f"spec.baseURL must name the tenant for type {kind}, e.g. "
+                "https://login.microsoftonline.com/<tenant-id>")
+    issuer = spec.get("issuerURL")
+    if issuer is not None:
+        issuer = https_url("issuerURL", issuer)
+        if kind is not providers.ProviderType.GENERIC:
+            raise InvalidInputError(f"spec.issuerURL is only for type generic, not {kind}")
     urls = providers.default_urls(kind, base)
     token_url = spec.get("tokenURL", urls["token"])
-    if token_url is None:
-        raise InvalidInputError(f"spec.tokenURL is required for type {kind}")
-    token_url = _https("tokenURL", token_url)
+    if token_url is None and issuer is None:
+        raise InvalidInputError(f"spec.tokenURL is required for type {kind} (or spec.issuerURL, to discover it)")
+    token_url = https_url("tokenURL", token_url) if token_url is not None else ""
     validate_url = spec.get("validateURL", urls["validate"])
-    validate_url = _https("validateURL", validate_url) if validate_url else None
+    validate_url = https_url("validateURL", validate_url) if validate_url else None
     device_url = spec.get("deviceAuthorizationURL", urls["device"])
-    device_url = _https("deviceAuthorizationURL", device_url) if device_url else None
+    device_url = https_url("deviceAuthorizationURL", device_url) if device_url else None
     scopes = spec.get("scopes") or []
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidInputError("spec.scopes must be a list of strings")
@@ -106,7 +129,7 @@ def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
     max_conc = spec.get("maxConcurrentRefreshes", DEFAULT_MAX_CONCURRENT)
     if not isinstance(max_conc, int) or isinstance(max_conc, bool) or max_conc < 1:
         raise InvalidInputError("spec.maxConcurrentRefreshes must be an integer >= 1")
-    host_url = urllib.parse.urlsplit(base or token_url)
+    host_url = urllib.parse.urlsplit(base or token_url or issuer or "")
     host = host_url.netloc.rsplit("@", 1)[-1]
     if kind is providers.ProviderType.GITHUB and host == "api.github.com":
         host = "github.com"
@@ -122,6 +145,9 @@ def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
         ca_bundle=ca,
         max_concurrent=max_conc,
         host=host,
+        issuer_url=issuer,
+        discover_device=issuer is not None and "deviceAuthorizationURL" not in spec,
+        discover_validation=issuer is not None and "validateURL" not in spec,
     )
 
 

@@ -33,6 +33,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The longest lifetime believed from a provider answer (``expires_in: 1e308``).
 MAX_LIFETIME = dt.timedelta(days=365)
+# Entra puts its numeric codes in ``error_codes`` and at the start of the description.
+_AADSTS = re.compile(r"^AADSTS(\d{1,9})\b")
+_MAX_ERROR_CODES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +130,23 @@ class AnswerReading:
     error: str | None = None
     refresh_token: SecretStr | None = None
     notes: tuple[str, ...] = ()
+    error_codes: tuple[int, ...] = ()  # numeric codes refining ``error`` (Entra's AADSTS)
+
+
+def _error_codes(payload: Mapping[str, object]) -> tuple[int, ...]:
+    """Numeric error codes (Entra: ``"error_codes": [70008]``, or ``AADSTS70008:`` opening
+    the description). Only small non-negative integers are believed; never raises."""
+    raw = payload.get("error_codes")
+    codes: list[int] = []
+    if isinstance(raw, list):
+        codes = [c for c in raw[:_MAX_ERROR_CODES]
+                 if isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 10**9]
+    if not codes:
+        description = payload.get("error_description")
+        match = _AADSTS.match(description) if isinstance(description, str) else None
+        if match:
+            codes = [int(match.group(1))]
+    return tuple(codes)
 
 
 def _secret_text(value: object) -> str | None:
@@ -183,8 +203,10 @@ def _scope(value: object, notes: list[str]) -> str | None:
 def read_token_answer(payload: object, *, now: dt.datetime) -> AnswerReading:
     """Read a token endpoint's decoded answer without trusting it (contract §9.13).
 
-    Never raises. Lifetimes beyond a year are capped; unreadable ones are unknown;
-    a token type that is not an RFC 6749 name becomes ``bearer``. A token with
+    ``now`` is when the answer ARRIVED: lifetimes (``expires_in``) count from then, on the
+    local clock, which is what the operator schedules against (so a provider whose
+    clock is off does not move the expiry). Never raises. Lifetimes beyond a year are
+    capped; unreadable ones are unknown; a token type that is not an RFC 6749 name becomes ``bearer``. A token with
     whitespace or control characters inside is still kept (never lose what was
     obtained): the Secret parser and the output formats refuse it later, and say so.
     """
@@ -211,8 +233,10 @@ def read_token_answer(payload: object, *, now: dt.datetime) -> AnswerReading:
     rt_lifetime = _lifetime(payload.get("refresh_token_expires_in"), "refresh_token_expires_in", notes)
     scope = _scope(payload.get("scope"), notes)
     refresh_secret = SecretStr(refresh) if refresh else None
+    codes = _error_codes(payload) if error is not None else ()
     if access is None:
-        return AnswerReading(tokens=None, error=error, refresh_token=refresh_secret, notes=tuple(notes))
+        return AnswerReading(tokens=None, error=error, refresh_token=refresh_secret, notes=tuple(notes),
+                             error_codes=codes)
     tokens = TokenSet(
         access_token=SecretStr(access),
         refresh_token=refresh_secret,
@@ -221,7 +245,8 @@ def read_token_answer(payload: object, *, now: dt.datetime) -> AnswerReading:
         refresh_token_expiry=now + rt_lifetime if rt_lifetime is not None else None,
         scope=scope,
     )
-    return AnswerReading(tokens=tokens, error=error, refresh_token=refresh_secret, notes=tuple(notes))
+    return AnswerReading(tokens=tokens, error=error, refresh_token=refresh_secret, notes=tuple(notes),
+                         error_codes=codes)
 
 
 def b64(text: str) -> str:

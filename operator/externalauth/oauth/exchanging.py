@@ -5,6 +5,13 @@ through :func:`transport.fetch`: no redirects followed, a capped body, an overal
 deadline. The answer is read by :func:`tokens.read_token_answer`, which never
 raises: nothing after the provider's HTTP answer may raise out of
 :meth:`ProviderClient.refresh`, because the refresh token may already be spent.
+
+Rate-limit etiquette: once an endpoint answers that it is rate-limiting (429, a 403
+with rate-limit signs, a 503 with Retry-After) or that the budget is spent
+(``remaining: 0`` with a reset), nothing more is sent to that endpoint until the
+announced reset (at most an hour, contract §9.14), whichever link asks: the call
+returns at once with the wait. Expiry counts from when the answer ARRIVED; the
+provider's ``Date`` header gives the clock skew (never the expiry).
 """
 
 from __future__ import annotations
@@ -12,24 +19,40 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
+import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from oauthlib.oauth2 import WebApplicationClient
 from requests.auth import HTTPBasicAuth
 
+from externalauth.errors import DiscoveryError
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import TokenSet, read_token_answer
-from externalauth.oauth import transport
+from externalauth.oauth import discovering, transport
 from externalauth.oauth.transport import TrustingAdapter, proxies_for, session_for, ssl_context
-from externalauth.policy import classifying
+from externalauth.policy import classifying, timing
 from externalauth.providers import ClientAuth
 
 log = logging.getLogger(__name__)
 Observer = Callable[[str, int], None]  # (endpoint, HTTP code or 0) -> None
 DEFAULT_DEADLINE = 30.0  # seconds for a whole provider call: well inside the 60 s claim lease
+#: A failed discovery is tried again at most this often (every refresh would otherwise).
+DISCOVERY_RETRY = 30.0
+
+
+@runtime_checkable
+class AnswerObserver(Protocol):
+    """An observer that also wants what the answers' headers say (metrics.observer is one)."""
+
+    def __call__(self, endpoint: str, code: int) -> None: ...
+
+    def rate_limit_remaining(self, endpoint: str, remaining: float) -> None: ...
+
+    def clock_skew(self, seconds: float) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +63,22 @@ class ExchangeResult:
     the provider did not rotate it. ``refresh_token``: the new refresh token the answer
     carried, if usable; with UNUSABLE_ANSWER it is all that could be salvaged (the old
     one may be spent: store it if you can). ``notes``: what in the answer was not
-    believed (no values), for logs or an event."""
+    believed (no values), for logs or an event. ``clock_skew``: the provider's clock
+    minus ours in seconds, from its Date header (None: no answer, or no usable Date);
+    :func:`classifying.skew_message` says it in a sentence when it matters."""
 
     classified: classifying.Classified
     tokens: TokenSet | None = None
     refresh_token: SecretStr | None = None
     notes: tuple[str, ...] = ()
+    clock_skew: float | None = None
 
 
 _TLS_MESSAGE = "could not verify the token endpoint's TLS certificate (check spec.caBundle)"
+_GATED_TOKEN = ("the token endpoint is rate-limiting the operator; nothing is sent to it before "
+                "the reset it announced")
+_GATED_VALIDATION = ("the provider is rate-limiting validation; nothing is sent to it before the "
+                     "reset it announced")
 
 
 class ProviderClient:
@@ -57,6 +87,12 @@ class ProviderClient:
 
     ``connect_timeout`` and ``read_timeout`` bound each connect and each read;
     ``deadline`` bounds a whole call (token or validation), whatever the server does.
+
+    A spec with ``issuerURL`` is resolved by OIDC discovery here, when the client is
+    built: a document that is missing or unusable raises
+    :class:`~externalauth.errors.DiscoveryError` (the provider is InvalidSpec); an
+    issuer that does not answer is tried again on the next call (at most every
+    DISCOVERY_RETRY seconds), and until then calls fail as transient, sending nothing.
     """
 
     def __init__(
@@ -72,11 +108,19 @@ class ProviderClient:
         self.spec = spec
         self._secret = client_secret
         self._observe = observe or (lambda endpoint, code: None)
+        self._answers = observe if isinstance(observe, AnswerObserver) else None
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._deadline = deadline
         self._adapter = TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=max(4, spec.max_concurrent))
-        self._proxies = {url: proxies_for(url) for url in (spec.token_url, spec.validate_url) if url}
+        self._proxies: dict[str, dict[str, str]] = {}
+        self._gates: dict[str, float] = {}  # endpoint -> monotonic time before which nothing is sent
+        self._lock = threading.Lock()  # the rate-limit gates
+        self._discovery_lock = threading.Lock()  # one discovery at a time
+        self._discovery_failed: tuple[float, str] | None = None  # (monotonic, message)
+        self._set_proxies()
+        if spec.needs_discovery:
+            self._discover()
 
     def __repr__(self) -> str:
         return f"ProviderClient({self.spec.name!r})"
@@ -84,10 +128,89 @@ class ProviderClient:
     def close(self) -> None:
         self._adapter.close()
 
-    def _fetch(self, method: str, url: str, **kwargs: Any) -> transport.Answer:
-        session = session_for(self._adapter, proxies=self._proxies.get(url))
-        return transport.fetch(session, method, url, deadline=self._deadline,
+    def _set_proxies(self) -> None:
+        urls = (self.spec.token_url, self.spec.validate_url, self.spec.issuer_url)
+        self._proxies = {url: proxies_for(url) for url in urls if url}
+
+    def _fetch(self, method: str, url: str, *, deadline: float | None = None, **kwargs: Any) -> transport.Answer:
+        session = session_for(self._adapter, proxies=self._proxies.get(url) or proxies_for(url))
+        return transport.fetch(session, method, url, deadline=deadline or self._deadline,
                                connect_timeout=self._connect_timeout, read_timeout=self._read_timeout, **kwargs)
+
+    # --- discovery -----------------------------------------------------------------
+    def _get_document(self, url: str) -> transport.Answer:
+        answer = self._fetch("GET", url, deadline=min(self._deadline, discovering.DISCOVERY_DEADLINE),
+                             headers={"Accept": "application/json"})
+        self._observe("discovery", answer.status)
+        return answer
+
+    def _discover(self) -> None:
+        """Resolve the spec's URLs from its issuer. A permanent failure raises; a transient
+        one is remembered (and logged) for :meth:`_unresolved`."""
+        assert self.spec.issuer_url is not None
+        try:
+            endpoints = discovering.discover(self.spec.issuer_url, get=self._get_document)
+        except DiscoveryError as e:
+            if not e.transient:
+                raise
+            log.warning("provider %s: OIDC discovery failed for now: %s", self.spec.name, e)
+            self._discovery_failed = (time.monotonic(), f"OIDC discovery: {e}")
+            return
+        self.spec = discovering.resolve(self.spec, endpoints)
+        self._discovery_failed = None
+        self._set_proxies()
+
+    def _unresolved(self) -> str | None:
+        """Why the spec cannot be used yet (discovery failed), retrying discovery when it
+        is time; None when the spec is usable."""
+        if not self.spec.needs_discovery:
+            return None
+        with self._discovery_lock:
+            if not self.spec.needs_discovery:
+                return None
+            failed = self._discovery_failed
+            if failed is None or time.monotonic() - failed[0] >= DISCOVERY_RETRY:
+                try:
+                    self._discover()
+                except DiscoveryError as e:  # the document turned unusable: the admin's to fix
+                    log.warning("provider %s: OIDC discovery failed: %s", self.spec.name, e)
+                    self._discovery_failed = (time.monotonic(), f"OIDC discovery: {e}")
+            return None if not self.spec.needs_discovery else (
+                self._discovery_failed[1] if self._discovery_failed else "OIDC discovery has not succeeded")
+
+    # --- rate limits ------------------------------------------------------------------
+    def rate_limited_for(self, endpoint: str) -> float | None:
+        """Seconds until ``endpoint`` (``token``, ``validate``) may be called again, or None.
+        The engine may ask before it claims a Secret, to spare the claim's writes."""
+        with self._lock:
+            left = self._gates.get(endpoint, 0.0) - time.monotonic()
+        return left if left > 0 else None
+
+    def _hold(self, endpoint: str, *, until: float) -> None:
+        with self._lock:
+            self._gates[endpoint] = max(self._gates.get(endpoint, 0.0), until)
+
+    def _heed(self, endpoint: str, answer: transport.Answer, *, started: float,
+              arrived: dt.datetime) -> float | None:
+        """Report what the answer's headers say, and hold the endpoint until the reset when
+        they say to wait. Returns the wait the provider announced, if any."""
+        headers = answer.headers
+        remaining = classifying.rate_limit_remaining(headers)
+        skew = classifying.clock_skew(headers, arrived=arrived)
+        if self._answers is not None:
+            if remaining is not None:
+                self._answers.rate_limit_remaining(endpoint, remaining)
+            if skew is not None:
+                self._answers.clock_skew(skew)
+        wait = classifying.rate_limit_retry_after(headers, now=arrived)
+        limited = classifying.is_rate_limited(answer.status, headers)
+        if limited or (answer.status == 503 and wait is not None) or (
+                wait is not None and classifying.exhausted(answer.status, headers)):
+            hold = wait if wait is not None else timing.RATE_LIMIT_DEFAULT_WAIT
+            log.info("provider %s: %s endpoint rate-limited (HTTP %d): nothing sent to it for %.0fs",
+                     self.spec.name, endpoint, answer.status, hold)
+            self._hold(endpoint, until=started + answer.elapsed + hold)
+        return wait
 
     # --- refresh -------------------------------------------------------------------
     def _refresh_request(self, refresh_token: SecretStr) -> dict[str, Any]:
@@ -111,13 +234,21 @@ class ProviderClient:
         }
 
     def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
-        """Exchange ``refresh_token``. Never raises: every outcome is an ExchangeResult."""
+        """Exchange ``refresh_token``; ``now`` is when the request is sent. Never raises:
+        every outcome is an ExchangeResult."""
+        unresolved = self._unresolved()
+        if unresolved is not None:  # nothing was sent: the refresh token is intact
+            return ExchangeResult(classifying.Classified(classifying.TokenVerdict.TRANSIENT, unresolved))
+        wait = self.rate_limited_for("token")
+        if wait is not None:
+            return ExchangeResult(classifying.Classified(classifying.TokenVerdict.TRANSIENT, _GATED_TOKEN, wait))
         try:
             request = self._refresh_request(refresh_token)
         except Exception as e:  # nothing was sent: the refresh token is intact
             log.warning("provider %s: cannot prepare the token request (%s)", self.spec.name, type(e).__name__)
             return ExchangeResult(classifying.Classified(
                 classifying.TokenVerdict.TRANSIENT, "the token request could not be prepared"))
+        started = time.monotonic()
         try:
             answer = self._fetch("POST", self.spec.token_url, **request)
         except transport.NoAnswer as e:
@@ -128,8 +259,10 @@ class ProviderClient:
             log.warning("provider %s: token call failed unexpectedly (%s)", self.spec.name, type(e).__name__)
             return ExchangeResult(classifying.classify_token_answer(classifying.TokenAnswer(status=None)))
         self._observe("token", answer.status)
+        arrived = now + dt.timedelta(seconds=answer.elapsed)
         try:
-            return self._read(answer, consumed=refresh_token, now=now)
+            self._heed("token", answer, started=started, arrived=arrived)
+            return self._read(answer, consumed=refresh_token, arrived=arrived)
         except Exception as e:  # never: read_token_answer does not raise; but the token may be spent
             log.warning("provider %s: the token answer could not be read (%s)", self.spec.name, type(e).__name__)
             unusable = classifying.TokenAnswer(status=answer.status, unreadable=True)
@@ -149,15 +282,17 @@ class ProviderClient:
                 f"the token endpoint did not answer within {self._deadline:g}s")
         return classifying.classify_token_answer(classifying.TokenAnswer(status=None))
 
-    def _read(self, answer: transport.Answer, *, consumed: SecretStr, now: dt.datetime) -> ExchangeResult:
-        retry_after = classifying.rate_limit_retry_after(answer.headers, now=now)
+    def _read(self, answer: transport.Answer, *, consumed: SecretStr, arrived: dt.datetime) -> ExchangeResult:
+        headers = answer.headers
+        retry_after = classifying.rate_limit_retry_after(headers, now=arrived)
+        skew = classifying.clock_skew(headers, arrived=arrived)
         if answer.redirect:
             log.warning("provider %s: the token endpoint answered HTTP %d (a redirect, not followed)",
                         self.spec.name, answer.status)
             return ExchangeResult(classifying.classify_token_answer(
-                classifying.TokenAnswer(status=answer.status, retry_after=retry_after)))
+                classifying.TokenAnswer(status=answer.status, retry_after=retry_after)), clock_skew=skew)
         payload = transport.decode_answer(answer)
-        reading = read_token_answer(payload, now=now)
+        reading = read_token_answer(payload, now=arrived)
         if answer.problem is not None:
             log.info("provider %s: the token answer was not read whole (%s)", self.spec.name, answer.problem.value)
         for note in reading.notes:
@@ -168,20 +303,33 @@ class ProviderClient:
             retry_after=retry_after,
             has_access_token=reading.tokens is not None,
             unreadable=payload is None,
-        ))
+            error_codes=reading.error_codes,
+            rate_limited=classifying.is_rate_limited(answer.status, headers),
+        ), quirks=self.spec.quirks)
         if classified.verdict is classifying.TokenVerdict.SUCCESS and reading.tokens is not None:
             tokens = reading.tokens
             if tokens.refresh_token is None:  # not rotated: the one we sent stays valid
                 tokens = dataclasses.replace(tokens, refresh_token=consumed)
-            return ExchangeResult(classified, tokens, reading.refresh_token, reading.notes)
+            return ExchangeResult(classified, tokens, reading.refresh_token, reading.notes, skew)
         salvaged = reading.refresh_token if classified.verdict is classifying.TokenVerdict.UNUSABLE_ANSWER else None
-        return ExchangeResult(classified, None, salvaged, reading.notes)
+        return ExchangeResult(classified, None, salvaged, reading.notes, skew)
 
     # --- validation ------------------------------------------------------------------
     def validate(self, access_token: SecretStr, *, now: dt.datetime) -> classifying.ValidationOutcome:
-        """Ask the validation endpoint about ``access_token``. Never raises."""
+        """Ask the validation endpoint about ``access_token``; ``now`` is when the request is
+        sent. Never raises."""
+        unresolved = self._unresolved()
+        if unresolved is not None:
+            return classifying.ValidationOutcome(classifying.ValidationVerdict.UNREACHABLE, unresolved)
         url = self.spec.validate_url
-        assert url is not None
+        if url is None:  # the issuer's discovery document names no userinfo endpoint
+            return classifying.ValidationOutcome(classifying.ValidationVerdict.UNREACHABLE,
+                                                 "the provider has no validation endpoint")
+        wait = self.rate_limited_for("validate")
+        if wait is not None:
+            return classifying.ValidationOutcome(classifying.ValidationVerdict.RATE_LIMITED, _GATED_VALIDATION,
+                                                 retry_after=wait)
+        started = time.monotonic()
         try:
             answer = self._fetch("GET", url, headers={"Authorization": f"Bearer {access_token.reveal()}",
                                                        "Accept": "application/json"})
@@ -193,15 +341,20 @@ class ProviderClient:
                 status=None, headers={}, body=None, account_fields=(), now=now
             )
         self._observe("validate", answer.status)
+        arrived = now + dt.timedelta(seconds=answer.elapsed)
+        self._heed("validate", answer, started=started, arrived=arrived)
+        skew = classifying.clock_skew(answer.headers, arrived=arrived)
         if answer.problem is transport.BodyProblem.DEADLINE:
             log.info("provider %s: validation endpoint failed: deadline", self.spec.name)
             return classifying.ValidationOutcome(
                 classifying.ValidationVerdict.UNREACHABLE,
-                f"the validation endpoint did not answer within {self._deadline:g}s")
-        return classifying.classify_validation(
+                f"the validation endpoint did not answer within {self._deadline:g}s", clock_skew=skew)
+        outcome = classifying.classify_validation(
             status=answer.status,
             headers=answer.headers,
             body=transport.decode_answer(answer),
             account_fields=self.spec.quirks.account_fields,
-            now=now,
+            now=arrived,
+            invalid_statuses=self.spec.quirks.invalid_validation_statuses,
         )
+        return dataclasses.replace(outcome, clock_skew=skew)

@@ -249,6 +249,9 @@ class Answer:
     headers: dict[str, str]
     body: bytes | None
     problem: BodyProblem | None = None
+    # Seconds from sending the request to its status line and headers arriving: the
+    # answer's arrival is the call's start plus this (expiry counts from the arrival).
+    elapsed: float = 0.0
 
     @property
     def redirect(self) -> bool:
@@ -302,6 +305,7 @@ def fetch(
     with Deadline(deadline) as budget:
         left = budget.remaining()
         timeout = (min(connect_timeout, left), min(read_timeout, left))
+        started = time.monotonic()
         try:
             resp = session.request(method, url, headers=headers, timeout=timeout, allow_redirects=False,
                                    stream=True, **kwargs)
@@ -316,14 +320,15 @@ def fetch(
             # ValueError: e.g. a header value requests refuses (its message holds the value).
             kind = NoAnswerKind.DEADLINE if budget.expired else NoAnswerKind.UNREACHABLE
             raise NoAnswer(kind, type(e).__name__) from None
+        elapsed = time.monotonic() - started
         try:
             answer_headers = _lower(resp.headers)
             if budget.expired:  # the header block may have been cut short
-                return Answer(resp.status_code, answer_headers, None, BodyProblem.DEADLINE)
+                return Answer(resp.status_code, answer_headers, None, BodyProblem.DEADLINE, elapsed)
             if 300 <= resp.status_code < 400:
-                return Answer(resp.status_code, answer_headers, None)
+                return Answer(resp.status_code, answer_headers, None, elapsed=elapsed)
             body, problem = _read_body(resp, deadline=budget, max_body=max_body)
-            return Answer(resp.status_code, answer_headers, body, problem)
+            return Answer(resp.status_code, answer_headers, body, problem, elapsed)
         finally:
             resp.close()
 

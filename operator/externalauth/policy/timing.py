@@ -14,6 +14,8 @@ REQUEST_BURST = 3
 REQUEST_WINDOW = dt.timedelta(seconds=60)
 #: Longest wait a provider's Retry-After (or rate-limit reset) can impose (contract §9.14).
 MAX_RETRY_AFTER = 3600.0
+#: How long an endpoint that answered 429 without saying until when is left alone.
+RATE_LIMIT_DEFAULT_WAIT = 60.0
 #: An action that could not be done now (another replica's claim, say): look again soon;
 #: the Secret's watch event usually comes first.
 RETRY_SOON = dt.timedelta(seconds=2)
