@@ -193,8 +193,6 @@ def test_an_issuer_without_a_discovery_document_makes_the_provider_invalid(make_
     assert ("False", 0) == (condition["status"], world.sim.stats.token_calls)
 
 
-@pytest.mark.xfail(strict=True, reason="engine wiring (lead): the provider's condition should carry the "
-                                       "DiscoveryError's message; today the engine maps it as a bad caBundle")
 def test_a_failed_discovery_says_why_on_the_provider(make_world: Any, operator: Any) -> None:
     world = make_world(profile="github")
     make_provider(world, TYPES["generic-oidc"])
@@ -203,9 +201,6 @@ def test_a_failed_discovery_says_why_on_the_provider(make_world: Any, operator: 
     assert "discovery document" in condition["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine wiring (lead): decide() reads the parsed spec, whose "
-                                       "validate_url is unknown until discovery; it should read the client's "
-                                       "resolved spec (ProviderClient.spec)")
 def test_a_generic_issuer_validates_at_its_discovered_userinfo_endpoint(make_world: Any, operator: Any) -> None:
     kind = TYPES["generic-oidc"]
     world = make_world(profile="generic")

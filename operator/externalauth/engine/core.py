@@ -259,6 +259,7 @@ class Engine:
             if outcome is None:
                 return
             metrics.VALIDATION_TOTAL.labels(provider.name, outcome.verdict.value).inc()
+            self.providers.note_clock_skew(provider.name, outcome.clock_skew)
             previous = self._memory(key).validation
             account = inp.status.get("account")
             self.memory[key] = mem = remembering.validated(
@@ -278,6 +279,7 @@ class Engine:
         and events."""
         mem, acted = self._memory(key), self._latest_request(key)
         outcome = result.outcome
+        self.providers.note_clock_skew(provider, result.clock_skew)
         # The token a failure is about: the one sent, unless a new one was stored meanwhile.
         failed_fp = None if result.persisted is not None or consumed.refresh_token is None \
             else consumed.refresh_token.fingerprint()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from externalauth.model.bodies import RawBody
@@ -44,6 +44,11 @@ class KubePort(Protocol):
 class ProviderPort(Protocol):
     """One provider's token and validation endpoints."""
 
+    @property
+    def spec(self) -> ProviderSpec:
+        """The spec as the client uses it (URLs resolved by OIDC discovery, if any)."""
+        ...
+
     async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult: ...
 
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome: ...
@@ -52,7 +57,8 @@ class ProviderPort(Protocol):
 
 
 #: Makes the client for a provider spec and its client secret (None: a public client).
-ProviderFactory = Callable[[ProviderSpec, "SecretStr | None"], ProviderPort]
+#: Async: making one may mean I/O (OIDC discovery), which must not block the event loop.
+ProviderFactory = Callable[[ProviderSpec, "SecretStr | None"], Awaitable[ProviderPort]]
 
 
 class Clock(Protocol):

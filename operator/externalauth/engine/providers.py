@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 from externalauth.engine.caches import Caches
 from externalauth.engine.ports import Clock, KubePort, ProviderFactory, ProviderPort
 from externalauth.engine.settings import Settings
-from externalauth.errors import ExternalAuthError, InvalidInputError
+from externalauth.errors import DiscoveryError, ExternalAuthError, InvalidInputError
 from externalauth.model import conditions as cond
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
 from externalauth.model.reasons import ProviderReason, Status
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec, parse_provider
-from externalauth.policy import timing
+from externalauth.policy import classifying, timing
 from externalauth.policy.deciding import ProviderView
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,17 @@ class ProviderRuntime:
     rejected_failures: int = 0
     rejected_until: dt.datetime | None = None
     secret_fp: str | None = None
+    clock_skew: float | None = None  # seconds the provider's clock is ahead, last measured
 
     def view(self) -> ProviderView:
         if self.spec is None or self.client is None or self.reason in (
             ProviderReason.INVALID_SPEC, ProviderReason.CLIENT_SECRET_NOT_FOUND
         ):
             return ProviderView(spec=None, not_ready_message=self.message)
-        return ProviderView(spec=self.spec, credentials_rejected_until=self.rejected_until)
+        # The client's spec: its URLs resolved (OIDC discovery). self.spec stays the parsed
+        # one, to notice a changed ExternalAuthProvider.
+        return ProviderView(spec=self.client.spec, credentials_rejected_until=self.rejected_until,
+                            clock_skew_message=classifying.skew_message(self.clock_skew))
 
 
 class Providers:
@@ -77,6 +81,12 @@ class Providers:
     def close(self) -> None:
         for name in list(self._runtimes):
             self.forget(name)
+
+    def note_clock_skew(self, name: str, skew: float | None) -> None:
+        """The provider's clock, as its last answer's Date header told it."""
+        runtime = self._runtimes.get(name)
+        if runtime is not None and skew is not None:
+            runtime.clock_skew = skew
 
     # --- what refreshes learnt about the OAuth client --------------------------------
     async def client_rejected(self, name: str) -> dt.datetime | None:
@@ -118,7 +128,11 @@ class Providers:
         else:
             secret, reason, message = await self._client_secret(spec)
             try:
-                self._rebuild(runtime, spec, secret)
+                await self._rebuild(runtime, spec, secret)
+            except DiscoveryError as e:
+                log.warning("ExternalAuthProvider %s: %s", name, e)
+                self._drop_client(runtime)
+                reason, message = ProviderReason.INVALID_SPEC, str(e)
             except (ssl.SSLError, ValueError) as e:
                 # A caBundle that looks like PEM but does not parse: this provider is
                 # unusable, every other one is served (security review M5).
@@ -160,14 +174,14 @@ class Providers:
             runtime.client.close()
         runtime.client, runtime.spec, runtime.secret_fp = None, None, None
 
-    def _rebuild(self, runtime: ProviderRuntime, spec: ProviderSpec, secret: SecretStr | None) -> None:
+    async def _rebuild(self, runtime: ProviderRuntime, spec: ProviderSpec, secret: SecretStr | None) -> None:
         """A new client when the spec or the client secret changed; new bounds when K did."""
         fp = secret.fingerprint() if secret else None
         if runtime.spec == spec and runtime.secret_fp == fp and runtime.client is not None:
             return
         if runtime.client is not None:
             runtime.client.close()
-        runtime.client = self._make_client(spec, secret)
+        runtime.client = await self._make_client(spec, secret)
         if runtime.spec is None or runtime.spec.max_concurrent != spec.max_concurrent \
                 or runtime.semaphore is None:
             runtime.semaphore = asyncio.Semaphore(spec.max_concurrent)

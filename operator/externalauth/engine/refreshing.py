@@ -67,6 +67,7 @@ class Refresh:
     seconds: float | None = None  # exchange + persist
     persisted: PersistOutcome | None = None  # how the persist ended, when there was one
     answered: bool = True  # False: the provider's answer never arrived
+    clock_skew: float | None = None  # the provider's clock minus ours, from its Date header
 
     @property
     def sent(self) -> bool:
@@ -128,7 +129,7 @@ class Refresher:
                                                    data=render(result.tokens))
             outcome, message = _PERSISTED[persisted]
             return Refresh(outcome, message=message, tokens=result.tokens, persisted=persisted,
-                           seconds=self._clock.monotonic() - started)
+                           seconds=self._clock.monotonic() - started, clock_skew=result.clock_skew)
         if verdict.verdict is TokenVerdict.UNUSABLE_ANSWER and result.refresh_token is not None:
             # Never drop what was obtained: the answer's new refresh token is stored, and
             # the next try uses it.
@@ -146,7 +147,7 @@ class Refresher:
             if fresh is not None and fresh.refresh_token != consumed:
                 return Refresh(RefreshOutcome.SUPERSEDED)
         return Refresh(outcome, message=verdict.message, retry_after=verdict.retry_after,
-                       answered=verdict.answered)
+                       answered=verdict.answered, clock_skew=result.clock_skew)
 
     async def _claim(self, key: LinkKey, consumed: SecretStr) -> RawBody | Refresh:
         result = await self._writer.claim(key, consumed)

@@ -14,7 +14,7 @@ from externalauth import metrics
 from externalauth.engine.core import Engine
 from externalauth.engine.ports import ProviderPort
 from externalauth.engine.settings import Settings
-from externalauth.engine.threads import ThreadedKube, ThreadedProvider
+from externalauth.engine.threads import ThreadedKube, ThreadedProvider, run_blocking
 from externalauth.errors import TransientError
 from externalauth.kube import connecting
 from externalauth.kube.requesting import Kube
@@ -64,11 +64,12 @@ async def start(options: Options) -> Running:
     api_pool = ThreadPoolExecutor(settings.api_threads, thread_name_prefix="externalauth-api")
     provider_pool = ThreadPoolExecutor(settings.provider_threads, thread_name_prefix="externalauth-provider")
 
-    def make_client(spec: ProviderSpec, secret: SecretStr | None) -> ProviderPort:
-        client = ProviderClient(spec, secret, observe=metrics.observer(spec.name),
-                                connect_timeout=settings.connect_timeout,
-                                read_timeout=settings.read_timeout,
-                                deadline=settings.provider_deadline)
+    async def make_client(spec: ProviderSpec, secret: SecretStr | None) -> ProviderPort:
+        # In the provider pool: the constructor may run OIDC discovery (network I/O).
+        client = await run_blocking(provider_pool, ProviderClient, spec, secret, observe=metrics.observer(spec.name),
+                                    connect_timeout=settings.connect_timeout,
+                                    read_timeout=settings.read_timeout,
+                                    deadline=settings.provider_deadline)
         return ThreadedProvider(client, provider_pool)
 
     engine = Engine(ThreadedKube(kube, api_pool), make_client=make_client, settings=settings)

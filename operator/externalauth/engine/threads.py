@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from externalauth.kube.requesting import Kube
 from externalauth.model.bodies import RawBody
 from externalauth.model.secure import SecretStr
+from externalauth.model.specs import ProviderSpec
 from externalauth.oauth.exchanging import ExchangeResult, ProviderClient
 from externalauth.policy.classifying import ValidationOutcome
 
@@ -73,6 +74,10 @@ class ThreadedProvider:
 
     def __repr__(self) -> str:
         return f"ThreadedProvider({self.client!r})"
+
+    @property
+    def spec(self) -> ProviderSpec:
+        return self.client.spec
 
     async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
         return await run_blocking(self._pool, self.client.refresh, refresh_token, now=now)

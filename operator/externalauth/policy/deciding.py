@@ -46,6 +46,7 @@ class ProviderView:
     spec: ProviderSpec | None
     not_ready_message: str | None = None  # set when the provider exists but is unusable
     credentials_rejected_until: dt.datetime | None = None
+    clock_skew_message: str | None = None  # the provider's clock is off ours (stable words)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,7 +349,8 @@ def decide(inp: LinkInput) -> Plan:
     else:
         ready = _c(ConditionType.READY, Status.TRUE, ReadyReason.TOKEN_CURRENT,
                    "the Secret holds a current access token" + (
-                       f"; no output format keys: {inp.format_problem}" if inp.format_problem else ""))
+                       f"; no output format keys: {inp.format_problem}" if inp.format_problem else "") + (
+                       f"; {inp.provider.clock_skew_message}" if inp.provider.clock_skew_message else ""))
     if not expired and tokens.expiry is not None and action is Action.NONE:
         wake = _earliest(wake, tokens.expiry)  # flip Ready to TokenExpired on time
 

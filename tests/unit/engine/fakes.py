@@ -227,6 +227,8 @@ def failure(verdict: TokenVerdict, message: str = "failed", retry_after: float |
 class FakeProvider:
     """Answers token exchanges from ``answer(refresh_token, n)``; records every call."""
 
+    spec: Any = None  # set by the factory: the spec it was made for
+
     def __init__(self, journal: list[str], clock: FakeClock) -> None:
         self.journal = journal
         self.clock = clock
@@ -251,3 +253,12 @@ class FakeProvider:
 
     def close(self) -> None:
         pass
+
+
+def factory(make: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """An async ProviderFactory over a plain function of (spec, secret) (it may raise)."""
+    async def made(spec: Any, secret: Any) -> Any:
+        provider = make(spec, secret)
+        provider.spec = spec
+        return provider
+    return made

@@ -12,7 +12,7 @@ from externalauth.engine.core import Engine
 from externalauth.engine.settings import Settings
 from externalauth.model import conditions as cond
 from externalauth.model.names import PROVIDER_LABEL
-from tests.unit.engine.fakes import FakeClock, FakeKube, FakeProvider
+from tests.unit.engine.fakes import FakeClock, FakeKube, FakeProvider, factory
 
 LINK = ("ns", "l")
 SECRET = ("ns", "tok")
@@ -35,7 +35,7 @@ class Rig:
         self.clock = FakeClock()
         self.kube = FakeKube(self.journal)
         self.provider = FakeProvider(self.journal, self.clock)
-        self.engine = Engine(self.kube, make_client=lambda spec, secret: self.provider,
+        self.engine = Engine(self.kube, make_client=factory(lambda spec, secret: self.provider),
                              settings=settings or Settings(), clock=self.clock, holder="me")
         self._validate = validate
         self._max_concurrent = max_concurrent

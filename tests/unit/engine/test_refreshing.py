@@ -17,7 +17,7 @@ from externalauth.model.names import CLAIM_ANNOTATION
 from externalauth.model.secure import SecretStr
 from externalauth.oauth.exchanging import ExchangeResult
 from externalauth.policy.classifying import Classified, TokenVerdict, ValidationOutcome, ValidationVerdict
-from tests.unit.engine.fakes import b64, failure, success
+from tests.unit.engine.fakes import b64, factory, failure, success
 from tests.unit.engine.rig import LINK, SECRET, Rig, run, until
 
 
@@ -310,7 +310,7 @@ async def test_a_token_refreshed_by_one_replica_is_validated_once_not_by_every_r
     and A's status naming it as validated, and does not call the provider again."""
     rig = Rig(validate=True)
     await rig.standard(expires_in=8 * 3600)
-    b = Engine(rig.kube, make_client=lambda spec, secret: rig.provider, clock=rig.clock, holder="b")
+    b = Engine(rig.kube, make_client=factory(lambda spec, secret: rig.provider), clock=rig.clock, holder="b")
 
     async def b_sees_everything() -> None:
         await b.on_provider("ADDED", copy.deepcopy(rig.kube.providers["gh"]))  # type: ignore[arg-type]

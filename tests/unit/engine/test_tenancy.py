@@ -9,7 +9,7 @@ from typing import Any
 from externalauth.engine.core import Engine
 from externalauth.engine.settings import Settings
 from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
-from tests.unit.engine.fakes import FakeClock, FakeKube, FakeProvider, b64, success
+from tests.unit.engine.fakes import FakeClock, FakeKube, FakeProvider, b64, factory, success
 from tests.unit.engine.rig import LINK, SECRET, Rig, run
 
 HOUR = 3600
@@ -165,7 +165,7 @@ async def test_a_client_secret_outside_the_operator_namespace_is_invalid_spec() 
     journal: list[str] = []
     clock = FakeClock()
     kube = FakeKube(journal)
-    engine = _engine(make_client=lambda spec, secret: FakeProvider(journal, clock), clock=clock, kube=kube)
+    engine = _engine(make_client=factory(lambda spec, secret: FakeProvider(journal, clock)), clock=clock, kube=kube)
     for name, ns in (("outside", "alice"), ("inside", "op")):
         kube.put_secret(ns, f"{name}-client", access="x", refresh=None, expiry=None)
         kube.secrets[(ns, f"{name}-client")]["data"]["clientSecret"] = b64("s3cret")
@@ -189,7 +189,7 @@ async def test_a_ca_bundle_that_does_not_parse_fails_that_provider_only() -> Non
             raise ssl.SSLError("PEM lib")
         return FakeProvider(journal, clock)
 
-    engine = _engine(make_client=make_client, clock=clock, kube=kube)
+    engine = _engine(make_client=factory(make_client), clock=clock, kube=kube)
     for name, extra in (("broken", {"caBundle": "-----BEGIN CERTIFICATE-----\nnot base64\n"}), ("fine", {})):
         kube.providers[name] = {"metadata": {"name": name, "generation": 1, "resourceVersion": "1"},
                                 "spec": {"type": "github", "clientID": "id", **extra}}
