@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from providersim import authorize
 from providersim.provider import (
     DEVICE_GRANT_TYPE,
     Endpoint,
@@ -53,10 +54,14 @@ class SimServer(ThreadingHTTPServer):
         provider: Provider,
         ssl_context: ssl.SSLContext,
         base_latency: Callable[[], float],
+        authorizer: authorize.Authorizer | None = None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.provider = provider
+        self.authorizer = authorizer or authorize.Authorizer(
+            provider, path=authorize.authorize_path(TOKEN_PATH)
+        )
         self.base_latency = base_latency
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -155,7 +160,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             device = params.get("grant_type") == DEVICE_GRANT_TYPE
             endpoint = Endpoint.DEVICE_TOKEN if device else Endpoint.TOKEN
-            self._simulate(endpoint, self.server.provider.token, params)
+            code = params.get("grant_type") == authorize.AUTHORIZATION_CODE
+            answer = self.server.authorizer.token if code else self.server.provider.token
+            self._simulate(endpoint, answer, params)
+        elif path == self.server.authorizer.path and self.command in ("GET", "POST"):
+            params = self._params(url.query, raw)
+            if params is None:
+                return
+            page = self.server.authorizer.authorize(self.command, params)
+            self._send(page.status, page.body, page.content_type, page.headers)
         elif route == ("GET", VALIDATE_PATH):
             self._simulate(Endpoint.VALIDATE, self.server.provider.validate, {})
         elif route == ("POST", DEVICE_CODE_PATH):

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from providersim import pki
+from providersim import authorize, pki
 from providersim.provider import (
     Endpoint,
     FaultKind,
@@ -22,7 +22,7 @@ from providersim.provider import (
     RateLimitKind,
     Stats,
 )
-from providersim.serving import SimServer
+from providersim.serving import TOKEN_PATH, SimServer
 
 
 class Simulator:
@@ -62,6 +62,9 @@ class Simulator:
             device_auto_approve_login=device_auto_approve_login,
             clock=clock,
         )
+        self.authorizer = authorize.Authorizer(
+            self.provider, path=authorize.authorize_path(TOKEN_PATH)
+        )
         self.host = host
         self.port = port
         self.latency = latency
@@ -87,6 +90,7 @@ class Simulator:
             provider=self.provider,
             ssl_context=ctx,
             base_latency=lambda: self.latency,
+            authorizer=self.authorizer,
         )
         self.port = int(self._server.server_address[1])
         self.provider.base_url = self.url
@@ -143,6 +147,11 @@ class Simulator:
     @property
     def validate_url(self) -> str:
         return self.url + "/user"
+
+    @property
+    def authorize_url(self) -> str:
+        """The browser sign-in page (authorization code + PKCE; see ``providersim.authorize``)."""
+        return self.url + self.authorizer.path
 
     @property
     def device_authorization_url(self) -> str:
