@@ -71,6 +71,7 @@ class SignInStats:
     code_reuse_attempts: int
     pkce_failures: int
     redirect_uris: tuple[str, ...]  # every redirect URI a code was sent to, in order
+    exchanges_with_client_secret: int  # code exchanges that carried a client secret (a public client sends none)
 
 
 def _s256(verifier: str) -> str:
@@ -108,12 +109,13 @@ class Authorizer:
         self._reuse = 0
         self._pkce_failures = 0
         self._redirects: list[str] = []
+        self._with_secret = 0
 
     @property
     def stats(self) -> SignInStats:
         with self._lock:
             return SignInStats(self._issued, self._redeemed, self._reuse, self._pkce_failures,
-                               tuple(self._redirects))
+                               tuple(self._redirects), self._with_secret)
 
     def _known_client(self, client_id: str) -> bool:
         # The Provider keeps its clients privately; this module lives beside it.
@@ -169,6 +171,9 @@ class Authorizer:
         p = req.params
         client_id = p.get("client_id", "")
         secret = p.get("client_secret")
+        basic = req.headers.get("authorization", "").lower().startswith("basic ")
+        with self._lock:
+            self._with_secret += secret is not None or basic
         with self.provider._lock:  # the same lock as every other grant
             if not self._known_client(client_id):
                 return self._error("invalid_client", status=401)

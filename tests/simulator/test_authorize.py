@@ -129,7 +129,8 @@ def test_the_github_dialect_answers_a_bad_code_with_http_200(simulator: Simulato
 def test_a_confidential_client_may_still_send_its_secret(simulator: Simulator) -> None:
     code = back(authorize(simulator))["code"]
     r = redeem(simulator, code, client_secret=CLIENT_SECRET)
-    assert (200, True) == (r.status_code, "access_token" in r.json())
+    assert (200, True, 1) == (r.status_code, "access_token" in r.json(),
+                              simulator.authorizer.stats.exchanges_with_client_secret)
 
 
 def test_a_code_expires_after_ten_minutes(make_simulator: Any) -> None:
