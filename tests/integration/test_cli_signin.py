@@ -184,6 +184,21 @@ def test_a_forged_callback_is_refused_and_no_code_is_exchanged(world: World, kub
                                  world.sim.stats.token_calls)
 
 
+def test_a_token_endpoint_that_redirects_the_code_exchange_is_not_followed(
+        world: World, kubeconfig: Path, make_simulator: Any) -> None:
+    """The code and the verifier go to the token endpoint only: a 307 elsewhere is refused,
+    and nothing reaches the place it points at."""
+    generic_provider(world)
+    elsewhere = make_simulator()
+    world.sim.add_fault("token", "redirect", value=307, headers={"location": elsewhere.token_url})
+    run = browser_login(world, kubeconfig)
+    play_browser(world, run.line(URL).group(1))
+    rc, _, err = run.finish()
+    assert (1, True, 0) == (rc, "a redirect, which is never followed" in assert_one_line_error(err),
+                            elsewhere.stats.requests_received)
+    assert [] == token_secrets(world)
+
+
 def test_a_browser_that_never_comes_back_times_out_with_exit_4(world: World, kubeconfig: Path) -> None:
     generic_provider(world)
     run = browser_login(world, kubeconfig, "--timeout", "2s")
