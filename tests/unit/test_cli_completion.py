@@ -4,9 +4,13 @@ and the generated scripts run by the real shells."""
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,8 +87,35 @@ def test_fish_completes_through_the_script() -> None:
     assert ["--watch\tafter the first answer, print again on every change"] == out.stdout.splitlines(), out.stderr
 
 
+def _read_until(fd: int, wanted: str, *, timeout: float) -> str:
+    """What the terminal shows, read until ``wanted`` appears or ``timeout`` passes."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                seen += os.read(fd, 4096).decode(errors="replace")
+            except OSError:
+                break
+    return seen
+
+
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (apt-get install zsh)")
-def test_the_zsh_script_parses() -> None:
-    """zsh only checks the syntax here (its completion needs an interactive shell)."""
-    out = subprocess.run(["zsh", "-n", "-c", script("zsh")], capture_output=True, text=True, timeout=30)
-    assert (0, "") == (out.returncode, out.stderr)
+def test_zsh_completes_through_the_script(tmp_path: Path) -> None:
+    """An interactive zsh (on a pseudo-terminal, with compinit) completes `--wa` to `--watch`."""
+    (tmp_path / ".zshrc").write_text("autoload -U compinit; compinit -u\n"
+                                     "source <(externalauth completion zsh)\nPS1='ready> '\n")
+    env = {**shell_env(), "ZDOTDIR": str(tmp_path), "HOME": str(tmp_path), "TERM": "dumb"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the shell
+        os.execvpe("zsh", ["zsh", "-i"], env)
+    try:
+        _read_until(fd, "ready> ", timeout=20)
+        os.write(fd, b"externalauth status --wa\t")
+        shown = _read_until(fd, "--watch", timeout=20)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert "externalauth status --watch" in shown
