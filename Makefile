@@ -43,9 +43,10 @@ control-plane:
 	$(call say,kube-apiserver + etcd + kubectl (cached; a cold build took 11 min on 2 cores))
 	@dir=$$(hack/build-control-plane.sh | tail -n1); echo "binaries: $$dir"
 
-# Tools the integration tests drive for real: git (credential helper) and the
-# GitHub CLI (reads gh-hosts.yml). Installed from Debian's packages when we may
-# (root with apt-get, as on CI); otherwise the one gh test says it was skipped.
+# Tools the tests drive for real: git (credential helper), the GitHub CLI (reads
+# gh-hosts.yml), zsh and fish (shell completion; bash is always there). Installed
+# from Debian's packages when we may (root with apt-get, as on CI); otherwise the
+# tests that need them say they were skipped.
 .PHONY: tools
 tools:
 	@if ! command -v gh >/dev/null 2>&1; then \
@@ -56,6 +57,16 @@ tools:
 	    echo "note: gh (GitHub CLI) is not installed; its output-format test will be skipped"; \
 	  fi; \
 	fi
+	@for sh in zsh fish; do \
+	  if ! command -v $$sh >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      printf '\n==> installing %s for the shell completion tests\n' $$sh; \
+	      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$sh >/dev/null; \
+	    else \
+	      echo "note: $$sh is not installed; its completion test will be skipped"; \
+	    fi; \
+	  fi; \
+	done
 	@command -v git >/dev/null 2>&1 || { echo "error: git is required by the tests" >&2; exit 1; }
 
 # helm and promtool for the chart tests (tests/integration/test_chart.py), built from

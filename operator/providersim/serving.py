@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from providersim import authorize
 from providersim.profiles import Route
 from providersim.provider import (
     DEVICE_GRANT_TYPE,
@@ -51,10 +52,14 @@ class SimServer(ThreadingHTTPServer):
         provider: Provider,
         ssl_context: ssl.SSLContext,
         base_latency: Callable[[], float],
+        authorizer: authorize.Authorizer | None = None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.provider = provider
+        self.authorizer = authorizer or authorize.Authorizer(
+            provider, path=authorize.authorize_path(provider.dialect.token_path)
+        )
         self.base_latency = base_latency
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -159,7 +164,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             device = params.get("grant_type") == DEVICE_GRANT_TYPE
             endpoint = Endpoint.DEVICE_TOKEN if device else Endpoint.TOKEN
-            self._simulate(endpoint, provider.token, params, path)
+            code = params.get("grant_type") == authorize.AUTHORIZATION_CODE
+            answer = self.server.authorizer.token if code else provider.token
+            self._simulate(endpoint, answer, params, path)
+        elif path == self.server.authorizer.path and self.command in ("GET", "POST"):
+            params = self._params(url.query, raw)
+            if params is None:
+                return
+            page = self.server.authorizer.authorize(self.command, params)
+            self._send(page.status, page.body, page.content_type, page.headers)
         elif route is Route.VALIDATE:
             self._simulate(Endpoint.VALIDATE, provider.validate, {}, path)
         elif route is Route.DEVICE_CODE:

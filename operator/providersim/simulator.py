@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from providersim import pki
+from providersim import authorize, pki
 from providersim.provider import (
     Call,
     Endpoint,
@@ -80,6 +80,9 @@ class Simulator:
             device_auto_approve_login=device_auto_approve_login,
             clock=(lambda: base_clock() + self.clock_offset) if clock_offset else base_clock,
         )
+        self.authorizer = authorize.Authorizer(
+            self.provider, path=authorize.authorize_path(self.provider.dialect.token_path)
+        )
         self.host = host
         self.port = port
         self.latency = latency
@@ -105,6 +108,7 @@ class Simulator:
             provider=self.provider,
             ssl_context=ctx,
             base_latency=lambda: self.latency,
+            authorizer=self.authorizer,
         )
         self.port = int(self._server.server_address[1])
         self.provider.base_url = self.url
@@ -176,6 +180,11 @@ class Simulator:
     @property
     def validate_url(self) -> str:
         return self.url + self.provider.dialect.validate_paths[0]
+
+    @property
+    def authorize_url(self) -> str:
+        """The browser sign-in page (authorization code + PKCE; see ``providersim.authorize``)."""
+        return self.url + self.authorizer.path
 
     @property
     def device_authorization_url(self) -> str:

@@ -91,7 +91,7 @@ def test_login_runs_the_device_flow_and_writes_the_secret_and_the_link(world: Wo
     """Approve the printed code: a labelled token Secret with a live token, and a link to it."""
     world.make_provider()
     rc, out, err = sign_in(world, kubeconfig, "--link", "gh", login="bob")
-    assert (0, "") == (rc, err.replace("Waiting for approval", "").strip(".\n")), err
+    assert (0, ["Waiting for approval: the code expires in 1:00"]) == (rc, err.splitlines()), err
     assert world.sim.url + "/login/device" in out
     secret = world.secret("gh-token")
     data = unb64(secret.data)
@@ -239,12 +239,14 @@ def _plain_link(c: Ctx) -> None:
 Args = Callable[[Ctx], list[str]]
 CASES: list[Any] = [
     pytest.param(lambda c: ["frobnicate"], None, 2, "invalid choice", id="an unknown subcommand"),
-    pytest.param(lambda c: ["login", "gh", "--link", "x", "--kubeconfig", c.kubeconfig], None, 2,
-                 "-n/--namespace", id="login without -n"),
-    pytest.param(lambda c: ["refresh", "x", "--kubeconfig", c.kubeconfig], None, 2,
-                 "-n/--namespace", id="refresh without -n"),
-    pytest.param(lambda c: ["login", "gh", "-n", c.ns, "--kubeconfig", c.kubeconfig], None, 2,
-                 "--link", id="login without --link"),
+    pytest.param(lambda c: ["login", "--kubeconfig", c.kubeconfig], None, 2,
+                 "the following arguments are required: PROVIDER", id="login without a provider"),
+    pytest.param(lambda c: ["login", "gh", "--flow", "browser", "--kubeconfig", c.kubeconfig], None, 2,
+                 "invalid choice: 'browser'", id="login with an unknown flow"),
+    pytest.param(lambda c: ["login", "gh", "--output-format", "ini", "--kubeconfig", c.kubeconfig], None, 2,
+                 "invalid choice: 'ini'", id="login with an unknown output format"),
+    pytest.param(lambda c: ["status", "x", "-A", "--kubeconfig", c.kubeconfig], None, 2,
+                 "give its namespace with -n, not -A", id="status of one link in every namespace"),
     pytest.param(lambda c: ["refresh", "x", "-n", c.ns, "--timeout", "soon"], None, 2,
                  "not a duration", id="refresh with a --timeout that is not a duration"),
     pytest.param(lambda c: ["refresh", "x", "-n", c.ns, "--timeout", "0s"], None, 2,
@@ -268,11 +270,16 @@ CASES: list[Any] = [
     pytest.param(lambda c: ["login", "nosuch", "-n", c.ns, "--link", "x", "--kubeconfig", c.kubeconfig],
                  None, 1, "ExternalAuthProvider nosuch not found", id="login at a missing provider"),
     pytest.param(lambda c: ["refresh", "orphan", "-n", c.ns, "--wait", "--timeout", "30s",
-                            "--kubeconfig", c.kubeconfig], _link_without_secret, 1,
-                 "failed: Ready=False SecretNotFound", id="refresh --wait on a link whose Secret is missing"),
+                            "--kubeconfig", c.kubeconfig], _link_without_secret, 3,
+                 "failed: Ready=False SecretNotFound.*externalauth login", id="refresh --wait on a link whose Secret "
+                 "is missing: 3, sign in again"),
     pytest.param(lambda c: ["refresh", "idle", "-n", c.ns, "--wait", "--timeout", "2s",
-                            "--kubeconfig", c.kubeconfig], _plain_link, 1,
-                 "timed out after 2s", id="refresh --wait with no operator serving the namespace"),
+                            "--kubeconfig", c.kubeconfig], _plain_link, 4,
+                 "timed out after 2s", id="refresh --wait with no operator serving the namespace: 4, timed out"),
+    pytest.param(lambda c: ["login", c.world.make_provider(type="generic", tokenURL=c.world.sim.token_url),
+                            "-n", c.ns, "--flow", "device", "--kubeconfig", c.kubeconfig], None, 1,
+                 "no device authorization endpoint.*--flow pkce",
+                 id="login --flow device at a provider without a device endpoint"),
 ]
 
 

@@ -42,7 +42,8 @@ CROSS = config(contexts={"mixed": {"cluster": "dev", "user": "alice"}})
 
 
 def selected(name: str, server: str, user: dict[str, Any], namespace: str = "default") -> kubeconfigs.Selection:
-    return kubeconfigs.Selection(context=name, cluster={"server": server}, user=user, namespace=namespace)
+    return kubeconfigs.Selection(context=name, cluster={"server": server}, user=user, namespace=namespace,
+                                 namespace_set=namespace != "default")
 
 
 MERGES = [

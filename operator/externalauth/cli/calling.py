@@ -7,11 +7,15 @@ server's own Status message).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from externalauth import GROUP, VERSION
+from externalauth.cli import namespaces
+from externalauth.cli.formatting import printable
 from externalauth.errors import NotFoundError, PermanentError
 from externalauth.kube import requesting, translating
 from externalauth.kube.connecting import Connection, connect
@@ -19,6 +23,11 @@ from externalauth.kube.connecting import Connection, connect
 API = f"{GROUP}/{VERSION}"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSON = {"Content-Type": "application/json"}
+LINK_KIND = "ExternalAuthLink"
+
+
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again, then watch from there."""
 
 
 class Cluster:
@@ -28,14 +37,25 @@ class Cluster:
         self.client = client
 
     @classmethod
-    def open(cls, *, kubeconfig: str | None, context: str | None) -> Cluster:
+    def open(cls, *, kubeconfig: str | None, context: str | None, timeout: float = 15.0) -> Cluster:
         if kubeconfig and not os.path.isfile(kubeconfig):
             raise PermanentError(f"kubeconfig file {kubeconfig} does not exist")
-        return cls(connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=15.0))
+        return cls(connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=timeout))
 
     @property
     def default_namespace(self) -> str:
         return self.client.namespace
+
+    @property
+    def context_namespace(self) -> str | None:
+        """The ``namespace`` the kubeconfig context names, if it names one."""
+        selection = self.client.config.selection
+        return selection.namespace if selection.namespace_set else None
+
+    def namespace(self, explicit: str | None) -> str:
+        """``-n``, else the context's namespace, else (in a pod) the pod's, else ``default``."""
+        return namespaces.choose(explicit=explicit, context=self.context_namespace,
+                                 pod=namespaces.read_pod_namespace())
 
     def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
         resp = requesting.send(self.client, method, what=what, **kwargs)
@@ -46,16 +66,61 @@ class Cluster:
         return self._call("GET", f"ExternalAuthProvider {name}", version=API,
                           url=f"externalauthproviders/{name}")
 
+    def list_names(self, plural: str) -> list[str]:
+        """Names of a cluster-wide kind (``externalauthproviders``, ``namespaces``), sorted."""
+        version = "v1" if plural == "namespaces" else API
+        body = self._call("GET", f"listing {plural}", version=version, url=plural)
+        return sorted(str((i.get("metadata") or {}).get("name") or "") for i in body.get("items") or []
+                      if isinstance(i, dict))
+
     # --- links -------------------------------------------------------------------
     def get_link(self, namespace: str, name: str) -> dict[str, Any]:
         return self._call("GET", f"ExternalAuthLink {namespace}/{name}", version=API,
                           namespace=namespace, url=f"externalauthlinks/{name}")
 
-    def list_links(self, namespace: str | None) -> list[dict[str, Any]]:
+    def list_links(self, namespace: str | None, *, name: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """The links (one, with ``name``: a list request, so that watch-only RBAC serves it)
+        and the list's resourceVersion, to watch from."""
         where = f"namespace {namespace}" if namespace else "all namespaces"
+        params = {"fieldSelector": f"metadata.name={name}"} if name else {}
         body = self._call("GET", f"listing ExternalAuthLinks in {where}", version=API,
-                          namespace=namespace, url="externalauthlinks")
-        return [i for i in body.get("items") or [] if isinstance(i, dict)]
+                          namespace=namespace, url="externalauthlinks", params=params)
+        items = [i for i in body.get("items") or [] if isinstance(i, dict)]
+        return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_links(self, namespace: str | None, *, name: str | None, resource_version: str,
+                    seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, link) events after ``resource_version``, for at most ``seconds`` (the API
+        server ends the watch then). Bookmarks are not yielded. :class:`WatchExpired` on 410."""
+        where = f"{namespace}/{name}" if namespace and name else f"in {namespace or 'all namespaces'}"
+        what = f"watching ExternalAuthLink {where}"
+        params = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(max(1, seconds))}
+        if name:
+            params["fieldSelector"] = f"metadata.name={name}"
+        resp = requesting.send(self.client, "GET", what=what, version=API, namespace=namespace,
+                               url="externalauthlinks", params=params, stream=True,
+                               timeout=(10, max(1, seconds) + 30))
+        with contextlib.closing(resp):
+            if resp.status_code == 410:
+                raise WatchExpired()
+            if resp.status_code != 200:
+                translating.json_object(resp, what=what)  # raises the translated error
+            for line in resp.iter_lines():
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    raise PermanentError(f"{what}: the API server sent something that is not JSON") from None
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired()
+                    said = printable(str(obj.get("message") or ""))[:200]
+                    raise PermanentError(f"{what}: the watch ended with an error {obj.get('code')}: {said}")
+                if kind in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
+                    yield kind, obj
 
     def create_link(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
@@ -67,6 +132,14 @@ class Cluster:
         return self._call("PATCH", f"updating ExternalAuthLink {namespace}/{name}", version=API,
                           namespace=namespace, url=f"externalauthlinks/{name}",
                           data=json.dumps(patch), headers=MERGE)
+
+    def link_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The events about one link, oldest first."""
+        selector = f"involvedObject.kind={LINK_KIND},involvedObject.name={name}"
+        body = self._call("GET", f"listing the events of ExternalAuthLink {namespace}/{name}",
+                          namespace=namespace, url="events", params={"fieldSelector": selector})
+        items = [i for i in body.get("items") or [] if isinstance(i, dict)]
+        return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     # --- secrets -----------------------------------------------------------------
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -1,33 +1,75 @@
 """``externalauth``: run the operator, sign users in, force refreshes, show status.
 
 Every command prints a one-line error and exits non-zero on bad input; never a traceback.
+The exit codes are :mod:`externalauth.cli.exits`.
+
+Start-up is kept short (the command runs in workspace images, often several times a
+minute from scripts): building the parser imports only the standard library and pure
+modules; a command's own module (and ``requests``, ``pykube``, ``kopf``...) is imported
+only when that command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from externalauth import __version__
+from externalauth.cli import exits
 from externalauth.errors import ExternalAuthError, InvalidInputError
-from externalauth.model.durations import parse_duration
 
-EXIT_USAGE = 2
-EXIT_FAILED = 1
+PROG = "externalauth"
+DESCRIPTION = "Sign in at OAuth2 providers, refresh and inspect the tokens the operator keeps fresh, run the operator."
+KUBECTL_PROG = "kubectl externalauth"
+EXIT_USAGE = exits.ExitCode.USAGE
+EXIT_FAILED = exits.ExitCode.FAILED
+COMPLETE = "__complete"
+OPERATOR_EXTRA = "pip install 'externalauth-operator[operator]'"
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without ``shutil`` (whose import, with lzma and bz2, would
+    cost more than the rest of ``--version``): $COLUMNS, else the terminal, else 80. The
+    exit-code table (the epilog) is printed as written; descriptions are wrapped."""
+
+    def __init__(self, prog: str) -> None:
+        import os
+
+        try:
+            columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(1).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+        super().__init__(prog, width=max(columns, 40) - 2)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text == exits.EPILOG:
+            return text
+        return super()._fill_text(text, width, indent)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"externalauth: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
 
 
+# --- argument types (pure; what they need is imported when they run) ------------------------
 def _duration(text: str) -> object:
+    from externalauth.model.durations import parse_duration
+
     try:
         return parse_duration(text)
     except InvalidInputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _timeout(text: str) -> object:
+    value = _duration(text)
+    if value.total_seconds() <= 0:  # type: ignore[attr-defined]
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0s")
+    return value
 
 
 def _namespace(text: str) -> str:
@@ -48,6 +90,18 @@ def _shard(text: str) -> object:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _name(kind: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        from externalauth.cli import formatting
+
+        try:
+            return formatting.check_name(kind, text)
+        except InvalidInputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    check.__name__ = f"{kind} name"
+    return check
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -59,12 +113,30 @@ def _port(text: str) -> int:
 
 
 def _bind_address(text: str) -> tuple[str, int | None]:
-    from externalauth.metrics import parse_bind_address
-
+    try:
+        from externalauth.metrics import parse_bind_address
+    except ImportError:
+        raise argparse.ArgumentTypeError(f"the operator's dependencies are not installed: {OPERATOR_EXTRA}") from None
     try:
         return parse_bind_address(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _OutputFormats:
+    """The ``--output-format`` choices, read from the model's enum only when argparse looks
+    (a bad value, ``--help``, completion): not on every start."""
+
+    def _values(self) -> list[str]:
+        from externalauth.model.formats import OutputFormat
+
+        return [f.value for f in OutputFormat]
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
 
 
 def add_kube_flags(p: argparse.ArgumentParser) -> None:
@@ -72,14 +144,103 @@ def add_kube_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", help="the kubeconfig context to use")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="externalauth", description=__doc__.splitlines()[0])
+_NAMESPACE_HELP = ("namespace of the link (default: the kubeconfig context's namespace; in a pod, the pod's "
+                   "namespace; else default)")
+
+
+# --- the parser ----------------------------------------------------------------------------
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=DESCRIPTION, epilog=exits.EPILOG,
+                     formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"externalauth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    run = sub.add_parser("run", help="run the operator (kopf under the hood)",
-                         description="Run the operator: watch ExternalAuthLinks and keep their tokens fresh.")
+    def command(name: str, handler: str, *, help: str, description: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description, epilog=exits.EPILOG,
+                                                    formatter_class=_Formatter)
+        p.set_defaults(handler=handler)
+        return p
+
+    _add_login(command("login", "externalauth.cli.signin:login_command",
+                       help="sign in at a provider and write the token Secret and the link",
+                       description="Sign in at PROVIDER, then write the token Secret and the ExternalAuthLink "
+                                   "that keeps it fresh. With the provider's device endpoint: the device flow "
+                                   "(RFC 8628, a code to enter on any device); without one: authorization code "
+                                   "+ PKCE in a browser on this machine (RFC 8252 loopback redirect). Re-running "
+                                   "re-authenticates the same link. Never needs the client secret."))
+    _add_refresh(command("refresh", "externalauth.cli.commands:refresh_command",
+                         help="ask the operator to refresh a link's token now",
+                         description="Set the externalauth.io/refresh-requested annotation on LINK to a new "
+                                     "value: the operator refreshes the token once, even if it is not due."))
+    _add_status(command("status", "externalauth.cli.commands:status_command",
+                        help="show the links and their tokens' health",
+                        description="A table of ExternalAuthLinks (provider, readiness, account, expiry, last "
+                                    "refresh, why not ready), or one LINK in detail with its conditions and last "
+                                    "events. -w watches and prints again on every change."))
+    completion = command("completion", "externalauth.cli.completer:completion_command",
+                         help="print a shell completion script",
+                         description="Print the completion script for SHELL. bash: source <(externalauth "
+                                     "completion bash); zsh: source <(externalauth completion zsh); fish: "
+                                     "externalauth completion fish | source. Names of providers and links are "
+                                     "completed from the cluster.")
+    completion.add_argument("shell", metavar="SHELL", choices=("bash", "zsh", "fish"), help="bash, zsh or fish")
+    _add_run(command("run", "externalauth.cli.main:run_command", help="run the operator (kopf under the hood)",
+                     description="Run the operator: watch ExternalAuthLinks and keep their tokens fresh."))
+    return parser
+
+
+def _add_login(login: argparse.ArgumentParser) -> None:
+    login.add_argument("provider", metavar="PROVIDER", type=_name("provider"),
+                       help="name of the ExternalAuthProvider (kubectl get eap)")
+    login.add_argument("-n", "--namespace", type=_namespace, metavar="NS", help=_NAMESPACE_HELP)
+    login.add_argument("--link", type=_name("link"), metavar="NAME",
+                       help="name of the ExternalAuthLink to create or update (default: PROVIDER)")
+    login.add_argument("--secret", type=_name("secret"), metavar="NAME",
+                       help="name of the token Secret (default: <link>-token)")
+    login.add_argument("--output-format", action="append", default=[], dest="output_formats", metavar="F",
+                       choices=_OutputFormats(),
+                       help="add a ready-to-mount key to the Secret and to the link's spec.outputFormats "
+                            "(repeatable: %(choices)s)")
+    login.add_argument("--flow", choices=("auto", "device", "pkce"), default="auto",
+                       help="device: RFC 8628 device code; pkce: a browser on this machine; auto (default): "
+                            "device if the provider has a device endpoint, else pkce")
+    login.add_argument("--no-browser", action="store_true",
+                       help="pkce: print the URL instead of opening a browser (the default without a display)")
+    login.add_argument("--timeout", type=_timeout, default=None, metavar="DURATION",
+                       help="how long to wait for the sign-in (default: the device code's lifetime; 5m in a browser)")
+    login.add_argument("--force", action="store_true",
+                       help="write the token into an existing Secret that is not a token Secret")
+    login.add_argument("--no-browser-hint", action="store_true",
+                       help="device flow: print only the URL and the code, no advice on opening a browser")
+    add_kube_flags(login)
+
+
+def _add_refresh(refresh: argparse.ArgumentParser) -> None:
+    refresh.add_argument("link", metavar="LINK", type=_name("link"), help="the ExternalAuthLink")
+    refresh.add_argument("-n", "--namespace", type=_namespace, metavar="NS", help=_NAMESPACE_HELP)
+    refresh.add_argument("--wait", action="store_true",
+                         help="wait (on a watch of the link) until the operator acted; non-zero if it failed")
+    refresh.add_argument("--timeout", type=_timeout, default="60s", metavar="DURATION",
+                         help="how long --wait waits (default 60s)")
+    add_kube_flags(refresh)
+
+
+def _add_status(status: argparse.ArgumentParser) -> None:
+    status.add_argument("link", metavar="LINK", nargs="?", type=_name("link"),
+                        help="show this link in detail (conditions, times, last events)")
+    scope = status.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", type=_namespace, metavar="NS",
+                       help="namespace to show (default: the kubeconfig context's; in a pod, the pod's)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace")
+    status.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
+                        help="output format (default table; json/yaml: the rows, or the link object for LINK)")
+    status.add_argument("-w", "--watch", action="store_true",
+                        help="after the first answer, print again on every change (a watch, until Ctrl-C)")
+    add_kube_flags(status)
+
+
+def _add_run(run: argparse.ArgumentParser) -> None:
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces",
                        metavar="NS", help="serve this namespace (repeatable)")
@@ -103,24 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                      help="serve only the namespaces of shard I of N (replica I of N replicas, "
                           "counting from 0); default: every namespace")
-    run.add_argument("--validation-interval", type=_duration, default=parse_duration("1h"),
+    run.add_argument("--validation-interval", type=_duration, default="1h",
                      metavar="DURATION", help="validate every token this often (default 1h)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything (never tokens)")
     run.add_argument("--log-format", choices=("plain", "json"), default="plain",
                      help="plain: timestamped lines (default); json: one JSON object per line")
     add_kube_flags(run)
-    run.set_defaults(func=_run)
-
-    try:
-        from externalauth.cli import commands
-    except ImportError:  # pragma: no cover - partial installs
-        commands = None  # type: ignore[assignment]
-    if commands is not None:
-        commands.register(sub)
-    return parser
 
 
+# --- run -----------------------------------------------------------------------------------
 def _metrics_listener(args: argparse.Namespace) -> tuple[str, int]:
     host, port = args.metrics_bind_address
     if port is not None and args.metrics_port is not None and port != args.metrics_port:
@@ -130,7 +283,22 @@ def _metrics_listener(args: argparse.Namespace) -> tuple[str, int]:
     return host, 8080 if chosen is None else chosen
 
 
-def _run(args: argparse.Namespace) -> int:
+def _missing_operator_dependency() -> str | None:
+    """The first module of the ``operator`` extra that does not import (the base install is
+    only the workspace command)."""
+    for module in ("kopf", "prometheus_client", "oauthlib"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return module
+    return None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    missing = _missing_operator_dependency()
+    if missing is not None:
+        raise exits.CommandError(f"`externalauth run` needs the operator's dependencies ({missing} is not "
+                                 f"installed): {OPERATOR_EXTRA}")
     from externalauth import runner
 
     metrics_host, metrics_port = _metrics_listener(args)
@@ -153,19 +321,56 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("externalauth: interrupted", file=sys.stderr)
-        return 130
-    except ExternalAuthError as e:
-        from externalauth.cli.formatting import printable
+# --- the boundary --------------------------------------------------------------------------
+def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
+    module, _, name = spec.partition(":")
+    func: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+    return func
 
-        print(f"externalauth: error: {printable(str(e))}", file=sys.stderr)
+
+def _fail(message: str) -> None:
+    from externalauth.cli.formatting import printable
+
+    first = printable(" ".join(str(message).split())) or "failed"
+    print(f"{PROG}: error: {first}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [COMPLETE]:
+        from externalauth.cli import completer
+
+        return completer.complete_command(build_parser(prog), argv[1:])
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return int(_handler(args.handler)(args) or 0)
+    except KeyboardInterrupt as e:
+        print(f"\n{PROG}: interrupted", file=sys.stderr, flush=True)
+        return exits.code_for(e)
+    except ExternalAuthError as e:
+        _fail(str(e))
+        return exits.code_for(e)
+    except BrokenPipeError:
         return EXIT_FAILED
+    except Exception as e:
+        if args.command == "run":
+            raise  # the operator's own failures keep their traceback (its log is for operators)
+        _fail(f"unexpected {type(e).__name__} (this is a bug in externalauth; "
+                    "please report it with the command you ran)")
+        return EXIT_FAILED
+
+
+def kubectl_plugin() -> int:
+    """``kubectl-externalauth``: the same commands as ``kubectl externalauth ...``."""
+    return main(prog=KUBECTL_PROG)
+
+
+def kubectl_complete() -> int:
+    """``kubectl_complete-externalauth``: kubectl runs it for ``kubectl externalauth <TAB>``
+    with the words after the plugin's name (the last one is being completed)."""
+    from externalauth.cli import completer
+
+    return completer.complete_command(build_parser(KUBECTL_PROG), sys.argv[1:])
 
 
 if __name__ == "__main__":

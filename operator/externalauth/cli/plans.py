@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from externalauth.errors import InvalidInputError
@@ -42,10 +42,11 @@ def plan_secret(
     namespace: str,
     name: str,
     provider: str,
-    token_data: Mapping[str, str],
+    token_data: Mapping[str, str | None],
     force: bool,
 ) -> SecretPlan:
-    """Decide the Secret write. ``token_data`` is base64 data from ``render_token_keys``.
+    """Decide the Secret write. ``token_data`` is base64 data from ``render_token_keys``
+    (plus output-format keys; None: a key to remove).
     The Secret is labelled ``externalauth.io/provider=<provider>``: it opts in to that
     provider, and to no other (contract §3).
 
@@ -58,7 +59,7 @@ def plan_secret(
             "kind": "Secret",
             "type": tokmod.SECRET_TYPE,
             "metadata": {"name": name, "namespace": namespace, "labels": {PROVIDER_LABEL: provider}},
-            "data": dict(token_data),
+            "data": _present(token_data),
         })
     if not is_token_secret(existing) and not force:
         kind = existing.get("type") or "Opaque"
@@ -79,7 +80,7 @@ def plan_secret(
             "kind": "Secret",
             "type": tokmod.SECRET_TYPE,
             "metadata": kept_meta,
-            "data": {**(existing.get("data") or {}), **token_data},
+            "data": _present({**(existing.get("data") or {}), **token_data}),
         })
     old = existing.get("data") or {}
     data: dict[str, str | None] = dict(token_data)
@@ -95,15 +96,28 @@ def plan_secret(
     return SecretPlan(Write.PATCH, patch)
 
 
-def link_body(*, namespace: str, name: str, provider: str, secret: str) -> dict[str, Any]:
+def _present(data: Mapping[str, str | None]) -> dict[str, str]:
+    """A new object has no keys to remove."""
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _link_spec(*, provider: str, secret: str, formats: Sequence[str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"providerName": provider, "secretName": secret}
+    if formats:
+        spec["outputFormats"] = list(formats)
+    return spec
+
+
+def link_body(*, namespace: str, name: str, provider: str, secret: str, formats: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "ExternalAuthLink",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"providerName": provider, "secretName": secret},
+        "spec": _link_spec(provider=provider, secret=secret, formats=formats),
     }
 
 
-def link_patch(*, provider: str, secret: str) -> dict[str, Any]:
-    """Points an existing link at the provider and Secret; its other fields stay."""
-    return {"spec": {"providerName": provider, "secretName": secret}}
+def link_patch(*, provider: str, secret: str, formats: Sequence[str] = ()) -> dict[str, Any]:
+    """Points an existing link at the provider and Secret (and sets ``formats``, which already
+    include the link's own); its other fields stay."""
+    return {"spec": _link_spec(provider=provider, secret=secret, formats=formats)}

@@ -50,7 +50,8 @@ class Selection:
     context: str
     cluster: dict[str, Any]
     user: dict[str, Any]
-    namespace: str
+    namespace: str  # the context's, else "default"
+    namespace_set: bool = False  # the context names a namespace itself
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +164,8 @@ def select(doc: Mapping[str, Any], *, context: str | None) -> Selection:
         if key in user:
             raise PermanentError(f"kubeconfig user {user_name!r}: {why}")
     namespace = ctx.get("namespace") or "default"
-    return Selection(context=name, cluster=cluster, user=user, namespace=str(namespace))
+    return Selection(context=name, cluster=cluster, user=user, namespace=str(namespace),
+                     namespace_set=bool(ctx.get("namespace")))
 
 
 def in_cluster(*, host: str, port: str, directory: str) -> dict[str, Any]:
