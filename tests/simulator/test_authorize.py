@@ -51,13 +51,13 @@ def test_a_signed_in_user_goes_back_to_the_loopback_redirect_with_a_code_and_the
 
 
 def test_the_code_and_the_verifier_buy_a_token_of_the_user_who_signed_in(make_simulator: Any) -> None:
-    """Generic dialect: 200 with access and refresh tokens; the access token validates as bob."""
+    """Generic (OIDC) dialect: 200 with access and refresh tokens; the access token validates as bob."""
     sim = make_simulator(mode="generic")
     code = back(authorize(sim))["code"]
     r = redeem(sim, code)
     body = r.json()
     assert (200, True, "bob") == (r.status_code, bool(body.get("refresh_token")),
-                                  validate(sim, body["access_token"]).json()["login"])
+                                  validate(sim, body["access_token"]).json()["preferred_username"])
     assert (1, 1, (REDIRECT,)) == (sim.authorizer.stats.codes_issued, sim.authorizer.stats.codes_redeemed,
                                    sim.authorizer.stats.redirect_uris)
 
