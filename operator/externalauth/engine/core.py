@@ -176,6 +176,7 @@ class Engine:
         opted_in, label, unwritable = True, None, None
         claimed_by: str | None = None
         claimed_until: dt.datetime | None = None
+        claimed_since: dt.datetime | None = None
         if spec is not None:
             provider_view = self.providers.view(spec.provider_name)
             if provider_view is not None and provider_view.spec is not None:
@@ -197,6 +198,7 @@ class Engine:
                     if claim is not None and claim.holder != self.holder:
                         claimed_by = claim.holder
                         claimed_until = dt.datetime.fromtimestamp(claim.until, dt.UTC)
+                        claimed_since = claimed_until - dt.timedelta(seconds=self.settings.claim_lease)
         request = bodies.annotation(body, REFRESH_ANNOTATION)
         if request is not None and len(request) > MAX_REFRESH_REQUEST:
             self._reject_request(key, request)
@@ -224,6 +226,7 @@ class Engine:
             token_digest=tokens.access_token.digest(uid) if tokens is not None else None,
             claimed_by=claimed_by,
             claimed_until=claimed_until,
+            claimed_since=claimed_since,
             secret_opted_in=opted_in,
             secret_label=label,
             secret_unwritable=unwritable,

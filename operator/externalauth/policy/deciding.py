@@ -111,6 +111,7 @@ class LinkInput:
     token_digest: str | None = None  # the access token's salted digest (status.validatedTokenDigest)
     claimed_by: str | None = None  # another replica's live claim on the Secret: its holder
     claimed_until: dt.datetime | None = None  # ... and when it ends
+    claimed_since: dt.datetime | None = None  # ... and when it was taken (end minus the lease)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +165,15 @@ def _not_opted_in(spec: LinkSpec, label: str | None) -> str:
                 "to it (the operator uses only Secrets labelled for the link's provider)")
     return (f"Secret {spec.secret_name} is labelled {PROVIDER_LABEL}={label}, not {want}: "
             "it has opted in to another provider")
+
+
+def _unchanged(existing: cond.ConditionBody | None) -> cond.Condition:
+    """The Refreshable condition as the status has it (NotYetDue when there is none)."""
+    if existing is None:
+        return _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.NOT_YET_DUE,
+                  "the token is refreshed ahead of its expiry")
+    return _c(ConditionType.REFRESHABLE, Status(existing.get("status", "Unknown")),
+              existing.get("reason", RefreshableReason.NOT_YET_DUE), existing.get("message", ""))
 
 
 def _validated_condition(inp: LinkInput, fp: str, validating: bool) -> cond.Condition:
@@ -291,9 +301,12 @@ def decide(inp: LinkInput) -> Plan:
         wake = next_refresh = failure.retry_at
     elif (inp.claimed_until is not None and inp.claimed_until > now
           and (requested or due is None or due <= now or failure is not None)):
-        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.CLAIMED_ELSEWHERE,
-                         f"another replica ({inp.claimed_by}) is refreshing the token; "
-                         f"its claim ends at {format_time(inp.claimed_until)}")
+        if inp.claimed_since is None or now - inp.claimed_since >= timing.CLAIM_REPORT_AFTER:
+            refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.CLAIMED_ELSEWHERE,
+                             f"another replica ({inp.claimed_by}) is refreshing the token; "
+                             f"its claim ends at {format_time(inp.claimed_until)}")
+        else:  # a refresh in progress elsewhere, as replicas have all the time: no status flap
+            refreshable = _unchanged(existing_ref)
         wake = next_refresh = inp.claimed_until + timing.CLAIM_GRACE
     elif requested or due is None or due <= now or failure is not None:
         action = Action.REFRESH
@@ -302,13 +315,7 @@ def decide(inp: LinkInput) -> Plan:
                else "no expiry known: refresh to learn it" if due is None
                else "the token is due for refresh")
         # Until the action is done the condition stays as it is (or says a refresh is on).
-        if existing_ref is not None:
-            refreshable = _c(ConditionType.REFRESHABLE, Status(existing_ref.get("status", "Unknown")),
-                             existing_ref.get("reason", RefreshableReason.NOT_YET_DUE),
-                             existing_ref.get("message", ""))
-        else:
-            refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.NOT_YET_DUE,
-                             "the token is refreshed ahead of its expiry")
+        refreshable = _unchanged(existing_ref)
     else:
         wake = next_refresh = _earliest(due, request_at)
         if mem.last_refresh is not None and mem.last_refresh_fingerprint == access_fp:

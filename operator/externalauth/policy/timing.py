@@ -23,6 +23,10 @@ RETRY_SOON = dt.timedelta(seconds=2)
 STATUS_RETRY = dt.timedelta(seconds=5)
 #: A link whose Secret does not exist (yet) is looked at again after this long.
 MISSING_SECRET_RECHECK = dt.timedelta(seconds=30)
+#: Another replica's claim is reported on the link (Refreshable=False ClaimedElsewhere) only
+#: once it has been held this long: a refresh takes well under a second, so a claim this
+#: old means a slow provider or a crashed replica; a younger one is not worth a status write.
+CLAIM_REPORT_AFTER = dt.timedelta(seconds=10)
 #: A claim that ends at T is taken over at T + this, if its holder never released it.
 CLAIM_GRACE = dt.timedelta(seconds=0.5)
 #: A token another writer stored is validated only if no replica has recorded a verdict
