@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The pictures of docs/benchmarks.md (issue 12, item 6), from bench/compare.py's JSON.
 
-    .venv/bin/pip install '.[bench]'        # matplotlib
+    .venv/bin/pip install -e ".[bench]"       # matplotlib
     .venv/bin/python bench/compare.py --out /tmp/compare.json
     .venv/bin/python bench/plot.py /tmp/compare.json --memory-links 1000,2000,5000
     .venv/bin/python bench/plot.py /tmp/compare.json --memory 1000:75.2,2000:84.0  # figures you have
@@ -15,8 +15,8 @@ Draws two PNGs:
   links. ``--memory-links`` measures it: for each count a fresh control plane, that many
   links not due, the operator started, every link decided, then ``--settle-seconds`` idle
   before RSS is read (what compare.py's idle scenario does, without the restart);
-  ``--memory`` takes figures measured elsewhere instead. The idle points of the JSON
-  (ours and the naive one) are drawn too.
+  ``--memory`` adds figures measured so before. The idle points of the JSON (ours and the
+  naive one, measured after a restart and a longer idle) are drawn apart.
 
 Prints the memory figures it measured as JSON.
 """
@@ -80,13 +80,14 @@ def memory_plot(points: dict[int, float], report: dict[str, Any] | None, path: P
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     xs = sorted(points)
-    ax.plot(xs, [points[x] for x in xs], marker="o", color="tab:blue", label="this operator (idle, all decided)")
+    ax.plot(xs, [points[x] for x in xs], marker="o", color="tab:blue",
+            label="this operator: first start, all decided, then idle")
     for name, color in (("ours", "tab:blue"), ("naive", "tab:red")):
         run = (report or {}).get(name, {}).get("idle")
         if run:
             who = "this operator" if name == "ours" else "naive kopf operator"
             ax.scatter([run["links"]], [run["rss_mib"]], marker="s", color=color, zorder=3,
-                       label=f"{who}, compare.py idle run")
+                       label=f"{who}: compare.py, after a restart and {run['idle_seconds']:.0f} s idle")
     ax.scatter([10000], [200 * MIB_PER_MB], marker="x", color="black", zorder=3, label="§10 target: 200 MB at 10,000")
     ax.set_xlabel("links (token Secret + ExternalAuthLink each)")
     ax.set_ylabel("resident memory (MiB)")
@@ -106,9 +107,8 @@ def parse_points(text: str) -> dict[int, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path, help="the JSON that bench/compare.py --out wrote")
-    group = ap.add_mutually_exclusive_group()
-    group.add_argument("--memory-links", help="measure our RSS at these link counts, e.g. 1000,2000,5000")
-    group.add_argument("--memory", help="RSS figures measured elsewhere: LINKS:MIB,LINKS:MIB,...")
+    ap.add_argument("--memory-links", help="measure our RSS at these link counts, e.g. 1000,2000,5000")
+    ap.add_argument("--memory", help="RSS figures measured elsewhere (first start, all decided): LINKS:MIB,...")
     ap.add_argument("--settle-seconds", type=float, default=10, help="idle time before RSS is read")
     ap.add_argument("--storm-png", type=Path, default=ROOT / "docs" / "storm-side-by-side.png")
     ap.add_argument("--memory-png", type=Path, default=ROOT / "docs" / "memory-by-links.png")
@@ -118,13 +118,11 @@ def main() -> int:
     points = parse_points(args.memory) if args.memory else {}
     if args.memory_links:
         ours = Contender("ours", naive_interval=0, workers=0)
-        for links in (int(x) for x in args.memory_links.split(",")):
+        for links in (int(x) for x in args.memory_links.split(",")):  # one fresh control plane each
             print(f"memory: {links} links ...", flush=True)
             run = idle(ours, links=links, idle_seconds=args.settle_seconds, restart=False)
             points[links] = run["rss_mib"]
             print(json.dumps(run), flush=True)
-    if "ours" in report:
-        points.setdefault(report["ours"]["idle"]["links"], report["ours"]["idle"]["rss_mib"])
     print(json.dumps({"rss_mib_by_links": points}, indent=2))
     memory_plot(points, report, args.memory_png)
     return 0
