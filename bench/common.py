@@ -63,8 +63,9 @@ class Bench:
                      "caBundle": self.sim.ca_pem, "maxConcurrentRefreshes": concurrency,
                      "clientSecretRef": {"namespace": self.ns, "name": "client", "key": "secret"}}})
 
-    def links(self, count: int, *, expiry: str, threads: int = 16) -> dict[str, str]:
-        """``count`` token Secrets (labelled) and links; returns Secret name -> refresh token."""
+    def links(self, count: int, *, expiry: str, threads: int = 16, validate: bool = False) -> dict[str, str]:
+        """``count`` token Secrets (labelled) and links (``spec.validate`` as given); returns
+        Secret name -> refresh token."""
         tokens: dict[str, str] = {}
 
         def make(i: int) -> None:
@@ -77,7 +78,7 @@ class Bench:
             self.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", self.ns, "externalauthlinks", {
                 "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
                 "metadata": {"name": f"link-{i}"},
-                "spec": {"providerName": "bench", "secretName": f"tok-{i}", "validate": False}})
+                "spec": {"providerName": "bench", "secretName": f"tok-{i}", "validate": validate}})
 
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             list(pool.map(make, range(count)))
