@@ -241,7 +241,7 @@ def test_the_cli_authenticates_through_an_exec_plugin_from_a_merged_kubeconfig(
 def test_an_expired_plugin_token_is_not_reused(world: World, operator: Any, control_plane: Any,
                                                tmp_path: Path) -> None:
     """A plugin token past its expirationTimestamp is obtained again before the next request,
-    so ``refresh --wait`` (several requests) runs an always-expired plugin several times."""
+    so ``refresh --wait`` (a patch, then a watch) runs an always-expired plugin for each."""
     world.make_provider()
     ready_link(world, "gh")
     plugin = Plugin(tmp_path)
@@ -251,7 +251,7 @@ def test_an_expired_plugin_token_is_not_reused(world: World, operator: Any, cont
     refresh = cli("refresh", "gh", "-n", world.ns, "--wait", "--timeout", "60s", "--kubeconfig", str(kubeconfig),
                   kubeconfig_env="")
     assert 0 == refresh.returncode, refresh.stderr
-    assert plugin.runs >= 3
+    assert plugin.runs >= 2  # a cached token would have been one run
 
 
 def test_the_operator_runs_through_an_exec_plugin_and_follows_its_new_token(

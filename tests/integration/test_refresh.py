@@ -58,7 +58,9 @@ def test_a_due_token_is_refreshed_and_persisted(world: World, operator: Any) -> 
 def test_fifty_concurrent_triggers_make_one_exchange(world: World, operator: Any) -> None:
     """Annotation bumps and Secret touches racing one in-flight refresh share it: one exchange."""
     before = ready_link(world, operator)
-    world.sim.add_fault("token", "latency", value=2.0)
+    # The exchange lasts long enough for every trigger below to arrive while it is in
+    # flight, even on a loaded machine (a request after it finished deserves a refresh).
+    world.sim.add_fault("token", "latency", value=8.0)
     world.request_refresh("link", "first")
 
     def trigger(i: int) -> None:
