@@ -94,10 +94,12 @@ class Cluster:
         result: dict[str, Any] = pods[0]
         return result
 
-    def exec(self, pod: str, namespace: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = self.node.kubectl("exec", "-n", namespace, pod, "--", *command, check=False, timeout=120)
+    def exec(self, target: str, namespace: str, *command: str,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        """kubectl exec in ``target`` (a pod name or deploy/NAME)."""
+        res = self.node.kubectl("exec", "-n", namespace, target, "--", *command, check=False, timeout=120)
         if check:
-            assert 0 == res.returncode, f"{' '.join(command)} in {pod}: {res.stderr}"
+            assert 0 == res.returncode, f"{' '.join(command)} in {target}: {res.stderr}"
         return res
 
 
@@ -120,10 +122,10 @@ def cluster(node: Node, helm: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """docs/install.md §3 on this node: helm install with the values of a node whose API
+    """docs/install.md section 3 on this node: helm install with the values of a node whose API
     server is on loopback; the CRDs Established; the Deployment rolled out. Returns the pod."""
     values = {
-        "image": {"pullPolicy": "Never"},  # imported with ctr (docs/install.md §1)
+        "image": {"pullPolicy": "Never"},  # imported with ctr (docs/install.md section 1)
         "hostNetwork": True,
         "metrics": {"port": _free_port(), "bindAddress": "127.0.0.1"},
         "health": {"port": _free_port()},
@@ -136,8 +138,8 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
     values_file.write_text(yaml.safe_dump(values))
     cluster.helm("install", RELEASE, str(CHART), "--namespace", OPERATOR_NS, "--create-namespace",
                  "--values", str(values_file))
-    for crd in ("externalauthlinks.externalauth.io", "externalauthproviders.externalauth.io"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.kubectl("wait", "--for=condition=Established", "crd/externalauthlinks.externalauth.io",
+                    "crd/externalauthproviders.externalauth.io", "--timeout=60s")
     cluster.kubectl("-n", OPERATOR_NS, "rollout", "status", f"deployment/{RELEASE}", "--timeout=180s",
                     timeout=200)
     return cluster.pod_of("app.kubernetes.io/name=externalauth-operator", OPERATOR_NS)
@@ -145,8 +147,9 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 @pytest.fixture(scope="module")
 def workspace(cluster: Cluster, release: dict[str, Any], sim: Simulator) -> dict[str, Any]:
-    """examples/: the provider (pointed at the simulator), a token Secret and a link in
-    namespace alice, Ready; then the workspace Deployment, rolled out. Returns its pod."""
+    """docs/install.md section 4 with examples/: the provider (pointed at the simulator), a
+    token Secret and a link in namespace alice, Ready; then the workspace Deployment, rolled
+    out. Returns its pod."""
     provider = (EXAMPLES / "provider-github-app.yaml").read_text().replace(
         "Iv1.0123456789abcdef", CLIENT_ID).replace("REPLACE_WITH_THE_GITHUB_APP_CLIENT_SECRET", CLIENT_SECRET)
     docs = [d for d in yaml.safe_load_all(provider) if d]
@@ -206,10 +209,9 @@ def test_git_fetch_in_the_workspace_works_across_a_refresh(cluster: Cluster, wor
     """git clone with the mounted token; a forced refresh revokes that token at the provider;
     once kubelet has rewritten the mounted file, git fetch in the same pod gets the commit
     made after the refresh."""
-    pod = workspace["metadata"]["name"]
     url = sim.git_url(GIT_REPO)
-    cluster.exec(pod, USER_NS, "git", "clone", "--quiet", url, "demo")
-    cloned = cluster.exec(pod, USER_NS, "git", "-C", "demo", "rev-parse", "HEAD").stdout.strip()
+    cluster.exec("deploy/workspace", USER_NS, "git", "clone", "--quiet", url, "demo")
+    cloned = cluster.exec("deploy/workspace", USER_NS, "git", "-C", "demo", "rev-parse", "HEAD").stdout.strip()
     assert sim.git.head(GIT_REPO) == cloned
 
     before = cluster.secret_data(SECRET, USER_NS)
@@ -231,15 +233,37 @@ def test_git_fetch_in_the_workspace_works_across_a_refresh(cluster: Cluster, wor
     t0 = time.monotonic()
 
     def mounted_file_is_new() -> bool:
-        res = cluster.exec(pod, USER_NS, "sha256sum", CREDENTIALS, check=False)
+        res = cluster.exec("deploy/workspace", USER_NS, "sha256sum", CREDENTIALS, check=False)
         return res.returncode == 0 and res.stdout.split()[:1] == [wanted]
 
     wait_for(mounted_file_is_new, timeout=PROPAGATION_DEADLINE, interval=1.0,
              message="kubelet to write the refreshed git-credentials into the workspace pod")
     print(f"[e2e] kubelet propagated the refreshed Secret in {time.monotonic() - t0:.1f}s")
 
-    cluster.exec(pod, USER_NS, "git", "-C", "demo", "fetch", "--quiet")
-    fetched = cluster.exec(pod, USER_NS, "git", "-C", "demo", "rev-parse", "origin/main").stdout.strip()
+    cluster.exec("deploy/workspace", USER_NS, "git", "-C", "demo", "fetch", "--quiet")
+    fetched = cluster.exec("deploy/workspace", USER_NS, "git", "-C", "demo", "rev-parse", "origin/main").stdout.strip()
     same_pod = cluster.pod_of("app=workspace", USER_NS)
     assert (later, workspace["metadata"]["uid"], 0) == (
         fetched, same_pod["metadata"]["uid"], same_pod["status"]["containerStatuses"][0]["restartCount"])
+
+
+def test_the_builtin_edit_and_view_roles_grant_links_through_aggregation(cluster: Cluster,
+                                                                          release: dict[str, Any]) -> None:
+    """kube-controller-manager aggregates the chart's user roles into the built-in ones: a
+    developer with ``edit`` in a namespace may create links there but not write their status,
+    one with ``view`` may only read them; both may read providers (docs/install.md section 6)."""
+    cluster.node.create_namespace("dev")
+    cluster.kubectl("create", "rolebinding", "bob-edit", "-n", "dev", "--clusterrole=edit", "--user=bob")
+    cluster.kubectl("create", "rolebinding", "carol-view", "-n", "dev", "--clusterrole=view", "--user=carol")
+
+    def can(user: str, verb: str, resource: str, *extra: str) -> str:
+        res = cluster.node.kubectl("auth", "can-i", verb, resource, *extra, "-n", "dev", f"--as={user}",
+                                   check=False)
+        return res.stdout.strip()
+
+    links, providers = "externalauthlinks.externalauth.io", "externalauthproviders.externalauth.io"
+    wait_for(lambda: can("bob", "create", links) == "yes", timeout=60,
+             message="the edit role to aggregate the chart's link rules")
+    asked = [("bob", "create", links), ("bob", "patch", links, "--subresource=status"), ("bob", "get", providers),
+             ("carol", "list", links), ("carol", "create", links), ("carol", "get", providers)]
+    assert ["yes", "no", "yes", "yes", "no", "yes"] == [can(*q) for q in asked]

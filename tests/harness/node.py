@@ -463,7 +463,10 @@ class Node:
             phase("default ServiceAccount")
         except BaseException as e:
             report = self.log_tail(40)
-            self.stop()
+            try:
+                self.stop()
+            except NodeError as teardown:
+                report += f"\n{teardown}"
             if isinstance(e, NodeError | building.SetupError):
                 raise NodeError(f"{e}\n{report}") from e
             raise
