@@ -103,9 +103,10 @@ with_progress() {
 
 say "building $(echo $todo) $K8S_VERSION (cold: ~3 min on 2 cores when the control-plane build filled the Go caches) ..."
 mkdir -p "$WORK/k8s" && cd "$WORK/k8s"
-with_progress "downloading k8s.io/kubernetes@$K8S_VERSION" "$WORK/download.log" \
-  go mod download -json "k8s.io/kubernetes@$K8S_VERSION"
-moddir=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Dir"])' "$WORK/download.log")
+say "downloading k8s.io/kubernetes@$K8S_VERSION ..."
+go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >"$WORK/download.json" 2>"$WORK/download.log" \
+  || { tail -n 20 "$WORK/download.log" >&2; die "go mod download k8s.io/kubernetes@$K8S_VERSION failed"; }
+moddir=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Dir"])' "$WORK/download.json")
 gover=$(awk '/^go /{print $2; exit}' "$moddir/go.mod")
 staging_minor="v0.${K8S_VERSION#v1.}"
 {

@@ -127,12 +127,13 @@ def ensure_packages(*, stream: IO[str]) -> None:
         raise SetupError(f"the node needs the Debian packages {', '.join(missing)} and there is no apt-get")
     stream.write(f"[node] apt-get install {' '.join(missing)} ...\n")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    res = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True,
-                         env=env, timeout=600)
+    # Another run may be installing at the same moment: wait for dpkg's lock.
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", *missing]
+    res = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
     if res.returncode != 0:  # stale package lists: update once and retry
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
-        res = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True,
-                             env=env, timeout=600)
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"], capture_output=True,
+                       env=env, timeout=600)
+        res = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
     still = missing_packages()
     if res.returncode != 0 or still:
         raise SetupError(f"apt-get install {' '.join(missing)} failed ({res.returncode}); still missing: "
