@@ -1,7 +1,8 @@
 # externalauth-operator developer entry points. See docs/development.md.
 #
-#   make test      venv + control plane + unit, simulator and integration tests
+#   make test      venv + control plane + unit, simulator, integration and e2e tests
 #   make unit      fast tier only (no control plane)
+#   make e2e       the e2e tier alone: a real node (root; skipped, loudly, without)
 #   make lint      ruff + mypy + import-linter
 #   make demo      hack/demo.py against a real control plane
 #   make image     the operator image (OCI layout + archive) with hack/build-image.sh (root)
@@ -22,7 +23,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 # Test tiers that exist in this checkout (an empty folder is not tracked by git).
-TEST_DIRS := $(wildcard tests/unit tests/simulator tests/integration tests/reliability)
+# tests/e2e runs a real node when the machine allows it (root, cgroups) and is
+# skipped with the reason otherwise; it builds what it needs at collection.
+TEST_DIRS := $(wildcard tests/unit tests/simulator tests/integration tests/reliability tests/e2e)
 PYTEST_ARGS ?=
 
 say = @printf '\n==> %s\n' "$(1)"
@@ -80,6 +83,18 @@ chart-tools:
 test: venv control-plane tools chart-tools
 	$(call say,pytest $(TEST_DIRS))
 	$(BIN)/pytest $(TEST_DIRS) $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: venv control-plane
+	$(call say,pytest tests/e2e (a real node: kubelet + containerd + runc; root))
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+# kubelet, kube-scheduler and kube-controller-manager for the e2e node, built from the
+# Go module proxy into ~/.cache/externalauth/node (once; see hack/build-node.sh).
+.PHONY: node
+node:
+	$(call say,kubelet + kube-scheduler + kube-controller-manager (cached; cold: ~2.5 min after the control plane))
+	@dir=$$(hack/build-node.sh | tail -n1); echo "binaries: $$dir"
 
 .PHONY: unit
 unit: venv

@@ -18,6 +18,10 @@ In the github profile it serves, over real TLS with its own CA:
 - ``GET /user``: token validation (``Authorization: Bearer X`` or ``token X``),
   with GitHub's rate-limit headers and optional primary/secondary/429 limits.
 - ``POST /login/device/code``: RFC 8628 device authorization.
+- ``/git/<name>.git``: git smart HTTP (clone and fetch only) for HTTP Basic
+  ``x-access-token:<access token>`` while that token is live: a refresh revokes
+  the previous one, so a stale token fails ``git fetch`` (``providersim.gitserving``;
+  ``sim.git.create(name, files)``, ``sim.git.commit(...)``, ``sim.git_url(name)``).
 - ``/_sim/...``: a JSON control API for when it runs in its own process.
 
 In-process use (tests)::

@@ -302,6 +302,14 @@ class Provider:
             a.expires_at = self.clock() - 1
             return True
 
+    def access_token_live(self, access_token: str) -> bool:
+        """Whether the provider honours this access token now (not expired or revoked)."""
+        now = self.clock()
+        with self._lock:
+            a = self._access.get(access_token)
+            g = self._grants.get(a.grant_id) if a else None
+            return a is not None and g is not None and self._live(a, g, now)
+
     def add_fault(
         self,
         endpoint: Endpoint | str,

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from providersim import authorize
+from providersim import authorize, gitserving
 from providersim.profiles import Route
 from providersim.provider import (
     DEVICE_GRANT_TYPE,
@@ -53,6 +53,7 @@ class SimServer(ThreadingHTTPServer):
         ssl_context: ssl.SSLContext,
         base_latency: Callable[[], float],
         authorizer: authorize.Authorizer | None = None,
+        git_repos: gitserving.GitRepos | None = None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -60,6 +61,7 @@ class SimServer(ThreadingHTTPServer):
         self.authorizer = authorizer or authorize.Authorizer(
             provider, path=authorize.authorize_path(provider.dialect.token_path)
         )
+        self.git_repos = git_repos
         self.base_latency = base_latency
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -157,6 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         provider = self.server.provider
         provider.count_request()
+        if path.startswith(gitserving.PREFIX) and self.server.git_repos is not None:
+            self._git(url.path, url.query, raw)
+            return
         route = provider.dialect.route(self.command, path)
         if route is Route.TOKEN:
             params = self._params(url.query, raw)
@@ -254,18 +259,34 @@ class _Handler(BaseHTTPRequestHandler):
         provider.record_status(endpoint, reply.status)
         self._send_reply(reply)
 
+    def _git(self, path: str, query: str, raw: bytes) -> None:
+        assert self.server.git_repos is not None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        answer = gitserving.serve(
+            gitserving.GitRequest(self.command, path, query, headers, raw),
+            repos=self.server.git_repos,
+            token_is_live=self.server.provider.access_token_live,
+        )
+        content_type = answer.headers.pop("content-type", "application/octet-stream")
+        self._send(answer.status, answer.body, content_type, answer.headers)
+
     def _control(self, path: str, raw: bytes) -> None:
         try:
             data = json.loads(raw) if raw.strip() else {}
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object")
-            status, payload = control(self.server.provider, self.command, path, data)
-        except (KeyError, ValueError, TypeError) as e:
+            if path.startswith("/_sim/git/") and self.server.git_repos is not None:
+                status, payload = gitserving.control(self.server.git_repos, self.command, path, data)
+            else:
+                status, payload = control(self.server.provider, self.command, path, data)
+        except (KeyError, ValueError, TypeError, gitserving.GitError) as e:
             status, payload = 400, {"error": str(e)}
         self._send_json(status, payload)
 
     # -- request parsing
     def _read_body(self) -> bytes | None:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            return self._read_chunked()
         length = self.headers.get("content-length")
         try:
             n = int(length) if length else 0
@@ -274,6 +295,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": "invalid_request"})
             return None
         return self.rfile.read(n) if n > 0 else b""
+
+    def _read_chunked(self, limit: int = 64 * 1024 * 1024) -> bytes | None:
+        """A chunked request body (git sends one when a fetch negotiation is large)."""
+        body = bytearray()
+        try:
+            while True:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return bytes(body)
+                if len(body) + size > limit:
+                    raise ValueError("body too large")
+                body += self.rfile.read(size)
+                self.rfile.readline(1024)
+        except ValueError:
+            self.close_connection = True
+            self._send_json(400, {"error": "invalid_request"})
+            return None
 
     def _params(self, query: str, raw: bytes) -> dict[str, str] | None:
         params = dict(parse_qsl(query, keep_blank_values=True))

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from providersim import authorize, pki
+from providersim.gitserving import GitRepos
 from providersim.provider import (
     Call,
     Endpoint,
@@ -91,6 +92,7 @@ class Simulator:
         self._server: SimServer | None = None
         self._thread: threading.Thread | None = None
         self._certs: pki.CertPaths | None = None
+        self._git: GitRepos | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -100,6 +102,7 @@ class Simulator:
         if self._state_dir is None:
             self._state_dir = Path(tempfile.mkdtemp(prefix="providersim-"))
         self._certs = pki.load_or_generate(self._state_dir, hosts=[self.host])
+        self._git = GitRepos(self._state_dir / "git")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self._certs.cert_file, self._certs.key_file)
@@ -109,6 +112,7 @@ class Simulator:
             ssl_context=ctx,
             base_latency=lambda: self.latency,
             authorizer=self.authorizer,
+            git_repos=self._git,
         )
         self.port = int(self._server.server_address[1])
         self.provider.base_url = self.url
@@ -130,6 +134,7 @@ class Simulator:
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._git = None
         if self._own_state_dir and self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
             self._state_dir = None
@@ -199,6 +204,18 @@ class Simulator:
     def issuer_url(self) -> str:
         """The OIDC issuer (profiles that publish a discovery document)."""
         return self.url
+
+    def git_url(self, repo: str) -> str:
+        """Where ``git clone`` finds repository ``repo`` (see :attr:`git`)."""
+        return f"{self.url}/git/{repo}.git"
+
+    @property
+    def git(self) -> GitRepos:
+        """The git repositories served under ``/git/<name>.git`` to holders of a live
+        access token (user ``x-access-token``): ``sim.git.create("demo", {"README": "hi"})``."""
+        if self._git is None:
+            raise RuntimeError("the simulator is not started")
+        return self._git
 
     @property
     def ca_file(self) -> str:
