@@ -49,35 +49,7 @@ def locate_binaries(*, stream: IO[str] | None = None, build_log: collections.deq
     ``TEST_ASSET_*`` variables name the binaries one by one.
     """
     stream = sys.stderr if stream is None else stream
-    log = build_log if build_log is not None else collections.deque(maxlen=200)
-    proc = subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    out_lines: list[str] = []
-
-    def pump_stdout() -> None:
-        assert proc.stdout is not None
-        out_lines.extend(proc.stdout)
-
-    t = threading.Thread(target=pump_stdout, daemon=True)
-    t.start()
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        log.append(line.rstrip("\n"))
-        stream.write(line)
-        stream.flush()
-    rc = proc.wait()
-    t.join()
-    if rc != 0:
-        tail = "\n".join(log)
-        raise BuildError(
-            f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed with exit code {rc}.\n--- build log (tail) ---\n{tail}"
-        )
+    out_lines = run_script(["bash", str(BUILD_SCRIPT)], stream=stream, log=build_log)
     last = out_lines[-1].strip() if out_lines else ""
     if last == "TEST_ASSET":
         return Binaries(
@@ -89,3 +61,31 @@ def locate_binaries(*, stream: IO[str] | None = None, build_log: collections.deq
         raise BuildError(f"{BUILD_SCRIPT} printed no binary directory")
     d = Path(last)
     return Binaries(kube_apiserver=d / "kube-apiserver", etcd=d / "etcd", kubectl=d / "kubectl")
+
+
+def run_script(argv: list[str], *, stream: IO[str], log: collections.deque[str] | None = None,
+               error: type[Exception] = BuildError) -> list[str]:
+    """Run a build script, streaming its stderr to ``stream`` line by line (kept in ``log``
+    for error reports); return its non-empty stdout lines. Raises ``error`` with the tail of
+    its stderr when it fails."""
+    tail = log if log is not None else collections.deque(maxlen=200)
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+    out: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        out.extend(line.strip() for line in proc.stdout)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        tail.append(line.rstrip("\n"))
+        stream.write(line)
+        stream.flush()
+    rc = proc.wait()
+    reader.join()
+    if rc != 0:
+        raise error(f"{' '.join(argv)} failed with exit code {rc}.\n--- build log (tail) ---\n" + "\n".join(tail))
+    return [line for line in out if line]

@@ -22,10 +22,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import IO
 
+from tests.harness import binaries
 from tests.harness.binaries import REPO_ROOT
 
 HACK = REPO_ROOT / "hack"
@@ -145,27 +145,7 @@ def run_script(argv: list[str], *, stream: IO[str], log: collections.deque[str] 
 
     Raises SetupError with the tail of its stderr when it fails.
     """
-    tail = log if log is not None else collections.deque(maxlen=200)
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1)
-    out: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        out.extend(line.strip() for line in proc.stdout)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        tail.append(line.rstrip("\n"))
-        stream.write(line)
-        stream.flush()
-    rc = proc.wait()
-    reader.join()
-    if rc != 0:
-        raise SetupError(f"{' '.join(argv)} failed with exit code {rc}:\n" + "\n".join(tail))
-    return [line for line in out if line]
+    return binaries.run_script(argv, stream=stream, log=log, error=SetupError)
 
 
 def node_binaries(*, stream: IO[str], log: collections.deque[str] | None = None) -> Path:
