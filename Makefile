@@ -1,6 +1,6 @@
 # externalauth-operator developer entry points. See docs/development.md.
 #
-#   make test      venv + control plane + unit, simulator, integration and e2e tests
+#   make test      venv + control plane + unit, simulator, integration, reliability and e2e tests
 #   make unit      fast tier only (no control plane)
 #   make e2e       the e2e tier alone: a real node (root; skipped, loudly, without)
 #   make lint      ruff + mypy + import-linter
