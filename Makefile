@@ -93,7 +93,7 @@ e2e: venv control-plane
 # Go module proxy into ~/.cache/externalauth/node (once; see hack/build-node.sh).
 .PHONY: node
 node:
-	$(call say,kubelet + kube-scheduler + kube-controller-manager (cached; cold: ~2.5 min after the control plane))
+	$(call say,kubelet + kube-scheduler + kube-controller-manager (cached; cold: ~1.5 min after the control plane))
 	@dir=$$(hack/build-node.sh | tail -n1); echo "binaries: $$dir"
 
 .PHONY: unit
