@@ -25,6 +25,10 @@ def preflight(*, kubeconfig: str | None, context: str | None) -> None:
                              "(kubectl apply -f crds/)") from e
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def run(
     *,
     namespaces: list[str],
@@ -74,6 +78,9 @@ def run(
         namespaces=() if all_namespaces or not namespaces else list(namespaces),
         standalone=standalone or peering is None,
         peering_name=peering,
-        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+        # The probe listens where /metrics does: every address in a pod (the chart passes
+        # 0.0.0.0), loopback for a process started by hand.
+        liveness_endpoint=(f"http://{_url_host(metrics_bind_address)}:{liveness_port}/healthz"
+                           if liveness_port else None),
     )
     return 0
