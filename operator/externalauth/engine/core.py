@@ -10,6 +10,7 @@ write formats or validate, each in its own room and each returning an outcome) â
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -39,6 +40,23 @@ from externalauth.policy.deciding import Action, LinkMemory
 
 log = logging.getLogger(__name__)
 RT_EXPIRING_SOON = dt.timedelta(days=7)
+
+
+@dataclasses.dataclass
+class SecretFacts:
+    """What gathering learnt from a link's token Secret (defaults: nothing found)."""
+
+    found: bool = False
+    label: str | None = None  # its externalauth.io/provider label
+    opted_in: bool = True  # not known to be opted out (a missing Secret says SecretNotFound)
+    tokens: tokmod.TokenSet | None = None
+    error: str | None = None  # why its data is unusable
+    formats_stale: bool = False
+    format_problem: str | None = None
+    unwritable: str | None = None
+    claimed_by: str | None = None  # another replica's live claim
+    claimed_until: dt.datetime | None = None
+    claimed_since: dt.datetime | None = None
 
 
 def default_holder() -> str:
@@ -170,35 +188,11 @@ class Engine:
             spec = parse_link(body.get("spec"))
         except InvalidInputError as e:
             spec_error = str(e)
-        provider_view = None
-        secret_found, tokens, secret_error, formats_stale = False, None, None, False
-        format_problem: str | None = None
-        opted_in, label, unwritable = True, None, None
-        claimed_by: str | None = None
-        claimed_until: dt.datetime | None = None
-        claimed_since: dt.datetime | None = None
-        if spec is not None:
-            provider_view = self.providers.view(spec.provider_name)
-            if provider_view is not None and provider_view.spec is not None:
-                secret, label, secret_found = await self._token_secret((key[0], spec.secret_name),
-                                                                       spec.provider_name)
-                opted_in = label == spec.provider_name
-                if secret is not None and opted_in:
-                    try:
-                        tokens = tokmod.parse_secret_data(secret.get("data"), secret_type=secret.get("type"))
-                    except InvalidInputError as e:
-                        secret_error = str(e)
-                    else:
-                        rendering = self._formats(key, tokens, spec, provider_view.spec)
-                        data = secret.get("data") or {}
-                        formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())
-                        format_problem = rendering.problem
-                        unwritable = storing.unwritable(secret, extra=rendering.keys)
-                    claim = self.writer.claim_of(secret)
-                    if claim is not None and claim.holder != self.holder:
-                        claimed_by = claim.holder
-                        claimed_until = dt.datetime.fromtimestamp(claim.until, dt.UTC)
-                        claimed_since = claimed_until - dt.timedelta(seconds=self.settings.claim_lease)
+        provider_view = self.providers.view(spec.provider_name) if spec is not None else None
+        facts = SecretFacts()
+        if spec is not None and provider_view is not None and provider_view.spec is not None:
+            facts = await self._look_at_secret(key, spec, provider_view.spec)
+        tokens = facts.tokens
         request = bodies.annotation(body, REFRESH_ANNOTATION)
         if request is not None and len(request) > MAX_REFRESH_REQUEST:
             self._reject_request(key, request)
@@ -214,24 +208,47 @@ class Engine:
             spec=spec,
             spec_error=spec_error,
             provider=provider_view,
-            secret_found=secret_found,
+            secret_found=facts.found,
             tokens=tokens,
-            secret_error=secret_error,
+            secret_error=facts.error,
             refresh_requested=request,
             status=body.get("status") or {},
             memory=self.memory.get(key, LinkMemory()),
             validation_interval=self.settings.validation_interval,
-            formats_stale=formats_stale,
-            format_problem=format_problem,
+            formats_stale=facts.formats_stale,
+            format_problem=facts.format_problem,
             token_digest=tokens.access_token.digest(uid) if tokens is not None else None,
-            claimed_by=claimed_by,
-            claimed_until=claimed_until,
-            claimed_since=claimed_since,
-            secret_opted_in=opted_in,
-            secret_label=label,
-            secret_unwritable=unwritable,
+            claimed_by=facts.claimed_by,
+            claimed_until=facts.claimed_until,
+            claimed_since=facts.claimed_since,
+            secret_opted_in=facts.opted_in,
+            secret_label=facts.label,
+            secret_unwritable=facts.unwritable,
         )
         return inp, body
+
+    async def _look_at_secret(self, key: LinkKey, spec: LinkSpec, provider: ProviderSpec) -> SecretFacts:
+        """What the link's token Secret says, as far as the link may read it."""
+        secret, label, found = await self._token_secret((key[0], spec.secret_name), spec.provider_name)
+        facts = SecretFacts(found=found, label=label, opted_in=label == spec.provider_name)
+        if secret is None or not facts.opted_in:
+            return facts
+        try:
+            facts.tokens = tokmod.parse_secret_data(secret.get("data"), secret_type=secret.get("type"))
+        except InvalidInputError as e:
+            facts.error = str(e)
+        else:
+            rendering = self._formats(key, facts.tokens, spec, provider)
+            data = secret.get("data") or {}
+            facts.formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())
+            facts.format_problem = rendering.problem
+            facts.unwritable = storing.unwritable(secret, extra=rendering.keys)
+        claim = self.writer.claim_of(secret)
+        if claim is not None and claim.holder != self.holder:
+            facts.claimed_by = claim.holder
+            facts.claimed_until = dt.datetime.fromtimestamp(claim.until, dt.UTC)
+            facts.claimed_since = facts.claimed_until - dt.timedelta(seconds=self.settings.claim_lease)
+        return facts
 
     async def _act(self, key: LinkKey, inp: deciding.LinkInput, plan: deciding.Plan) -> None:
         spec, tokens = inp.spec, inp.tokens
