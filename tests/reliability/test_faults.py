@@ -151,7 +151,7 @@ def test_a_replica_killed_during_a_storm(make_world: Any, make_operator: Any, na
     """A random replica is killed at a random moment of each storm, and replaced. With
     SIGTERM nothing is lost (the persist is shielded and drained). With SIGKILL only links
     whose exchange fell between the provider's answer and the Secret write are lost: they
-    wait in ReauthRequired (never a wrong token), at most K per kill; every other link is
+    wait in ReauthRequired (never a wrong token), at most 2K per kill; every other link is
     Ready."""
     k = 5
     world = make_world(replay_detection=True, latency=0.2)
@@ -176,7 +176,9 @@ def test_a_replica_killed_during_a_storm(make_world: Any, make_operator: Any, na
         if sig == signal.SIGTERM:
             assert [] == lost
         else:
-            assert len(lost) <= k, lost
+            # In flight at the kill: K exchanges sent, and up to K answers received whose
+            # persist had not landed (the exchange slot is freed when the answer arrives).
+            assert len(lost) <= 2 * k, lost
     stats = world.sim.stats
     report(signal=signal.Signals(sig).name, rounds=KILL_ROUNDS, lost_per_round=per_round, lost=lost_total,
            token_calls=stats.token_calls, revoked=stats.revoked_grants, reuse=stats.reuse_attempts)
