@@ -63,22 +63,23 @@ class Bench:
                      "caBundle": self.sim.ca_pem, "maxConcurrentRefreshes": concurrency,
                      "clientSecretRef": {"namespace": self.ns, "name": "client", "key": "secret"}}})
 
-    def links(self, count: int, *, expiry: str, threads: int = 16, validate: bool = False) -> dict[str, str]:
-        """``count`` token Secrets (labelled) and links (``spec.validate`` as given); returns
-        Secret name -> refresh token."""
+    def links(self, count: int, *, expiry: str, threads: int = 16, validate: bool = False,
+              secret_name: str = "tok-{}", link_name: str = "link-{}") -> dict[str, str]:
+        """``count`` token Secrets (labelled) and links (``spec.validate`` as given), named by
+        the ``secret_name`` and ``link_name`` patterns; returns Secret name -> refresh token."""
         tokens: dict[str, str] = {}
 
         def make(i: int) -> None:
             grant = self.sim.issue_grant(CLIENT_ID, login=f"user{i}")
-            tokens[f"tok-{i}"] = grant.refresh_token
+            tokens[secret_name.format(i)] = grant.refresh_token
             self.core.create_namespaced_secret(self.ns, {
-                "metadata": {"name": f"tok-{i}", "labels": {"externalauth.io/provider": "bench"}},
+                "metadata": {"name": secret_name.format(i), "labels": {"externalauth.io/provider": "bench"}},
                 "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
                                "expiry": expiry}})
             self.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", self.ns, "externalauthlinks", {
                 "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
-                "metadata": {"name": f"link-{i}"},
-                "spec": {"providerName": "bench", "secretName": f"tok-{i}", "validate": validate}})
+                "metadata": {"name": link_name.format(i)},
+                "spec": {"providerName": "bench", "secretName": secret_name.format(i), "validate": validate}})
 
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             list(pool.map(make, range(count)))

@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 
-from common import CLIENT_ID, bench
+from common import bench
 
 
 def main() -> int:
@@ -35,16 +35,7 @@ def main() -> int:
         b.links(args.idle_links, expiry=far)
         # One target link per request: refresh requests are rate-limited per link (3 a
         # minute, contract §9.12), and the figure is the reaction, not one link's rate.
-        for i in range(args.requests):
-            grant = b.sim.issue_grant(CLIENT_ID, login=f"target{i}")
-            b.core.create_namespaced_secret(b.ns, {
-                "metadata": {"name": f"target-{i}", "labels": {"externalauth.io/provider": "bench"}},
-                "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
-                               "expiry": far}})
-            b.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", b.ns, "externalauthlinks", {
-                "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
-                "metadata": {"name": f"target-{i}"},
-                "spec": {"providerName": "bench", "secretName": f"target-{i}", "validate": False}})
+        b.links(args.requests, expiry=far, secret_name="target-{}", link_name="target-{}")
         b.start_operator()
         latencies = []
         for i in range(args.requests):
