@@ -64,7 +64,7 @@ class Bench:
                      "clientSecretRef": {"namespace": self.ns, "name": "client", "key": "secret"}}})
 
     def links(self, count: int, *, expiry: str, threads: int = 16, validate: bool = False,
-              secret_name: str = "tok-{}", link_name: str = "link-{}") -> dict[str, str]:
+              secret_name: str = "tok-{}", link_name: str = "link-{}") -> dict[str, str]:  # noqa: S107 - name patterns
         """``count`` token Secrets (labelled) and links (``spec.validate`` as given), named by
         the ``secret_name`` and ``link_name`` patterns; returns Secret name -> refresh token."""
         tokens: dict[str, str] = {}
