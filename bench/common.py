@@ -85,6 +85,24 @@ class Bench:
             list(pool.map(make, range(count)))
         return tokens
 
+    def server_pids(self) -> list[int]:
+        """kube-apiserver and etcd (the harness keeps their processes)."""
+        return [p.pid for p in (self.cp._apiserver, self.cp._etcd) if p is not None]
+
+    def api_cpu_seconds(self) -> float:
+        """CPU time used so far by kube-apiserver and etcd together."""
+        return sum(cpu_seconds(pid) for pid in self.server_pids())
+
+    def profile(self, pid: int, svg: str) -> subprocess.Popen[bytes]:
+        """py-spy recording ``pid`` into a flame graph until it is sent SIGINT."""
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        how = "speedscope" if svg.endswith(".json") else "flamegraph"
+        return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--output", svg, "--rate", "100",
+                                 "--gil", "--nonblocking", "--format", how],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def start_operator(self, *extra: str) -> subprocess.Popen[bytes]:
         kubeconfig = least_privileged_kubeconfig(self.cp, "bench-operator")
         self.log = self.work / "operator.log"

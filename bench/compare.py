@@ -157,11 +157,6 @@ class Contender:
 # ---------------------------------------------------------------- measuring the cluster side
 
 
-def server_pids(b: Bench) -> list[int]:
-    """kube-apiserver and etcd (the harness keeps their processes)."""
-    return [p.pid for p in (b.cp._apiserver, b.cp._etcd) if p is not None]
-
-
 Requests = collections.Counter[tuple[str, str, str]]
 
 
@@ -199,7 +194,7 @@ class CpuMark:
 
     @classmethod
     def now(cls, replicas: list[Replica], b: Bench) -> CpuMark:
-        return cls(sum(cpu_seconds(r.proc.pid) for r in replicas), sum(cpu_seconds(p) for p in server_pids(b)))
+        return cls(sum(cpu_seconds(r.proc.pid) for r in replicas), sum(cpu_seconds(p) for p in b.server_pids()))
 
 
 @contextlib.contextmanager
@@ -364,7 +359,7 @@ def idle(contender: Contender, *, links: int, idle_seconds: float, restart: bool
 
 
 def server_cpu(b: Bench) -> float:
-    return sum(cpu_seconds(p) for p in server_pids(b))
+    return b.api_cpu_seconds()
 
 
 # ---------------------------------------------------------------- the report

@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import signal
 import socket
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 from common import bench, cpu_seconds, rss_mib
 
@@ -49,11 +53,29 @@ def wait_decided(port: int, n: int, *, timeout: float) -> float:
     return time.monotonic() - started
 
 
+def memory_breakdown(pid: int, report: Path) -> dict[str, float]:
+    """The operator's live Python allocations by component (externalauth/memory.py)."""
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 300
+    while not report.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("the operator wrote no memory report")
+        time.sleep(0.5)
+    return {k: round(v / 2**20, 2) for k, v in json.loads(report.read_text()).items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--links", type=int, default=10000)
     ap.add_argument("--idle-seconds", type=float, default=60)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="trace allocations (tracemalloc, slow: time and CPU figures are void) and print "
+                         "the live memory by component after the idle window")
     args = ap.parse_args()
+    report = None
+    if args.breakdown:
+        report = Path(tempfile.mkdtemp(prefix="externalauth-memory-")) / "report.json"
+        os.environ.update(PYTHONTRACEMALLOC="12", EXTERNALAUTH_MEMORY_REPORT=str(report))
     far = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with bench("idle", access_token_lifetime=8 * 3600) as b:
         b.provider()
@@ -79,6 +101,7 @@ def main() -> int:
         cpu0, t0 = cpu_seconds(b.operator.pid), time.monotonic()
         time.sleep(args.idle_seconds)  # the measurement window itself
         cpu_share = (cpu_seconds(b.operator.pid) - cpu0) / (time.monotonic() - t0)
+        breakdown = memory_breakdown(b.operator.pid, report) if report else None
         print(json.dumps({
             "links": args.links, "setup_s": round(created, 1),
             "first_start_all_decided_s": round(first_total, 1),
@@ -87,6 +110,8 @@ def main() -> int:
             "rss_mib": round(rss_mib(b.operator.pid), 1), "rss_target_mib": 200,
             "provider_calls_while_idle": b.sim.stats.token_calls + b.sim.stats.validation_calls - calls_before,
             "token_calls_total": b.sim.stats.token_calls,
+            **({"tracemalloc": "on: times and CPU are void",
+                "python_memory_by_component_mib": breakdown} if breakdown else {}),
         }, indent=2))
     return 0
 

@@ -17,6 +17,7 @@ import base64
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import time
 
@@ -30,17 +31,21 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=10)
     ap.add_argument("--setup-seconds", type=float, default=120,
                     help="time allowed to create the objects before they all fall due")
+    ap.add_argument("--validate", action="store_true",
+                    help="links validate each new access token (the provider's /user, same latency)")
+    ap.add_argument("--profile", metavar="SVG",
+                    help="record the operator with py-spy during the storm (needs py-spy installed)")
     args = ap.parse_args()
     target = 1.3 * args.links * args.latency / args.concurrency
     deadline = max(600.0, 10 * target)
     with bench("storm", access_token_lifetime=8 * 3600, latency=args.latency) as b:
-        b.provider(concurrency=args.concurrency)
+        b.provider(concurrency=args.concurrency, validate=args.validate)
         operator = b.start_operator()
         due = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=args.setup_seconds)
         expiry = (due + dt.timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")
         print(f"creating {args.links} token Secrets and links ...", flush=True)
         setup_started = time.monotonic()
-        refresh_tokens = b.links(args.links, expiry=expiry)
+        refresh_tokens = b.links(args.links, expiry=expiry, validate=args.validate)
         created = time.monotonic() - setup_started
         wait = (due - dt.datetime.now(dt.UTC)).total_seconds()
         if wait < 5:
@@ -53,6 +58,8 @@ def main() -> int:
         time.sleep(wait)  # the instant every token falls due: the benchmark's start line
         started = time.monotonic()
         cpu_before = cpu_seconds(operator.pid)
+        api_before = b.api_cpu_seconds()
+        profiler = b.profile(operator.pid, args.profile) if args.profile else None
         while b.sim.stats.successful_refreshes < args.links:
             if operator.poll() is not None:
                 print("the operator died; see", b.log)
@@ -75,6 +82,10 @@ def main() -> int:
             time.sleep(0.2)
         total = time.monotonic() - started
         operator_cpu = cpu_seconds(operator.pid) - cpu_before
+        api_cpu = b.api_cpu_seconds() - api_before
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
         stats = b.sim.stats
         print(json.dumps({
             "links": args.links, "latency_s": args.latency, "maxConcurrentRefreshes": args.concurrency,
@@ -84,6 +95,8 @@ def main() -> int:
             "max_exchanges_per_refresh_token": stats.max_exchanges_per_refresh_token,
             "operator_cpu_s": round(operator_cpu, 2),
             "operator_cpu_ms_per_refresh": round(1000 * operator_cpu / args.links, 1),
+            "validation": args.validate, "validation_calls": stats.validation_calls,
+            "apiserver_etcd_cpu_ms_per_refresh": round(1000 * api_cpu / args.links, 1),
             "operator_rss_mib": round(rss_mib(operator.pid), 1),
             "machine": f"{os.cpu_count()} cores",
         }, indent=2))

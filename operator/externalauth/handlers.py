@@ -1,4 +1,8 @@
-"""kopf wiring only: each handler hands the raw object to the engine."""
+"""kopf wiring only: each handler hands the raw object to the engine.
+
+kopf watches the providers (few objects); the links and Secrets, which are many and whose
+events are mostly the echoes of our own writes, are watched by the engine's own watch
+threads (:mod:`externalauth.engine.starting`)."""
 
 from __future__ import annotations
 
@@ -65,14 +69,6 @@ async def cleanup(**_: Any) -> None:
     if State.running is not None:
         await State.running.stop()
     log.info("externalauth operator stopped")
-
-
-@kopf.on.event(GROUP, VERSION, "externalauthlinks")  # type: ignore[arg-type]
-async def link_event(event: dict[str, Any], **_: Any) -> None:
-    # async on purpose: kopf runs sync handlers in worker threads, and the engine's caches
-    # and scheduler belong to the event loop (a sync handler stalled 10,000 links).
-    if State.running is not None:
-        State.running.engine.on_link(event.get("type") or "ADDED", dict(event["object"]))  # type: ignore[arg-type]
 
 
 @kopf.on.event(GROUP, VERSION, "externalauthproviders")  # type: ignore[arg-type]

@@ -48,6 +48,9 @@ def run(
     metrics_bind_address: str = "127.0.0.1",
 ) -> int:
     preflight(kubeconfig=kubeconfig, context=context)
+    from externalauth import memory
+
+    memory.install()  # only with PYTHONTRACEMALLOC and EXTERNALAUTH_MEMORY_REPORT set
     import kopf  # imported late: `externalauth --help` stays fast
 
     from externalauth import handlers, logs

@@ -9,7 +9,7 @@ import pytest
 
 from externalauth.errors import InvalidInputError
 from externalauth.model import formats
-from externalauth.model.durations import format_duration, parse_duration, parse_time
+from externalauth.model.durations import format_duration, format_time, parse_duration, parse_time
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import parse_link, parse_provider
 from externalauth.model.tokens import parse_secret_data, render_token_keys
@@ -185,3 +185,15 @@ def test_bad_link_specs_are_refused(spec: dict[str, object], message: str) -> No
 def test_output_formats(fmt: formats.OutputFormat, expected: str) -> None:
     assert expected == formats.render(fmt, host="ghe.example:8443", username="x-access-token",
                                       token=SecretStr("t/k"), account="octo")
+
+
+@pytest.mark.parametrize(("moment", "text"), [
+    (dt.datetime(2026, 11, 29, 19, 5, 7, 999999, tzinfo=dt.UTC), "2026-11-29T19:05:07Z"),
+    (dt.datetime(2026, 11, 29, 20, 5, 7, tzinfo=dt.timezone(dt.timedelta(hours=1))), "2026-11-29T19:05:07Z"),
+    (dt.datetime(1, 1, 1, tzinfo=dt.UTC), "0001-01-01T00:00:00Z"),  # strftime's %Y wrote "1-01-01..."
+    (dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC), "9999-12-31T23:59:59Z"),
+])
+def test_timestamps_are_written_as_rfc3339(moment: dt.datetime, text: str) -> None:
+    assert text == format_time(moment)
+    if moment.year >= 1970:  # earlier ones are bad input when read
+        assert moment.replace(microsecond=0) == parse_time(text)

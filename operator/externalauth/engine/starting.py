@@ -1,16 +1,25 @@
 """Start-up and shut-down of the engine inside kopf: the real ports, providers first,
-then the labelled Secrets' first listing, then the scheduler and the metrics listener."""
+then the first listing of the labelled Secrets and of the links, then the scheduler and
+the metrics listener.
+
+Secrets and links are watched by our own watch threads (:mod:`externalauth.kube.watching`),
+not by kopf: each of the thousands of events a refresh storm causes (the echoes of our own
+writes) cost kopf's per-event machinery and per-object state, which the engine never
+needed (docs/benchmarks.md). Their events reach the event loop in batches: one wake-up
+for all the events that arrived since the last one."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from externalauth import metrics
+from externalauth import GROUP, VERSION, metrics
 from externalauth.engine.core import Engine
 from externalauth.engine.ports import ProviderPort
 from externalauth.engine.settings import Settings
@@ -18,7 +27,7 @@ from externalauth.engine.threads import ThreadedKube, ThreadedProvider, run_bloc
 from externalauth.errors import TransientError
 from externalauth.kube import connecting
 from externalauth.kube.requesting import Kube
-from externalauth.kube.watching import SecretWatcher
+from externalauth.kube.watching import SECRETS, Resource, Watcher
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
@@ -28,6 +37,7 @@ from externalauth.oauth.exchanging import ProviderClient
 log = logging.getLogger("externalauth")
 #: Longest wait for the first listing of the labelled Secrets.
 SYNC_TIMEOUT = 300.0
+LINKS = Resource(f"{GROUP}/{VERSION}", "externalauthlinks", "ExternalAuthLink")
 
 
 @dataclasses.dataclass
@@ -45,7 +55,7 @@ class Options:
 @dataclasses.dataclass
 class Running:
     engine: Engine
-    watchers: list[SecretWatcher]
+    watchers: list[Watcher]
     scheduler_task: asyncio.Task[None]
     pools: list[ThreadPoolExecutor]
 
@@ -79,13 +89,14 @@ async def start(options: Options) -> Running:
     for item in await _list_providers(engine):
         await engine.on_provider("ADDED", item)
 
-    # Then the Secrets: opted-in token Secrets (server-side label selector) in the served
-    # namespaces, and every Secret of the operator's own namespace (client secrets). The
-    # scheduler waits for their first listing, so that links are decided from the cache
-    # and not by one read each.
+    # Then the Secrets and the links: opted-in token Secrets (server-side label selector)
+    # and the links in the served namespaces, and every Secret of the operator's own
+    # namespace (client secrets). The scheduler waits for their first listing, so that links
+    # are decided from the cache and not by one read each.
     served: list[str | None] = list(options.namespaces) or [None]
-    scopes: list[tuple[str | None, str]] = [(ns, PROVIDER_LABEL) for ns in served]
-    scopes.append((settings.operator_namespace, ""))
+    scopes: list[tuple[Resource, str | None, str]] = [(SECRETS, ns, PROVIDER_LABEL) for ns in served]
+    scopes.append((SECRETS, settings.operator_namespace, ""))
+    scopes += [(LINKS, ns, "") for ns in served]
     pending = set(range(len(scopes)))
     synced = asyncio.Event()
 
@@ -94,18 +105,18 @@ async def start(options: Options) -> Running:
         if not pending:
             synced.set()
 
-    def deliver(kind: str, obj: RawBody) -> None:
-        loop.call_soon_threadsafe(engine.on_secret, kind, obj)
-
+    handlers = {SECRETS: engine.on_secret, LINKS: engine.on_link}
+    inbox = Inbox(loop)
     watchers = []
-    for index, (ns, selector) in enumerate(scopes):
+    for index, (resource, ns, selector) in enumerate(scopes):
         def on_synced(index: int = index) -> None:
             loop.call_soon_threadsafe(mark, index)
 
-        watcher = SecretWatcher(kube, namespace=ns, selector=selector,
-                                callback=deliver, synced=on_synced)  # type: ignore[arg-type]
+        watcher = Watcher(kube, resource, namespace=ns, selector=selector,
+                          callback=inbox.sender(handlers[resource]),  # type: ignore[arg-type]
+                          synced=on_synced)
         watchers.append(watcher)
-        threading.Thread(target=watcher.run, name=f"secret-watch-{ns or 'all'}{'' if selector else '-own'}",
+        threading.Thread(target=watcher.run, name=f"watch-{resource.plural}-{ns or 'all'}{'' if selector else '-all'}",
                          daemon=True).start()
     await asyncio.wait_for(synced.wait(), timeout=SYNC_TIMEOUT)
     scheduler_task = loop.create_task(engine.scheduler.run(), name="scheduler")
@@ -115,6 +126,37 @@ async def start(options: Options) -> Running:
     log.info("externalauth operator started (holder %s, shard %s)", engine.holder, settings.shard)
     return Running(engine=engine, watchers=watchers, scheduler_task=scheduler_task,
                    pools=[api_pool, provider_pool])
+
+
+class Inbox:
+    """Events from the watch threads to the event loop, in batches: a thread appends and wakes
+    the loop only if no wake-up is pending, so a burst of events costs one wake-up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: collections.deque[tuple[Callable[[str, RawBody], None], str, RawBody]] = collections.deque()
+        self._lock = threading.Lock()
+        self._woken = False
+
+    def sender(self, handler: Callable[[str, RawBody], None]) -> Callable[[str, RawBody], None]:
+        def send(kind: str, obj: RawBody) -> None:
+            with self._lock:
+                self._events.append((handler, kind, obj))
+                if self._woken:
+                    return
+                self._woken = True
+            self._loop.call_soon_threadsafe(self._drain)
+        return send
+
+    def _drain(self) -> None:
+        with self._lock:
+            events, self._events = self._events, collections.deque()
+            self._woken = False
+        for handler, kind, obj in events:
+            try:
+                handler(kind, obj)
+            except Exception:
+                log.exception("an event of %s could not be handled", kind)
 
 
 async def _list_providers(engine: Engine) -> list[RawBody]:

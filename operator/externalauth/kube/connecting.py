@@ -6,7 +6,7 @@ ServiceAccount (in a pod), else ``~/.kube/config``; ``--context`` picks a contex
 loader serves our own client (:class:`Connection`), kopf's login (:func:`login_info`) and
 the CLI, and they share one :mod:`~externalauth.kube.credentials` token source per user.
 
-A :class:`Connection` is one pooled ``requests`` session whose TLS trust is exactly the
+A :class:`Connection` is one urllib3 connection pool whose TLS trust is exactly the
 kubeconfig's (its CA, else the system's; never ``certifi`` or ``REQUESTS_CA_BUNDLE``), whose
 client certificate is loaded once into memory, and whose bearer token comes from the token
 source (re-read when a ServiceAccount token rotates, re-obtained from an exec plugin when it
@@ -19,14 +19,15 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import json
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import requests
-import requests.adapters
+import urllib3
 import yaml
 
 from externalauth import __version__
@@ -182,79 +183,142 @@ def tls_context(config: Config) -> ssl.SSLContext:
     return context
 
 
-class _Adapter(requests.adapters.HTTPAdapter):
-    """Connections that use the kubeconfig's TLS context and nothing else for trust."""
+class Response:
+    """An answer of the API server: status, headers, and the body read whole (``json``,
+    ``content``) or line by line as it arrives (``iter_lines``, for watches)."""
 
-    def __init__(self, *, tls: ssl.SSLContext, server_name: str | None, **kwargs: Any) -> None:
-        self._tls = tls
-        self._server_name = server_name
-        super().__init__(**kwargs)
+    __slots__ = ("_content", "_raw", "_streamed", "headers", "status_code")
 
-    def build_connection_pool_key_attributes(
-            self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None,
-    ) -> Any:
-        host, parent = super().build_connection_pool_key_attributes(request, verify, None)
-        pool: dict[str, Any] = dict(parent)
-        for key in ("ca_certs", "ca_cert_dir", "cert_file", "key_file"):
-            pool.pop(key, None)
-        pool["ssl_context"] = self._tls
-        if self._server_name:
-            pool["server_hostname"] = self._server_name
-            pool["assert_hostname"] = self._server_name
-        return host, pool
+    def __init__(self, raw: urllib3.BaseHTTPResponse, *, streamed: bool) -> None:
+        self._raw = raw
+        self._streamed = streamed
+        self.status_code: int = raw.status
+        self.headers: Mapping[str, str] = raw.headers
+        self._content: bytes | None = None
 
-    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
-        """Trust is the TLS context's alone (requests would add its own CA bundle here)."""
-        return None
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            self._content = self._raw.data
+        return self._content
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def iter_lines(self) -> Iterator[bytes]:
+        """Complete lines of a streamed body (a watch sends one JSON event per line)."""
+        pending = b""
+        for chunk in self._raw.stream(CHUNK):
+            pending += chunk
+            if b"\n" not in chunk:
+                continue
+            *lines, pending = pending.split(b"\n")
+            yield from lines
+        if pending:
+            yield pending
+
+    def shutdown(self) -> None:
+        """Unblock a reader in another thread (ends a watch)."""
+        self._raw.shutdown()
+
+    def close(self) -> None:
+        """A streamed answer's connection is closed (it may be mid-body); a read one is
+        already back in the pool."""
+        if self._streamed:
+            self._raw.close()
+
+
+#: Bytes read at a time from a streamed answer.
+CHUNK = 64 * 1024
 
 
 class Connection:
-    """The API server: one pooled session; URLs built from API version, namespace and path."""
+    """The API server over one urllib3 connection pool; URLs built from API version,
+    namespace and path. Thread-safe. No redirects, no retries (the callers decide), TLS
+    trust exactly the kubeconfig's.
+
+    Not ``requests``: it cost about half of the operator's CPU per API call in the storm
+    benchmark's profile (preparing, merging settings and hooks, cookies, building the
+    response), work this client never needs (docs/benchmarks.md)."""
 
     def __init__(self, config: Config, *, pool_size: int = 64, timeout: float = 30.0) -> None:
         self.config = config
         self.url = config.server.rstrip("/")
         self.timeout = timeout
         cluster = config.selection.cluster
-        session = requests.Session()
-        session.trust_env = False  # the environment's CA bundle and netrc are not ours to use
-        session.verify = not cluster.get("insecure-skip-tls-verify")
-        session.headers["User-Agent"] = f"externalauth/{__version__}"
-        adapter = _Adapter(tls=tls_context(config), server_name=cluster.get("tls-server-name"),
-                           pool_connections=4, pool_maxsize=pool_size)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        if config.source is not None:
-            session.auth = credentials.BearerAuth(config.source)
-        # Proxies: the kubeconfig's proxy-url, else the environment's, resolved once instead of
-        # on every request (a large share of the CPU per call in the refresh storm benchmark).
-        proxy = cluster.get("proxy-url")
-        session.proxies.update({"http": proxy, "https": proxy} if proxy else proxies_for(self.url))
-        self.session = session
+        self._headers = {"User-Agent": f"externalauth/{__version__}", "Accept": "application/json"}
+        tls: dict[str, Any] = {"ssl_context": tls_context(config)}
+        if cluster.get("insecure-skip-tls-verify"):
+            tls["cert_reqs"] = "CERT_NONE"
+        server_name = cluster.get("tls-server-name")
+        if server_name:
+            tls.update(server_hostname=server_name, assert_hostname=server_name)
+        environment = proxies_for(self.url)  # resolved once, not per request
+        proxy = cluster.get("proxy-url") or environment.get(urllib.parse.urlsplit(self.url).scheme) \
+            or environment.get("all")
+        self._prefix = ""  # what goes before a path: the origin when requests go through a proxy
+        self._pool: urllib3.PoolManager | urllib3.HTTPConnectionPool
+        if proxy:
+            self._pool = urllib3.ProxyManager(str(proxy), num_pools=2, maxsize=pool_size, block=False, **tls)
+            self._prefix = self.url
+        else:
+            self._pool = urllib3.connection_from_url(self.url, maxsize=pool_size, block=False, **tls)
+            self._prefix = urllib.parse.urlsplit(self.url).path.rstrip("/")
 
     @property
     def namespace(self) -> str:
         """The context's namespace (``default`` when it names none)."""
         return self.config.namespace
 
-    def url_for(self, *, version: str = "v1", namespace: str | None = None, url: str = "") -> str:
+    def path_for(self, *, version: str = "v1", namespace: str | None = None, url: str = "") -> str:
         parts = ["api" if version == "v1" else "apis", version]
         if namespace:
             parts += ["namespaces", namespace]
         if url:
             parts.append(url)
-        return f"{self.url}/{'/'.join(parts)}"
+        return "/" + "/".join(parts)
+
+    def url_for(self, **kwargs: Any) -> str:
+        return self.url + self.path_for(**kwargs)
 
     def request(self, method: str, *, version: str = "v1", namespace: str | None = None, url: str = "",
-                **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
-        return self.session.request(method, self.url_for(version=version, namespace=namespace, url=url), **kwargs)
+                params: Mapping[str, Any] | None = None, data: str | bytes | None = None,
+                headers: Mapping[str, str] | None = None, stream: bool = False,
+                timeout: float | tuple[float, float] | None = None) -> Response:
+        """One request (and one resend with a newer token after a 401). Raises
+        :class:`urllib3.exceptions.HTTPError` or :class:`OSError` when no answer came."""
+        target = self._prefix + self.path_for(version=version, namespace=namespace, url=url)
+        if params:
+            target += "?" + urllib.parse.urlencode(params)
+        limit = self.timeout if timeout is None else timeout
+        how = urllib3.Timeout(connect=limit[0], read=limit[1]) if isinstance(limit, tuple) \
+            else urllib3.Timeout(connect=limit, read=limit)
+        sent = {**self._headers, **headers} if headers else dict(self._headers)
+        source = self.config.source
+        token = source.current().token if source is not None else None
+        while True:
+            if token is not None:
+                sent["Authorization"] = f"Bearer {token.reveal()}"
+            raw = self._pool.urlopen(method, target, body=data, headers=sent, retries=False, redirect=False,
+                                     timeout=how, preload_content=not stream)
+            if raw.status != 401 or source is None or token is None:
+                return Response(raw, streamed=stream)
+            source.rejected(token)
+            fresh = source.current().token
+            if fresh == token:
+                return Response(raw, streamed=stream)
+            raw.drain_conn()
+            raw.release_conn()
+            token, source = fresh, None  # one resend
 
-    def get(self, **kwargs: Any) -> requests.Response:
+    def get(self, **kwargs: Any) -> Response:
         return self.request("GET", **kwargs)
 
     def close(self) -> None:
-        self.session.close()
+        if isinstance(self._pool, urllib3.PoolManager):
+            self._pool.clear()
+        else:
+            self._pool.close()
 
 
 def connect(*, kubeconfig: str | None = None, context: str | None = None,

@@ -10,8 +10,8 @@ A kubeconfig user gives a token in one of three ways, each a :class:`TokenSource
 * ``exec``, a credential plugin (EKS, GKE, AKS, kubelogin): :class:`ExecPlugin` runs it once
   and keeps its token until the plugin's ``expirationTimestamp``, or until a 401.
 
-:class:`BearerAuth` puts the token on every request of a ``requests`` session and, when the
-API server answers 401, asks the source for a newer token and resends the request once.
+:class:`~externalauth.kube.connecting.Connection` puts the token on every request and, when
+the API server answers 401, asks the source for a newer token and resends the request once.
 :func:`source_for` shares one source per user across the process, so the operator's own
 client, kopf's login and the preflight run a plugin once between them.
 """
@@ -28,9 +28,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import requests
-import requests.auth
-
 from externalauth.errors import PermanentError, TransientError
 from externalauth.kube import kubeconfigs
 from externalauth.model.secure import SecretStr
@@ -39,7 +36,6 @@ log = logging.getLogger(__name__)
 #: The longest a non-interactive exec plugin may take, in seconds.
 EXEC_TIMEOUT = 120.0
 #: The marker of a request resent once after a 401 (it is not resent again).
-_RESENT = "_externalauth_resent"
 
 Now = Callable[[], dt.datetime]
 
@@ -211,43 +207,3 @@ def source_for(selection: kubeconfigs.Selection, *, ca_data: str | None) -> Toke
                 source = ExecPlugin(exec_, cluster=selection.cluster, ca_data=ca_data)
             _SOURCES[key] = source
         return source
-
-
-def _sent_token(request: requests.PreparedRequest) -> SecretStr | None:
-    header = request.headers.get("Authorization", "")
-    return SecretStr(header[7:]) if header.startswith("Bearer ") else None
-
-
-class BearerAuth(requests.auth.AuthBase):
-    """``Authorization: Bearer`` from a :class:`TokenSource`; one resend after a 401 when the
-    source has a newer token than the one refused."""
-
-    def __init__(self, source: TokenSource) -> None:
-        self.source = source
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.source.current().token.reveal()}"
-        request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
-        return request
-
-    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        request = response.request
-        if response.status_code != 401 or getattr(request, _RESENT, False):
-            return response
-        sent = _sent_token(request)
-        if sent is None:
-            return response
-        self.source.rejected(sent)
-        fresh = self.source.current().token
-        if fresh == sent:
-            return response
-        response.content  # noqa: B018 - drain, so that the connection goes back to the pool
-        response.close()
-        again = request.copy()
-        again.deregister_hook("response", self._on_response)  # type: ignore[no-untyped-call]
-        again.headers["Authorization"] = f"Bearer {fresh.reveal()}"
-        setattr(again, _RESENT, True)
-        answer: requests.Response = response.connection.send(again, **kwargs)
-        answer.history.append(response)
-        answer.request = again
-        return answer

@@ -7,12 +7,12 @@ import json
 import logging
 from typing import Any
 
-import requests
+import urllib3
 
 from externalauth import GROUP, VERSION
 from externalauth.errors import NotFoundError
 from externalauth.kube import translating
-from externalauth.kube.connecting import Connection
+from externalauth.kube.connecting import Connection, Response
 from externalauth.model.durations import format_time
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,12 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 API = f"{GROUP}/{VERSION}"
 
 
-def send(client: Connection, method: str, *, what: str, **kwargs: Any) -> requests.Response:
+def send(client: Connection, method: str, *, what: str, **kwargs: Any) -> Response:
     """One request to the API server; a failure to get an answer is raised translated
     (:func:`translating.error_for_exception`). The answer itself is not checked."""
     try:
-        resp: requests.Response = client.request(method, **kwargs)
-    except requests.RequestException as e:
+        resp = client.request(method, **kwargs)
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:  # no answer, or unsendable
         raise translating.error_for_exception(e, what=what, server=str(client.url)) from e
     return resp
 

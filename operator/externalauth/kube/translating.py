@@ -26,10 +26,11 @@ Pure: it reads an answer already received or an exception already raised.
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import requests
+import urllib3
 
 from externalauth.errors import (
     ConflictError,
@@ -48,15 +49,15 @@ MESSAGE_LIMIT = 300
 
 #: Exceptions that mean the request could never be sent as configured.
 _MALFORMED = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidHeader,
+    urllib3.exceptions.LocationValueError,
+    urllib3.exceptions.URLSchemeUnknown,
+    urllib3.exceptions.InvalidHeader,
+    ValueError,  # http.client: an invalid header value or URL
 )
 
 
 class Answer(Protocol):
-    """The part of a :class:`requests.Response` this module reads."""
+    """The part of an answer (:class:`~externalauth.kube.connecting.Response`) this module reads."""
 
     @property
     def status_code(self) -> int: ...
@@ -89,7 +90,7 @@ def status_message(answer: Answer) -> str:
     """The ``message`` of a Kubernetes ``Status`` body on one printable line, truncated; else ''."""
     try:
         body = answer.json()
-    except ValueError:  # requests' JSONDecodeError included
+    except ValueError:  # json's JSONDecodeError included
         return ""
     if not isinstance(body, dict) or body.get("kind") != "Status":
         return ""
@@ -124,9 +125,9 @@ def error_for_answer(answer: Answer, *, what: str) -> ExternalAuthError | None:
     return PermanentError(f"{what}: the API server answered {code}{quoted}")
 
 
-def error_for_exception(error: requests.RequestException, *, what: str, server: str) -> ExternalAuthError:
+def error_for_exception(error: Exception, *, what: str, server: str) -> ExternalAuthError:
     """The error a failed attempt to reach ``server`` means (the exception's text is not quoted)."""
-    if isinstance(error, requests.exceptions.SSLError):
+    if isinstance(error, urllib3.exceptions.SSLError | ssl.SSLError):
         return PermanentError(
             f"{what}: cannot reach the Kubernetes API server at {server}: TLS failed "
             "(certificate verification or handshake; check the cluster's CA certificate)"

@@ -1,59 +1,84 @@
-"""A label-selected Secret watch (server-side ``labelSelector``): list, then watch from
-the list's resourceVersion, re-list on 410 Gone, reconnect with backoff. Runs in a
-thread and hands raw events to a callback. Never lists unlabelled Secrets."""
+"""A list-then-watch of one resource (optionally label-selected, server-side): list, then
+watch from the list's resourceVersion with bookmarks, re-list on 410 Gone, reconnect with
+backoff. Runs in a thread and hands raw events to a callback. A label-selected watch never
+lists the objects outside its selector (unlabelled Secrets never reach this process)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
+from externalauth.kube import translating
+from externalauth.kube.connecting import Response
 from externalauth.kube.requesting import Kube
 
 log = logging.getLogger(__name__)
 Callback = Callable[[str, dict[str, Any]], None]
+#: Objects per page of the first listing.
+PAGE = 500
 
 
-class SecretWatcher:
-    def __init__(self, kube: Kube, *, namespace: str | None, selector: str, callback: Callback,
-                 synced: Callable[[], None]) -> None:
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """What to watch: ``plural`` of ``api_version`` (``v1`` or ``group/version``), as ``kind``."""
+
+    api_version: str
+    plural: str
+    kind: str
+
+
+SECRETS = Resource("v1", "secrets", "Secret")
+
+
+class Watcher:
+    def __init__(self, kube: Kube, resource: Resource, *, namespace: str | None, selector: str,
+                 callback: Callback, synced: Callable[[], None]) -> None:
         self.kube = kube
+        self.resource = resource
         self.namespace = namespace
         self.selector = selector
         self.callback = callback
         self.synced = synced
         self.stopping = threading.Event()
         self._known: set[tuple[str, str]] = set()
-        self._response: requests.Response | None = None
+        self._response: Response | None = None
 
-    def _url_kwargs(self) -> dict[str, Any]:
-        return {"url": "secrets", "namespace": self.namespace} if self.namespace else {"url": "secrets"}
+    @property
+    def name(self) -> str:
+        where = self.namespace or "all namespaces"
+        return f"{self.resource.kind} watch ({where}{', ' + self.selector if self.selector else ''})"
+
+    def _where(self) -> dict[str, Any]:
+        return {"version": self.resource.api_version, "url": self.resource.plural, "namespace": self.namespace}
+
+    def _params(self, **more: Any) -> dict[str, Any]:
+        return {"labelSelector": self.selector, **more} if self.selector else more
+
+    def _typed(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj.setdefault("apiVersion", self.resource.api_version)
+        obj.setdefault("kind", self.resource.kind)
+        return obj
 
     def _list(self) -> str:
-        items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"labelSelector": self.selector, "limit": 500}
+        params = self._params(limit=PAGE)
+        seen: set[tuple[str, str]] = set()
         while True:
-            resp = self.kube.client.get(params=params, **self._url_kwargs())
-            resp.raise_for_status()
-            page = resp.json()
-            items.extend(page.get("items") or [])
+            resp = self.kube.client.get(params=params, **self._where())
+            page = translating.json_object(resp, what=f"listing for the {self.name}")
+            for item in page.get("items") or []:
+                meta = item.get("metadata", {})
+                seen.add((meta.get("namespace", ""), meta.get("name", "")))
+                self.callback("ADDED", self._typed(item))
             cont = page.get("metadata", {}).get("continue")
             if not cont:
                 break
             params["continue"] = cont
-        seen = set()
-        for item in items:
-            item.setdefault("apiVersion", "v1")
-            item.setdefault("kind", "Secret")
-            meta = item.get("metadata", {})
-            seen.add((meta.get("namespace", ""), meta.get("name", "")))
-            self.callback("ADDED", item)
         for ns, name in self._known - seen:
-            self.callback("DELETED", {"metadata": {"namespace": ns, "name": name}})
+            self.callback("DELETED", self._typed({"metadata": {"namespace": ns, "name": name}}))
         self._known = seen
         rv: str = page.get("metadata", {}).get("resourceVersion", "")
         return rv
@@ -76,19 +101,18 @@ class SecretWatcher:
                     break
                 failures += 1
                 wait = min(30.0, 0.5 * 2 ** min(failures, 6))
-                log.warning("Secret watch (%s) failed: %s; retrying in %.1fs",
-                            self.namespace or "all namespaces", type(e).__name__, wait)
+                log.warning("%s failed: %s; retrying in %.1fs", self.name, type(e).__name__, wait)
                 self.stopping.wait(wait)
 
     def _watch(self, rv: str) -> str | None:
-        params = {"labelSelector": self.selector, "watch": "true", "resourceVersion": rv,
-                  "allowWatchBookmarks": "true", "timeoutSeconds": "290"}
-        resp = self.kube.client.get(params=params, stream=True, timeout=(10, 320), **self._url_kwargs())
+        params = self._params(watch="true", resourceVersion=rv, allowWatchBookmarks="true", timeoutSeconds="290")
+        resp = self.kube.client.get(params=params, stream=True, timeout=(10, 320), **self._where())
         self._response = resp
         try:
             if resp.status_code == 410:
                 return None
-            resp.raise_for_status()
+            if resp.status_code != 200:
+                translating.json_object(resp, what=f"the {self.name}")  # raises the translated error
             for line in resp.iter_lines():
                 if self.stopping.is_set():
                     return rv
@@ -109,9 +133,7 @@ class SecretWatcher:
                     self._known.discard(key)
                 else:
                     self._known.add(key)
-                obj.setdefault("apiVersion", "v1")
-                obj.setdefault("kind", "Secret")
-                self.callback(kind, obj)
+                self.callback(kind, self._typed(obj))
             return rv
         finally:
             resp.close()
@@ -121,6 +143,6 @@ class SecretWatcher:
         resp = self._response
         if resp is not None:
             try:
-                resp.raw._fp.fp.raw._sock.shutdown(2)  # type: ignore[union-attr]  # unblock iter_lines
+                resp.shutdown()  # unblocks iter_lines in the watch thread
             except Exception:  # noqa: S110 - best effort
                 pass

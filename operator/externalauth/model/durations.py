@@ -94,5 +94,7 @@ def parse_time(text: str) -> dt.datetime:
 
 
 def format_time(moment: dt.datetime) -> str:
-    """RFC 3339 UTC with second precision and a ``Z`` suffix."""
-    return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC with second precision and a ``Z`` suffix (four-digit years: strftime's
+    ``%Y`` writes year 1 as ``1``, and is slower)."""
+    m = moment.astimezone(dt.UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
