@@ -64,19 +64,23 @@ class Bench:
                      "clientSecretRef": {"namespace": self.ns, "name": "client", "key": "secret"}}})
 
     def links(self, count: int, *, expiry: str, threads: int = 16, validate: bool = False,
-              secret_name: str = "tok-{}", link_name: str = "link-{}") -> dict[str, str]:  # noqa: S107 - name patterns
+              secret_name: str = "tok-{}", link_name: str = "link-{}",  # noqa: S107 - name patterns
+              namespaces: list[str] | None = None) -> dict[str, str]:
         """``count`` token Secrets (labelled) and links (``spec.validate`` as given), named by
-        the ``secret_name`` and ``link_name`` patterns; returns Secret name -> refresh token."""
+        the ``secret_name`` and ``link_name`` patterns, round-robin over ``namespaces`` (by
+        default the bench's own); returns Secret name -> refresh token (``ns/name`` keys when
+        ``namespaces`` is given)."""
         tokens: dict[str, str] = {}
 
         def make(i: int) -> None:
             grant = self.sim.issue_grant(CLIENT_ID, login=f"user{i}")
-            tokens[secret_name.format(i)] = grant.refresh_token
-            self.core.create_namespaced_secret(self.ns, {
+            ns = namespaces[i % len(namespaces)] if namespaces else self.ns
+            tokens[f"{ns}/{secret_name.format(i)}" if namespaces else secret_name.format(i)] = grant.refresh_token
+            self.core.create_namespaced_secret(ns, {
                 "metadata": {"name": secret_name.format(i), "labels": {"externalauth.io/provider": "bench"}},
                 "stringData": {"access_token": grant.access_token, "refresh_token": grant.refresh_token,
                                "expiry": expiry}})
-            self.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", self.ns, "externalauthlinks", {
+            self.co.create_namespaced_custom_object("externalauth.io", "v1alpha1", ns, "externalauthlinks", {
                 "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
                 "metadata": {"name": link_name.format(i)},
                 "spec": {"providerName": "bench", "secretName": secret_name.format(i), "validate": validate}})

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from common import bench, cpu_seconds, rss_mib
 
+from externalauth.memory import REPORT_ENV
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -53,15 +55,21 @@ def wait_decided(port: int, n: int, *, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def memory_breakdown(pid: int, report: Path) -> dict[str, float]:
-    """The operator's live Python allocations by component (externalauth/memory.py)."""
+def memory_breakdown(pid: int, report: Path) -> dict[str, object]:
+    """The engine's per-link structures by size (externalauth/memory.py): MiB, and bytes per link."""
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + 300
     while not report.exists():
         if time.monotonic() > deadline:
             raise SystemExit("the operator wrote no memory report")
         time.sleep(0.5)
-    return {k: round(v / 2**20, 2) for k, v in json.loads(report.read_text()).items()}
+    data = json.loads(report.read_text())
+    links = max(1, int(data.pop("links")))
+    secrets = data.pop("secrets")
+    out: dict[str, object] = {k: {"mib": round(v / 2**20, 2), "bytes_per_link": round(v / links)}
+                              for k, v in data.items()}
+    out["cached"] = {"links": links, "secrets": secrets}
+    return out
 
 
 def main() -> int:
@@ -69,13 +77,14 @@ def main() -> int:
     ap.add_argument("--links", type=int, default=10000)
     ap.add_argument("--idle-seconds", type=float, default=60)
     ap.add_argument("--breakdown", action="store_true",
-                    help="trace allocations (tracemalloc, slow: time and CPU figures are void) and print "
-                         "the live memory by component after the idle window")
+                    help="print the engine's per-link structures' sizes after the idle window "
+                         "(externalauth/memory.py)")
+    ap.add_argument("--profile", metavar="SVG", help="record the idle window with py-spy")
     args = ap.parse_args()
     report = None
     if args.breakdown:
         report = Path(tempfile.mkdtemp(prefix="externalauth-memory-")) / "report.json"
-        os.environ.update(PYTHONTRACEMALLOC="12", EXTERNALAUTH_MEMORY_REPORT=str(report))
+        os.environ[REPORT_ENV] = str(report)
     far = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with bench("idle", access_token_lifetime=8 * 3600) as b:
         b.provider()
@@ -98,9 +107,13 @@ def main() -> int:
         print(f"restart: all decided in {restart_total:.1f}s; idling {args.idle_seconds:.0f}s ...", flush=True)
         assert b.operator is not None
         calls_before = b.sim.stats.token_calls + b.sim.stats.validation_calls
+        profiler = b.profile(b.operator.pid, args.profile) if args.profile else None
         cpu0, t0 = cpu_seconds(b.operator.pid), time.monotonic()
         time.sleep(args.idle_seconds)  # the measurement window itself
         cpu_share = (cpu_seconds(b.operator.pid) - cpu0) / (time.monotonic() - t0)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
         breakdown = memory_breakdown(b.operator.pid, report) if report else None
         print(json.dumps({
             "links": args.links, "setup_s": round(created, 1),
@@ -110,8 +123,7 @@ def main() -> int:
             "rss_mib": round(rss_mib(b.operator.pid), 1), "rss_target_mib": 200,
             "provider_calls_while_idle": b.sim.stats.token_calls + b.sim.stats.validation_calls - calls_before,
             "token_calls_total": b.sim.stats.token_calls,
-            **({"tracemalloc": "on: times and CPU are void",
-                "python_memory_by_component_mib": breakdown} if breakdown else {}),
+            **({"memory_by_component": breakdown} if breakdown else {}),
         }, indent=2))
     return 0
 

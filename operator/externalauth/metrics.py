@@ -34,6 +34,13 @@ REFRESH_DURATION = Histogram(
     ["provider"], registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+UNSAVED_DURATION = Histogram(
+    "externalauth_refresh_unsaved_seconds",
+    "How long a new token existed only in the operator's memory: from the provider's answer "
+    "to the Secret write landing (a hard kill inside it loses the token).",
+    ["provider"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 PROVIDER_REQUESTS = Counter(
     "externalauth_provider_requests_total", "HTTP requests to providers (code 0: no response).",
     ["provider", "endpoint", "code"], registry=REGISTRY,

@@ -48,12 +48,11 @@ def run(
     metrics_bind_address: str = "127.0.0.1",
 ) -> int:
     preflight(kubeconfig=kubeconfig, context=context)
-    from externalauth import memory
-
-    memory.install()  # only with PYTHONTRACEMALLOC and EXTERNALAUTH_MEMORY_REPORT set
     import kopf  # imported late: `externalauth --help` stays fast
 
-    from externalauth import handlers, logs
+    from externalauth import handlers, logs, memory
+
+    memory.install(lambda: handlers.State.running.engine if handlers.State.running else None)
     from externalauth.kube import connecting
 
     if kubeconfig:

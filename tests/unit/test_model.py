@@ -197,3 +197,26 @@ def test_timestamps_are_written_as_rfc3339(moment: dt.datetime, text: str) -> No
     assert text == format_time(moment)
     if moment.year >= 1970:  # earlier ones are bad input when read
         assert moment.replace(microsecond=0) == parse_time(text)
+
+
+def test_the_caches_keep_only_the_metadata_the_engine_reads() -> None:
+    from externalauth.model.bodies import slim
+
+    body = {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"refresh_token": "cnQ="},
+        "metadata": {
+            "name": "tok", "namespace": "ns", "uid": "u1", "resourceVersion": "7", "generation": 2,
+            "creationTimestamp": "2026-11-29T00:00:00Z", "managedFields": [{"manager": "kubectl"}] * 50,
+            "ownerReferences": [{"name": "pod"}], "finalizers": ["x"],
+            "labels": {"externalauth.io/provider": "github", "app": "workspace"},
+            "annotations": {"externalauth.io/refresh-claim": "a;1",
+                            "kubectl.kubernetes.io/last-applied-configuration": '{"data": {"refresh_token": "cnQ="}}'},
+        },
+    }
+    assert {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"refresh_token": "cnQ="},
+        "metadata": {"name": "tok", "namespace": "ns", "uid": "u1", "resourceVersion": "7", "generation": 2,
+                     "labels": {"externalauth.io/provider": "github"},
+                     "annotations": {"externalauth.io/refresh-claim": "a;1"}},
+    } == slim(body)  # type: ignore[arg-type]
+    assert {"metadata": {"name": "l"}} == slim({"metadata": {"name": "l", "labels": {"app": "x"}}})

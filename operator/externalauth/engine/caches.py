@@ -98,9 +98,14 @@ class Caches:
     def store_provider(self, body: RawBody) -> Affected:
         name = bodies.key_of(body)[1]
         old = self.providers.get(name)
-        if old is not None and not bodies.newer(old, body):
-            return NOTHING
-        self.providers[name] = body
+        if old is not None and (not bodies.newer(old, body)
+                                or bodies.resource_version(old) == bodies.resource_version(body)):
+            return NOTHING  # older, or the echo of our own status write
+        self.providers[name] = body = bodies.slim(body)
+        if old is not None and old.get("spec") == body.get("spec"):
+            # Only the status changed (ours, mostly): the provider is looked at again, and
+            # its links only if that changes what they see (Engine.on_provider).
+            return Affected(providers=frozenset({name}))
         return Affected(links=self.links_of_provider(name), providers=frozenset({name}))
 
     def forget_provider(self, name: str) -> Affected:

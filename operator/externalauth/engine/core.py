@@ -124,7 +124,10 @@ class Engine:
         else:
             affected = self.caches.store_provider(body)
         for name in affected.providers:
+            before = self.providers.view(name)
             await self.providers.reconcile(name)
+            if self.providers.view(name) != before:  # e.g. its client secret became readable
+                self._schedule(Affected(links=self.caches.links_of_provider(name)))
         self._schedule(affected)
 
     def _schedule(self, affected: Affected) -> None:
@@ -305,6 +308,8 @@ class Engine:
             else consumed.refresh_token.fingerprint()
         if result.seconds is not None:
             metrics.REFRESH_DURATION.labels(provider).observe(result.seconds)
+        if result.unsaved is not None:
+            metrics.UNSAVED_DURATION.labels(provider).observe(result.unsaved)
         if outcome is RefreshOutcome.PERSISTED:
             assert result.tokens is not None
             metrics.REFRESH_TOTAL.labels(provider, RefreshResult.SUCCESS).inc()

@@ -65,6 +65,7 @@ class Refresh:
     tokens: tokmod.TokenSet | None = None  # what was persisted
     claimed_until: dt.datetime | None = None  # CLAIMED_ELSEWHERE: when that claim ends
     seconds: float | None = None  # exchange + persist
+    unsaved: float | None = None  # from the provider's answer to the persist's end
     persisted: PersistOutcome | None = None  # how the persist ended, when there was one
     answered: bool = True  # False: the provider's answer never arrived
     clock_skew: float | None = None  # the provider's clock minus ours, from its Date header
@@ -123,13 +124,15 @@ class Refresher:
                         return claimed
                 started = self._clock.monotonic()
                 result = await runtime.client.refresh(consumed, now=self._clock.now())
+        answered = self._clock.monotonic()
         verdict = result.classified
         if verdict.verdict is TokenVerdict.SUCCESS and result.tokens is not None:
             persisted = await self._writer.persist(key, base=claimed, consumed=consumed,
                                                    data=render(result.tokens))
             outcome, message = _PERSISTED[persisted]
+            ended = self._clock.monotonic()
             return Refresh(outcome, message=message, tokens=result.tokens, persisted=persisted,
-                           seconds=self._clock.monotonic() - started, clock_skew=result.clock_skew)
+                           seconds=ended - started, unsaved=ended - answered, clock_skew=result.clock_skew)
         if verdict.verdict is TokenVerdict.UNUSABLE_ANSWER and result.refresh_token is not None:
             # Never drop what was obtained: the answer's new refresh token is stored, and
             # the next try uses it.

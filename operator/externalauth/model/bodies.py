@@ -8,8 +8,10 @@ views built on them live in :mod:`externalauth.model.specs` and
 
 from __future__ import annotations
 
+import sys
 from typing import Any, TypedDict
 
+from externalauth import PREFIX
 from externalauth.model.names import LinkKey
 
 
@@ -69,11 +71,49 @@ def newer(old: RawBody | None, new: RawBody) -> bool:
         return True
 
 
+#: The metadata the engine reads (with our own labels and annotations): the caches hold
+#: 10,000s of links and Secrets, and managedFields alone are often the largest part of an
+#: object; a kubectl-applied object also carries a copy of itself in an annotation.
+KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation")
+
+
+#: Strings up to this long are shared between cached objects (:func:`sys.intern`).
+SHARED_STRING = 64
+
+
+def _shared(value: Any) -> Any:
+    """``value`` with its keys and short strings interned: 10,000 links decoded from JSON
+    otherwise hold 10,000 copies of "lastTransitionTime", "True", "Ready", the provider's
+    name... (a third of a cached link)."""
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    if type(value) is str and len(value) <= SHARED_STRING:
+        return sys.intern(value)
+    return value
+
+
 def slim(body: RawBody) -> RawBody:
-    """The object without what the engine never reads: managedFields are often the largest
-    part of an object, and the caches hold 10,000s of links and Secrets."""
-    meta = body.get("metadata")
-    if meta is not None and "managedFields" in meta:
-        trimmed: RawMeta = {k: v for k, v in meta.items() if k != "managedFields"}  # type: ignore[assignment]
-        return {**body, "metadata": trimmed}
-    return body
+    """The object with only the metadata the engine reads (contract §9.14: every cache holds
+    only what the engine reads): identity, resourceVersion, generation, and the labels and
+    annotations under ``externalauth.io/``; spec and status as they are, their keys and
+    short strings shared; a Secret's data values as they are (never interned)."""
+    meta = body.get("metadata") or {}
+    kept: dict[str, Any] = {sys.intern(k): meta[k] for k in KEPT_METADATA if k in meta}  # type: ignore[literal-required]
+    if isinstance(kept.get("namespace"), str):
+        kept["namespace"] = sys.intern(kept["namespace"])  # shared by every object in it
+    for field in ("labels", "annotations"):
+        ours = {k: v for k, v in (meta.get(field) or {}).items() if k.startswith(PREFIX)}  # type: ignore[attr-defined]
+        if ours:
+            kept[sys.intern(field)] = _shared(ours)
+    slimmed: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "metadata":
+            continue
+        if key == "data" and isinstance(value, dict):  # token values: keys shared only
+            slimmed[sys.intern(key)] = {sys.intern(k) if isinstance(k, str) else k: v for k, v in value.items()}
+        else:
+            slimmed[sys.intern(key)] = _shared(value)
+    slimmed["metadata"] = kept
+    return slimmed  # type: ignore[return-value]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import heapq
+import http.cookiejar
 import itertools
 import json
 import logging
@@ -92,6 +93,7 @@ def session_for(adapter: TrustingAdapter, session: requests.Session | None = Non
     s.mount("https://", adapter)
     s.mount("http://", _RefusePlainHTTP())
     s.trust_env = False
+    s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))  # never kept, never sent
     if proxies:
         s.proxies.update(proxies)
     return s

@@ -53,3 +53,24 @@ def test_client_secret_index_follows_the_provider() -> None:
     caches.index_client_secret("gh", None)
     assert frozenset() == caches.store_secret({"metadata": {"namespace": "ops", "name": "client",
                                                              "resourceVersion": "2"}}).providers
+
+
+def provider(rv: str, spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> Any:
+    return {"metadata": {"name": "gh", "resourceVersion": rv}, "spec": spec or {"type": "github"},
+            "status": status or {}}
+
+
+def test_a_provider_status_change_or_echo_does_not_make_every_link_decide_again() -> None:
+    """A provider's status write came back twice (its answer, then the watch event of the
+    same version), and each made all of its links decide again: 10,000 reconciles in an
+    idle operator (5 % of a core in bench/idle.py)."""
+    caches = Caches()
+    caches.store_link(link("1"))
+    first = caches.store_provider(provider("1"))
+    assert ({("ns", "l")}, {"gh"}) == (first.links, first.providers)
+    echo = caches.store_provider(provider("1"))
+    status_only = caches.store_provider(provider("2", status={"conditions": []}))
+    spec_change = caches.store_provider(provider("3", spec={"type": "gitlab"}))
+    assert (frozenset(), frozenset()) == (echo.links, echo.providers)
+    assert (frozenset(), {"gh"}) == (status_only.links, status_only.providers)
+    assert ({("ns", "l")}, {"gh"}) == (spec_change.links, spec_change.providers)

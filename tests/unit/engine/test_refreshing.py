@@ -357,3 +357,29 @@ async def test_a_restarting_api_server_does_not_make_the_operator_drop_a_token()
     assert ["persist ns/tok ForbiddenError", "persist ns/tok NotFoundError", "persist ns/tok TransientError",
             "persist ns/tok"] == rig.steps("persist", full=True)
     assert "access-1" == rig.kube.stored(SECRET, "access_token")
+
+
+@run
+async def test_the_time_a_new_token_lives_only_in_memory_is_measured() -> None:
+    """The kill window's own part (issue #11.2): from the provider's answer to the Secret
+    write landing, as ``externalauth_refresh_unsaved_seconds``."""
+    from externalauth import metrics
+
+    def observed() -> tuple[float, float]:
+        count = metrics.REGISTRY.get_sample_value("externalauth_refresh_unsaved_seconds_count", {"provider": "gh"})
+        total = metrics.REGISTRY.get_sample_value("externalauth_refresh_unsaved_seconds_sum", {"provider": "gh"})
+        return count or 0.0, total or 0.0
+
+    rig = Rig()
+    before = observed()
+
+    def slow_persist(key: object, patch: Mapping[str, Any]) -> None:
+        if "access_token" in (patch.get("data") or {}):
+            rig.clock.advance(0.25)  # the write takes 250 ms
+
+    rig.kube.before_secret_patch = slow_persist
+    await rig.standard()
+    await rig.reconcile()
+    count, total = observed()
+    assert ("access-1", 1.0) == (rig.kube.stored(SECRET, "access_token"), count - before[0])
+    assert abs(total - before[1] - 0.25) < 1e-6
