@@ -39,6 +39,7 @@ class ProviderRuntime:
     client: ProviderPort | None = None
     semaphore: asyncio.Semaphore | None = None  # K token calls in flight
     pipeline: asyncio.Semaphore | None = None  # 2K links between claim and exchange
+    validations: asyncio.Semaphore | None = None  # K validation calls in flight (their own bound)
     rejected_failures: int = 0
     rejected_until: dt.datetime | None = None
     secret_fp: str | None = None
@@ -186,6 +187,7 @@ class Providers:
                 or runtime.semaphore is None:
             runtime.semaphore = asyncio.Semaphore(spec.max_concurrent)
             runtime.pipeline = asyncio.Semaphore(2 * spec.max_concurrent)
+            runtime.validations = asyncio.Semaphore(spec.max_concurrent)
         if runtime.secret_fp != fp:
             runtime.rejected_failures, runtime.rejected_until = 0, None
         runtime.spec, runtime.secret_fp = spec, fp

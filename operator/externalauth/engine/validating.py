@@ -18,7 +18,9 @@ class Validator:
     async def validate(self, *, provider: str, access_token: SecretStr) -> ValidationOutcome | None:
         """The provider's verdict, or None when the provider has no client (any more)."""
         runtime = self._providers.get(provider)
-        if runtime is None or runtime.client is None or runtime.semaphore is None:
+        if runtime is None or runtime.client is None or runtime.validations is None:
             return None
-        async with runtime.semaphore:  # validations count against the provider's bound too
+        # A bound of their own: maxConcurrentRefreshes bounds token-endpoint calls (contract
+        # §2), and a validation holding an exchange's slot slowed a storm's persists twice.
+        async with runtime.validations:
             return await runtime.client.validate(access_token, now=self._clock.now())

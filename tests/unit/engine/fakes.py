@@ -235,6 +235,7 @@ class FakeProvider:
         self.exchanged: list[str] = []
         self.validated: list[str] = []
         self.gate: asyncio.Event | None = None  # when set, exchanges wait for it
+        self.validation_gate: asyncio.Event | None = None  # when set, validations wait for it
         self.answer: Callable[[str, int], ExchangeResult] = (
             lambda rt, n: success(f"access-{n}", f"refresh-{n}", now=self.clock.now()))
         self.verdict = ValidationOutcome(ValidationVerdict.VALID, "the provider accepted the token", "alice")
@@ -249,6 +250,8 @@ class FakeProvider:
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome:
         self.journal.append(f"validate {access_token.reveal()}")
         self.validated.append(access_token.reveal())
+        if self.validation_gate is not None:
+            await self.validation_gate.wait()
         return self.verdict
 
     def close(self) -> None:

@@ -383,3 +383,22 @@ async def test_the_time_a_new_token_lives_only_in_memory_is_measured() -> None:
     count, total = observed()
     assert ("access-1", 1.0) == (rig.kube.stored(SECRET, "access_token"), count - before[0])
     assert abs(total - before[1] - 0.25) < 1e-6
+
+
+@run
+async def test_validations_in_flight_do_not_hold_back_token_exchanges() -> None:
+    """maxConcurrentRefreshes bounds token-endpoint calls (contract §2); validations have a
+    bound of their own. When they shared one, a storm with validation on took twice as long
+    to persist (each validation held an exchange's slot for a provider round trip)."""
+    rig = Rig(validate=True, max_concurrent=1)
+    rig.provider.validation_gate = asyncio.Event()
+    await rig.standard()
+    rig.add_secret("tok2")
+    rig.add_link("l2", secret="tok2")
+    first = asyncio.create_task(rig.reconcile(LINK))
+    await until(lambda: rig.provider.validated)  # the first link's validation is in flight
+    second = asyncio.create_task(rig.reconcile(("ns", "l2")))
+    await until(lambda: len(rig.provider.exchanged) == 2)  # not held back by that validation
+    rig.provider.validation_gate.set()
+    await asyncio.gather(first, second)
+    assert ["refresh-0", "refresh-0"] == rig.provider.exchanged
