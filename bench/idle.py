@@ -66,9 +66,10 @@ def memory_breakdown(pid: int, report: Path) -> dict[str, object]:
     data = json.loads(report.read_text())
     links = max(1, int(data.pop("links")))
     secrets = data.pop("secrets")
+    counts = {"tasks": data.pop("tasks"), "threads": data.pop("threads")}
     out: dict[str, object] = {k: {"mib": round(v / 2**20, 2), "bytes_per_link": round(v / links)}
                               for k, v in data.items()}
-    out["cached"] = {"links": links, "secrets": secrets}
+    out["cached"] = {"links": links, "secrets": secrets, **counts}
     return out
 
 

@@ -5,10 +5,12 @@
 
 Every access token lives ``--lifetime`` seconds, so each link is refreshed about every
 half lifetime (contract §9.12) for ``--minutes``. Every 5 s it samples the operator's
-resident memory and threads, the refreshes done, and the number of links whose Secret
-holds an EXPIRED access token (a missed refresh). Prints a JSON summary (first and last
-fifth of the run side by side, so growth is visible) and, with ``--plot``, draws RSS,
-threads and expired tokens over time into a PNG (needs matplotlib).
+resident memory, threads and asyncio tasks (externalauth/memory.py's report), the
+refreshes done, the **refresh lag** of every link (how long ago its token fell due
+without having been refreshed: due = expiry - lifetime / 2) and the number of links whose
+Secret holds an EXPIRED access token (a missed refresh). Prints a JSON summary (first and
+last fifth of the run side by side, so growth is visible) and, with ``--plot``, draws RSS,
+threads and tasks, and refresh lag over time into a PNG (needs matplotlib).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import argparse
 import base64
 import datetime as dt
 import json
+import os
+import signal
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from common import bench, cpu_seconds, rss_mib
+from common import Bench, bench, cpu_seconds, rss_mib
+
+from externalauth.memory import REPORT_ENV
 
 
 def threads(pid: int) -> int:
@@ -32,14 +39,29 @@ def threads(pid: int) -> int:
     return 0
 
 
-def expired(b: object, now: dt.datetime) -> int:
-    items = b.core.list_namespaced_secret(b.ns, label_selector="externalauth.io/provider=bench").items  # type: ignore[attr-defined]
-    count = 0
+def lags(b: Bench, now: dt.datetime, lifetime: float) -> list[float]:
+    """Per link: seconds since its token fell due (expiry - lifetime / 2) without a refresh (0: not due)."""
+    items = b.core.list_namespaced_secret(b.ns, label_selector="externalauth.io/provider=bench").items
+    out = []
     for s in items:
         raw = (s.data or {}).get("expiry")
-        if raw and dt.datetime.fromisoformat(base64.b64decode(raw).decode().replace("Z", "+00:00")) <= now:
-            count += 1
-    return count
+        if raw:
+            expiry = dt.datetime.fromisoformat(base64.b64decode(raw).decode().replace("Z", "+00:00"))
+            out.append(max(0.0, (now - expiry).total_seconds() + lifetime / 2))
+    return out
+
+
+def engine_counts(pid: int, report: Path) -> dict[str, int]:
+    """The operator's asyncio tasks and threads, from its SIGUSR1 report."""
+    before = report.stat().st_mtime_ns if report.exists() else 0
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not report.exists() or report.stat().st_mtime_ns == before:
+        if time.monotonic() > deadline:
+            return {"tasks": -1, "threads": -1}
+        time.sleep(0.02)
+    data = json.loads(report.read_text())
+    return {"tasks": int(data.get("tasks", -1)), "threads": int(data.get("threads", -1))}
 
 
 def main() -> int:
@@ -51,6 +73,8 @@ def main() -> int:
     ap.add_argument("--plot", type=Path, default=None)
     args = ap.parse_args()
     samples: list[dict[str, float]] = []
+    report = Path(tempfile.mkdtemp(prefix="externalauth-soak-")) / "report.json"
+    os.environ[REPORT_ENV] = str(report)
     with bench("soak", access_token_lifetime=args.lifetime) as b:
         b.provider(concurrency=args.concurrency)
         expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.lifetime + 120)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -62,12 +86,16 @@ def main() -> int:
         cpu0 = cpu_seconds(operator.pid)
         while time.monotonic() < end:
             now = dt.datetime.now(dt.UTC)
+            lag = sorted(lags(b, now, args.lifetime))
             samples.append({
                 "t": round(time.monotonic() - started, 1),
                 "rss_mib": round(rss_mib(operator.pid), 1),
                 "threads": threads(operator.pid),
+                **{k: v for k, v in engine_counts(operator.pid, report).items() if k == "tasks"},
                 "refreshes": b.sim.stats.successful_refreshes,
-                "expired": expired(b, now),
+                "lag_max_s": round(lag[-1], 1) if lag else 0.0,
+                "lag_p99_s": round(lag[int(0.99 * (len(lag) - 1))], 1) if lag else 0.0,
+                "expired": sum(1 for x in lag if x > args.lifetime / 2),
                 "cpu_s": round(cpu_seconds(operator.pid) - cpu0, 1),
             })
             if len(samples) % 12 == 0:
@@ -87,6 +115,11 @@ def main() -> int:
         "rss_mib_last_fifth": statistics.median(s["rss_mib"] for s in tail),
         "threads_first_fifth": statistics.median(s["threads"] for s in head),
         "threads_last_fifth": statistics.median(s["threads"] for s in tail),
+        "tasks_first_fifth": statistics.median(s["tasks"] for s in head),
+        "tasks_last_fifth": statistics.median(s["tasks"] for s in tail),
+        "lag_max_s": max(s["lag_max_s"] for s in samples[fifth:]) if len(samples) > fifth else None,
+        "lag_p99_s_median": statistics.median(s["lag_p99_s"] for s in samples),
+        "operator_log": str(b.log),
         "cpu_s_per_refresh": round(samples[-1]["cpu_s"] / max(1, stats.successful_refreshes), 4),
     }
     print(json.dumps(summary, indent=2))
@@ -100,10 +133,17 @@ def main() -> int:
         fig, axes = plt.subplots(3, 1, sharex=True, figsize=(8, 7))
         axes[0].plot(t, [s["rss_mib"] for s in samples])
         axes[0].set_ylabel("operator RSS (MiB)")
-        axes[1].plot(t, [s["threads"] for s in samples])
-        axes[1].set_ylabel("threads")
-        axes[2].plot(t, [s["expired"] for s in samples])
-        axes[2].set_ylabel("expired tokens")
+        axes[0].set_ylim(bottom=0)
+        axes[1].plot(t, [s["threads"] for s in samples], label="threads")
+        axes[1].plot(t, [s["tasks"] for s in samples], label="asyncio tasks")
+        axes[1].set_ylabel("count")
+        axes[1].set_ylim(bottom=0)
+        axes[1].legend(loc="upper right")
+        axes[2].plot(t, [s["lag_max_s"] for s in samples], label="max")
+        axes[2].plot(t, [s["lag_p99_s"] for s in samples], label="p99")
+        axes[2].axhline(args.lifetime / 2, color="red", linestyle=":", label="token expires")
+        axes[2].set_ylabel("refresh lag (s)")
+        axes[2].legend(loc="upper right")
         axes[2].set_xlabel("minutes")
         fig.suptitle(f"soak: {args.links} links, {args.lifetime} s tokens, {stats.successful_refreshes} refreshes")
         fig.tight_layout()

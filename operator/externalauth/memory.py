@@ -1,16 +1,18 @@
 """Where the operator's memory goes, for the benchmarks: with ``EXTERNALAUTH_MEMORY_REPORT``
 set to a path, SIGUSR1 writes the deep size of each of the engine's per-link structures
-(the watch caches, their indexes, the scheduler, the per-link memory) and the process's
-resident memory to that path as JSON. Everything not listed is the interpreter, the
+(the watch caches, their indexes, the scheduler, the per-link memory), the process's
+resident memory, its asyncio tasks and threads to that path as JSON. Everything not listed is the interpreter, the
 imported modules, thread stacks and the allocator's free lists. Off unless set."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any
@@ -68,6 +70,11 @@ def install(engine: Callable[[], Any]) -> None:
         running = engine()
         data = components(running) if running is not None else {}
         data["rss"] = rss_bytes()
+        try:
+            data["tasks"] = len(asyncio.all_tasks())  # the signal is handled on the loop's thread
+        except RuntimeError:
+            data["tasks"] = 0  # no loop running yet
+        data["threads"] = threading.active_count()
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
         os.replace(path + ".tmp", path)  # whole or absent
