@@ -112,6 +112,30 @@ def assert_no_secret_in_logs(operators: Iterable[Any], world: World, before: dic
         assert [] == leaked, f"tokens in the operator's log: {leaked}"
 
 
+def summed(operators: Iterable[Any], name: str) -> float:
+    """A metric's value summed over the operators' /metrics (all label sets)."""
+    total = 0.0
+    for op in operators:
+        for line in (op.metrics() or "").splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def kill_window(operators: Iterable[Any]) -> dict[str, float]:
+    """The kill window as the surviving replicas measured it: the mean time a new token
+    lived only in memory (provider's answer → Secret write landed), and the mean exchange
+    + persist (the whole window's upper bound: a rotating provider spends the old token
+    somewhere inside its own answer time)."""
+    ops = list(operators)
+    out = {}
+    for label, metric in (("unsaved", "externalauth_refresh_unsaved_seconds"),
+                          ("exchange_and_persist", "externalauth_refresh_duration_seconds")):
+        count = summed(ops, metric + "_count")
+        out[f"{label}_mean_ms"] = round(1000 * summed(ops, metric + "_sum") / count, 1) if count else 0.0
+    return out
+
+
 def start_replicas(make_operator: Any, namespace: str, n: int) -> list[Any]:
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         return list(pool.map(lambda _: make_operator(namespaces=[namespace]), range(n)))
@@ -180,8 +204,10 @@ def test_a_replica_killed_during_a_storm(make_world: Any, make_operator: Any, na
             # persist had not landed (the exchange slot is freed when the answer arrives).
             assert len(lost) <= 2 * k, lost
     stats = world.sim.stats
+    window = kill_window(replicas)
     report(signal=signal.Signals(sig).name, rounds=KILL_ROUNDS, lost_per_round=per_round, lost=lost_total,
-           token_calls=stats.token_calls, revoked=stats.revoked_grants, reuse=stats.reuse_attempts)
+           token_calls=stats.token_calls, revoked=stats.revoked_grants, reuse=stats.reuse_attempts, **window)
+    assert window["unsaved_mean_ms"] > 0, "the replicas measure the window"
     assert stats.max_exchanges_per_refresh_token <= 2  # a lost token's one retry, never more
     assert_no_secret_in_logs(replicas, world, names)
 

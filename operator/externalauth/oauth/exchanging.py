@@ -114,7 +114,8 @@ class ProviderClient:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._deadline = deadline
-        self._adapter = TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=max(4, spec.max_concurrent))
+        # K token calls and K validations may be in flight at once: a connection for each.
+        self._adapter = TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=max(4, 2 * spec.max_concurrent))
         self._proxies: dict[str, dict[str, str]] = {}
         self._sessions: dict[str, requests.Session] = {}
         self._gates: dict[str, float] = {}  # endpoint -> monotonic time before which nothing is sent
