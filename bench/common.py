@@ -3,9 +3,11 @@ Secrets and links, and the operator as the least-privileged user of deploy/rbac.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +128,40 @@ class Bench:
         if self.operator is not None and self.operator.poll() is None:
             self.operator.send_signal(signal.SIGTERM)
             self.operator.wait(60)
+
+
+OUR_RESOURCES = ("secrets", "externalauthlinks", "externalauthproviders", "events")
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
+READ_VERBS = ("GET", "LIST")
+Requests = collections.Counter[tuple[str, str, str]]
+
+
+def api_requests(b: Bench) -> Requests:
+    """kube-apiserver's ``apiserver_request_total`` for the resources the operators use,
+    by (verb, resource[/subresource], HTTP code)."""
+    _, text = b.cp.request("GET", "/metrics", timeout=30)
+    counts: Requests = collections.Counter()
+    for line in str(text).splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("resource") in OUR_RESOURCES:
+            what = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            counts[(labels["verb"], what, labels["code"])] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def request_figures(before: Requests, after: Requests, *, own_lists: int = 0) -> dict[str, Any]:
+    """Requests between two snapshots, less the ``own_lists`` LISTs of Secrets this script
+    made (all answered 200). Writes and reads count every answer, 409 Conflicts included."""
+    delta = after - before
+    delta[("LIST", "secrets", "200")] -= own_lists
+    delta = +delta
+    return {"writes": sum(n for (verb, _, _), n in delta.items() if verb in WRITE_VERBS),
+            "reads": sum(n for (verb, _, _), n in delta.items() if verb in READ_VERBS),
+            "conflicts": sum(n for (_, _, code), n in delta.items() if code == "409"),
+            "by_verb_resource_code": {" ".join(key): n for key, n in sorted(delta.items())}}
+
 
 
 @contextlib.contextmanager

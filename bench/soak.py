@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Bench, bench, cpu_seconds, rss_mib
+from common import Bench, api_requests, bench, cpu_seconds, request_figures, rss_mib
 
 from externalauth.memory import REPORT_ENV
 
@@ -84,6 +84,7 @@ def main() -> int:
         started = time.monotonic()
         end = started + args.minutes * 60
         cpu0 = cpu_seconds(operator.pid)
+        requests0, refreshes0 = api_requests(b), b.sim.stats.successful_refreshes
         while time.monotonic() < end:
             now = dt.datetime.now(dt.UTC)
             lag = sorted(lags(b, now, args.lifetime))
@@ -103,6 +104,8 @@ def main() -> int:
             time.sleep(5)
         stats = b.sim.stats
         ok = operator.poll() is None
+        calls = request_figures(requests0, api_requests(b), own_lists=len(samples))
+        done = max(1, stats.successful_refreshes - refreshes0)
     fifth = max(1, len(samples) // 5)
     head, tail = samples[:fifth], samples[-fifth:]
     summary = {
@@ -120,6 +123,9 @@ def main() -> int:
         "lag_max_s": max(s["lag_max_s"] for s in samples[fifth:]) if len(samples) > fifth else None,
         "lag_p99_s_median": statistics.median(s["lag_p99_s"] for s in samples),
         "operator_log": str(b.log),
+        "api_writes_per_refresh": round(calls["writes"] / done, 2),
+        "api_reads_per_refresh": round(calls["reads"] / done, 2),
+        "api_requests": calls["by_verb_resource_code"],
         "cpu_s_per_refresh": round(samples[-1]["cpu_s"] / max(1, stats.successful_refreshes), 4),
     }
     print(json.dumps(summary, indent=2))

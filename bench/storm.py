@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 
-from common import bench, cpu_seconds, rss_mib
+from common import api_requests, bench, cpu_seconds, request_figures, rss_mib
 
 
 def main() -> int:
@@ -60,6 +60,7 @@ def main() -> int:
         cpu_before = cpu_seconds(operator.pid)
         api_before = b.api_cpu_seconds()
         validations_before = b.sim.stats.validation_calls  # links first seen are validated at once
+        requests_before = api_requests(b)
         profiler = b.profile(operator.pid, args.profile) if args.profile else None
         while b.sim.stats.successful_refreshes < args.links:
             if operator.poll() is not None:
@@ -76,7 +77,9 @@ def main() -> int:
             return sum(1 for s in items if s.metadata.name in refresh_tokens and
                        base64.b64decode(s.data["refresh_token"]).decode() != refresh_tokens[s.metadata.name])
 
+        polls = 1
         while (done := persisted()) < args.links:
+            polls += 1
             if time.monotonic() - started > deadline:
                 print(f"timed out with {done} persisted")
                 return 1
@@ -84,6 +87,12 @@ def main() -> int:
         total = time.monotonic() - started
         operator_cpu = cpu_seconds(operator.pid) - cpu_before
         api_cpu = b.api_cpu_seconds() - api_before
+        if args.validate:  # the validations (and their status writes) come after the persists
+            while b.sim.stats.validation_calls - validations_before < args.links \
+                    and time.monotonic() - started < deadline:
+                time.sleep(0.1)
+        time.sleep(3)  # the last status writes and events
+        calls = request_figures(requests_before, api_requests(b), own_lists=polls)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(60)
@@ -99,6 +108,9 @@ def main() -> int:
             "validation": args.validate, "validation_calls_in_storm": stats.validation_calls - validations_before,
             "validation_calls_before_T": validations_before,
             "apiserver_etcd_cpu_ms_per_refresh": round(1000 * api_cpu / args.links, 1),
+            "api_writes_per_refresh": round(calls["writes"] / args.links, 2),
+            "api_reads_per_refresh": round(calls["reads"] / args.links, 2),
+            "api_requests": calls["by_verb_resource_code"],
             "operator_rss_mib": round(rss_mib(operator.pid), 1),
             "machine": f"{os.cpu_count()} cores",
         }, indent=2))

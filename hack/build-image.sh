@@ -104,7 +104,7 @@ SITE="$ROOTFS/usr/local/lib/python$PY/dist-packages"
 PLATFORMS=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
 for minor in $(seq 5 36); do PLATFORMS+=(--platform "manylinux_2_${minor}_x86_64"); done
 say "installing it and its dependencies into the rootfs ..."
-# The operator extra: the base package is only the CLI (kopf, requests-oauthlib and
+# The operator extra: the base package is only the CLI (kopf, oauthlib and
 # prometheus-client come with [operator]).
 WHEEL=$(ls "$WORK"/wheels/*.whl)
 "${PIP[@]}" install --quiet --no-compile --no-warn-script-location --disable-pip-version-check \

@@ -2,7 +2,7 @@
 
 :func:`command` is the argv of a Python process in which every module of a distribution
 outside the base dependency closure (read from the installed package's metadata: kopf,
-prometheus-client, requests-oauthlib, the test tools...) fails to import, as it would where
+prometheus-client, oauthlib, the test tools...) fails to import, as it would where
 only ``pip install externalauth-operator`` ran. I/O: reads installed metadata.
 """
 
