@@ -93,8 +93,13 @@ def main() -> int:
         created = time.monotonic() - t
         print(f"created in {created:.0f}s", flush=True)
         kubeconfig = least_privileged_kubeconfig(b.cp, "bench-operator")
-        storm_keys = sorted(tokens)[:: max(1, len(tokens) // max(1, args.storm))][: args.storm]
-        for r in counts:
+        # Each round's storm takes links never refreshed before: one just refreshed would be
+        # held back by the half-lifetime clamp (contract §9.12: its "lifetime" would be the
+        # few minutes since that refresh).
+        everyone = sorted(tokens)
+        for round_no, r in enumerate(counts):
+            group = everyone[round_no::len(counts)]  # disjoint between rounds, spread over namespaces
+            storm_keys = group[:: max(1, len(group) // max(1, args.storm))][: args.storm] if args.storm else []
             replicas = []
             start = time.monotonic()
             for i in range(r):
