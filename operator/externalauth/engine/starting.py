@@ -56,12 +56,14 @@ class Options:
 class Running:
     engine: Engine
     watchers: list[Watcher]
+    inbox: Inbox
     scheduler_task: asyncio.Task[None]
     pools: list[ThreadPoolExecutor]
 
     async def stop(self) -> None:
         for watcher in self.watchers:
             watcher.stop()
+        self.inbox.close()
         await self.engine.drain()
         self.scheduler_task.cancel()
         for pool in self.pools:
@@ -124,23 +126,36 @@ async def start(options: Options) -> Running:
     if options.metrics_port:
         metrics.serve(options.metrics_port, options.metrics_address)
     log.info("externalauth operator started (holder %s, shard %s)", engine.holder, settings.shard)
-    return Running(engine=engine, watchers=watchers, scheduler_task=scheduler_task,
+    return Running(engine=engine, watchers=watchers, inbox=inbox, scheduler_task=scheduler_task,
                    pools=[api_pool, provider_pool])
+
+
+#: Events waiting for the loop before a watch thread waits for room (bounds the memory of
+#: a first listing that outpaces the loop: 100,000 links and Secrets decoded at once).
+INBOX_LIMIT = 2000
 
 
 class Inbox:
     """Events from the watch threads to the event loop, in batches: a thread appends and wakes
-    the loop only if no wake-up is pending, so a burst of events costs one wake-up."""
+    the loop only if no wake-up is pending, so a burst of events costs one wake-up. A full
+    inbox makes the watch threads wait (the API server holds the rest of the stream)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, limit: int = INBOX_LIMIT) -> None:
         self._loop = loop
+        self._limit = limit
         self._events: collections.deque[tuple[Callable[[str, RawBody], None], str, RawBody]] = collections.deque()
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         self._woken = False
+        self._closed = False
 
     def sender(self, handler: Callable[[str, RawBody], None]) -> Callable[[str, RawBody], None]:
         def send(kind: str, obj: RawBody) -> None:
-            with self._lock:
+            with self._room:
+                while len(self._events) >= self._limit and not self._closed:
+                    self._room.wait(timeout=1.0)
+                if self._closed:
+                    return
                 self._events.append((handler, kind, obj))
                 if self._woken:
                     return
@@ -148,10 +163,17 @@ class Inbox:
             self._loop.call_soon_threadsafe(self._drain)
         return send
 
+    def close(self) -> None:
+        """No more events: waiting watch threads return."""
+        with self._room:
+            self._closed = True
+            self._room.notify_all()
+
     def _drain(self) -> None:
-        with self._lock:
+        with self._room:
             events, self._events = self._events, collections.deque()
             self._woken = False
+            self._room.notify_all()
         for handler, kind, obj in events:
             try:
                 handler(kind, obj)
