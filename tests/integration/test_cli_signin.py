@@ -40,8 +40,12 @@ class Run:
     """A command running in the background, its stdout and stderr read line by line."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        # The default SIGINT disposition, as a terminal gives it: a test run started in the
+        # background by a non-interactive shell (CI) inherits SIGINT *ignored*, and Python
+        # keeps an ignored SIGINT ignored, so Ctrl-C (the SIGINT the tests send) did nothing.
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})},
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.lines: queue.Queue[str] = queue.Queue()
         self.out: list[str] = []
         self.err: list[str] = []
