@@ -35,12 +35,9 @@ import datetime as dt
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,8 +53,11 @@ from common import (
     api_requests,
     bench,
     cpu_seconds,
+    free_port,
+    links_decided,
     request_figures,
     rss_mib,
+    stop_process,
 )
 from tests.harness.operator_fixtures import least_privileged_kubeconfig
 
@@ -65,12 +65,6 @@ NAIVE = Path(__file__).resolve().parent / "baseline" / "naive_operator.py"
 NAIVE_RBAC = NAIVE.with_name("rbac.yaml")
 NAIVE_STARTED = b"naive operator started"
 _TIMER_DONE = re.compile(rb"\[([^/\]\s]+)/([^\]\s]+)\] Timer 'refresh' succeeded")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclasses.dataclass
@@ -141,24 +135,11 @@ class Contender:
         """Links this start has decided: ours from /metrics, the naive one from kopf's log."""
         if self.name == "naive":
             return len(set(_TIMER_DONE.findall(self.log_since(replica))))
-        try:
-            url = f"http://127.0.0.1:{replica.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=5) as r:  # loopback: our own operator
-                text = r.read().decode()
-        except OSError:
-            return 0
-        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("externalauth_links{")))
+        return links_decided(replica.metrics_port)
 
     @staticmethod
     def stop(replica: Replica) -> None:
-        if replica.proc.poll() is None:
-            replica.proc.send_signal(signal.SIGTERM)
-            try:
-                replica.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                replica.proc.kill()
-                replica.proc.wait()
+        stop_process(replica.proc)
 
 
 # ---------------------------------------------------------------- measuring the cluster side

@@ -18,39 +18,21 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from common import bench, cpu_seconds, rss_mib
+from common import bench, cpu_seconds, free_port, links_decided, rss_mib
 
 from externalauth.memory import REPORT_ENV
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def decided(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("externalauth_links{")))
-
-
 def wait_decided(port: int, n: int, *, timeout: float) -> float:
     started = time.monotonic()
-    while decided(port) < n:
+    while links_decided(port) < n:
         if time.monotonic() - started > timeout:
-            raise SystemExit(f"only {decided(port)} of {n} links decided after {timeout:.0f}s")
+            raise SystemExit(f"only {links_decided(port)} of {n} links decided after {timeout:.0f}s")
         time.sleep(0.2)
     return time.monotonic() - started
 

@@ -24,24 +24,15 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from common import STARTED, Bench, bench, cpu_seconds, rss_mib
+from common import STARTED, Bench, bench, cpu_seconds, free_port, links_decided, rss_mib, stop_process
 from tests.harness.operator_fixtures import least_privileged_kubeconfig
 
 IDLE_SECONDS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclasses.dataclass
@@ -51,22 +42,10 @@ class Replica:
     log: Path
 
     def links(self) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            return 0
-        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("externalauth_links{")))
+        return links_decided(self.port)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def main() -> int:

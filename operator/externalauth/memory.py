@@ -1,8 +1,9 @@
 """Where the operator's memory goes, for the benchmarks: with ``EXTERNALAUTH_MEMORY_REPORT``
 set to a path, SIGUSR1 writes the deep size of each of the engine's per-link structures
 (the watch caches, their indexes, the scheduler, the per-link memory), the process's
-resident memory, its asyncio tasks and threads to that path as JSON. Everything not listed is the interpreter, the
-imported modules, thread stacks and the allocator's free lists. Off unless set."""
+resident memory, its asyncio tasks and threads to that path as JSON. Everything not
+listed is the interpreter, the imported modules, thread stacks and the allocator's free
+lists. Off unless set."""
 
 from __future__ import annotations
 

@@ -51,9 +51,9 @@ def run(
     import kopf  # imported late: `externalauth --help` stays fast
 
     from externalauth import handlers, logs, memory
+    from externalauth.kube import connecting
 
     memory.install(lambda: handlers.State.running.engine if handlers.State.running else None)
-    from externalauth.kube import connecting
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig

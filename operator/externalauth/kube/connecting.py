@@ -256,7 +256,8 @@ class Connection:
         environment = proxies_for(self.url)  # resolved once, not per request
         proxy = cluster.get("proxy-url") or environment.get(urllib.parse.urlsplit(self.url).scheme) \
             or environment.get("all")
-        self._prefix = ""  # what goes before a path: the origin when requests go through a proxy
+        # What goes before a path: the whole origin through a proxy, else the server's path.
+        self._prefix: str
         self._pool: urllib3.PoolManager | urllib3.HTTPConnectionPool
         if proxy:
             self._pool = urllib3.ProxyManager(str(proxy), num_pools=2, maxsize=pool_size, block=False, **tls)
