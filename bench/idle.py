@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import bench, cpu_seconds, free_port, links_decided, rss_mib
 
-from externalauth.memory import REPORT_ENV
+from externalauth.memory_report import REPORT_ENV
 
 
 def wait_decided(port: int, n: int, *, timeout: float) -> float:
@@ -38,7 +38,7 @@ def wait_decided(port: int, n: int, *, timeout: float) -> float:
 
 
 def memory_breakdown(pid: int, report: Path) -> dict[str, object]:
-    """The engine's per-link structures by size (externalauth/memory.py): MiB, and bytes per link."""
+    """The engine's per-link structures by size (externalauth/memory_report.py): MiB, and bytes per link."""
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + 300
     while not report.exists():
@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--idle-seconds", type=float, default=60)
     ap.add_argument("--breakdown", action="store_true",
                     help="print the engine's per-link structures' sizes after the idle window "
-                         "(externalauth/memory.py)")
+                         "(externalauth/memory_report.py)")
     ap.add_argument("--profile", metavar="SVG", help="record the idle window with py-spy")
     ap.add_argument("--create-threads", type=int, default=16, help="parallel creations while setting up")
     args = ap.parse_args()

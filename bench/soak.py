@@ -5,7 +5,7 @@
 
 Every access token lives ``--lifetime`` seconds, so each link is refreshed about every
 half lifetime (contract §9.12) for ``--minutes``. Every 5 s it samples the operator's
-resident memory, threads and asyncio tasks (externalauth/memory.py's report), the
+resident memory, threads and asyncio tasks (externalauth/memory_report.py's report), the
 refreshes done, the **refresh lag** of every link (how long ago its token fell due
 without having been refreshed: due = expiry - lifetime / 2) and the number of links whose
 Secret holds an EXPIRED access token (a missed refresh). Prints a JSON summary (first and
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from common import Bench, api_requests, bench, cpu_seconds, request_figures, rss_mib
 
-from externalauth.memory import REPORT_ENV
+from externalauth.memory_report import REPORT_ENV
 
 
 def threads(pid: int) -> int:

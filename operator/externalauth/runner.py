@@ -14,12 +14,12 @@ def preflight(*, kubeconfig: str | None, context: str | None) -> None:
     """Fail fast, in one line, when the cluster is unreachable or the CRDs are missing."""
     from externalauth import GROUP, VERSION
     from externalauth.errors import NotFoundError, PermanentError
-    from externalauth.kube import connecting, requesting, translating
+    from externalauth.kube import api, connecting, translating
 
     client = connecting.connect(kubeconfig=kubeconfig, context=context, pool_size=2, timeout=10)
     what = f"checking that the API server serves {GROUP}/{VERSION}"
     try:
-        translating.json_object(requesting.send(client, "GET", what=what, version=f"{GROUP}/{VERSION}"), what=what)
+        translating.json_object(api.send(client, "GET", what=what, version=f"{GROUP}/{VERSION}"), what=what)
     except NotFoundError as e:
         raise PermanentError(f"the API server does not serve {GROUP}/{VERSION}: install the CRDs "
                              "(kubectl apply -f crds/)") from e
@@ -50,10 +50,10 @@ def run(
     preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
 
-    from externalauth import handlers, logs, memory
+    from externalauth import handlers, logs, memory_report
     from externalauth.kube import connecting
 
-    memory.install(lambda: handlers.State.running.engine if handlers.State.running else None)
+    memory_report.install(lambda: handlers.State.running.engine if handlers.State.running else None)
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig

@@ -17,7 +17,7 @@ from externalauth import GROUP, VERSION
 from externalauth.cli import namespaces
 from externalauth.cli.formatting import printable
 from externalauth.errors import NotFoundError, PermanentError
-from externalauth.kube import requesting, translating
+from externalauth.kube import api, translating
 from externalauth.kube.connecting import Connection, connect
 
 API = f"{GROUP}/{VERSION}"
@@ -58,7 +58,7 @@ class Cluster:
                                  pod=namespaces.read_pod_namespace())
 
     def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
-        resp = requesting.send(self.client, method, what=what, **kwargs)
+        resp = api.send(self.client, method, what=what, **kwargs)
         return translating.json_object(resp, what=what)
 
     # --- providers ---------------------------------------------------------------
@@ -98,7 +98,7 @@ class Cluster:
                   "timeoutSeconds": str(max(1, seconds))}
         if name:
             params["fieldSelector"] = f"metadata.name={name}"
-        resp = requesting.send(self.client, "GET", what=what, version=API, namespace=namespace,
+        resp = api.send(self.client, "GET", what=what, version=API, namespace=namespace,
                                url="externalauthlinks", params=params, stream=True,
                                timeout=(10, max(1, seconds) + 30))
         with contextlib.closing(resp):

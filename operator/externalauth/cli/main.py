@@ -178,7 +178,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         description="A table of ExternalAuthLinks (provider, readiness, account, expiry, last "
                                     "refresh, why not ready), or one LINK in detail with its conditions and last "
                                     "events. -w watches and prints again on every change."))
-    completion = command("completion", "externalauth.cli.completer:completion_command",
+    completion = command("completion", "externalauth.cli.completion:completion_command",
                          help="print a shell completion script",
                          description="Print the completion script for SHELL. bash: source <(externalauth "
                                      "completion bash); zsh: source <(externalauth completion zsh); fish: "
@@ -338,9 +338,9 @@ def _fail(message: str) -> None:
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [COMPLETE]:
-        from externalauth.cli import completer
+        from externalauth.cli import completion
 
-        return completer.complete_command(build_parser(prog), argv[1:])
+        return completion.complete_command(build_parser(prog), argv[1:])
     args = build_parser(prog).parse_args(argv)
     try:
         return int(_handler(args.handler)(args) or 0)
@@ -368,9 +368,9 @@ def kubectl_plugin() -> int:
 def kubectl_complete() -> int:
     """``kubectl_complete-externalauth``: kubectl runs it for ``kubectl externalauth <TAB>``
     with the words after the plugin's name (the last one is being completed)."""
-    from externalauth.cli import completer
+    from externalauth.cli import completion
 
-    return completer.complete_command(build_parser(KUBECTL_PROG), sys.argv[1:])
+    return completion.complete_command(build_parser(KUBECTL_PROG), sys.argv[1:])
 
 
 if __name__ == "__main__":

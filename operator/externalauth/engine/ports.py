@@ -1,6 +1,6 @@
 """The engine's seams: what it needs from the Kubernetes side, the provider side and
 time, as Protocols. The real implementations wrap blocking clients in thread pools
-(:mod:`externalauth.engine.threads`); unit tests hand the engine fakes and a fake clock.
+(:mod:`externalauth.engine.adapters`); unit tests hand the engine fakes and a fake clock.
 """
 
 from __future__ import annotations

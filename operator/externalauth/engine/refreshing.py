@@ -14,7 +14,7 @@ import enum
 from collections.abc import Callable, Mapping
 
 from externalauth.engine.ports import Clock
-from externalauth.engine.providers import Providers
+from externalauth.engine.provider_states import Providers
 from externalauth.engine.writing import ClaimState, PersistOutcome, SecretWriter, tokens_of
 from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody

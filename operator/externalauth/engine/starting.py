@@ -20,13 +20,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from externalauth import GROUP, VERSION, metrics
-from externalauth.engine.core import Engine
+from externalauth.engine.adapters import ThreadedKube, ThreadedProvider, run_blocking
 from externalauth.engine.ports import ProviderPort
+from externalauth.engine.reconciler import Engine
 from externalauth.engine.settings import Settings
-from externalauth.engine.threads import ThreadedKube, ThreadedProvider, run_blocking
 from externalauth.errors import TransientError
 from externalauth.kube import connecting
-from externalauth.kube.requesting import Kube
+from externalauth.kube.api import Kube
 from externalauth.kube.watching import SECRETS, Resource, Watcher
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import PROVIDER_LABEL

@@ -5,7 +5,7 @@ the token: it becomes the ``Validated`` condition."""
 from __future__ import annotations
 
 from externalauth.engine.ports import Clock
-from externalauth.engine.providers import Providers
+from externalauth.engine.provider_states import Providers
 from externalauth.model.secure import SecretStr
 from externalauth.policy.classifying import ValidationOutcome
 

@@ -1,6 +1,6 @@
 """The one translation of API-server errors into :mod:`externalauth.errors`.
 
-The operator's :class:`~externalauth.kube.requesting.Kube`, the CLI's
+The operator's :class:`~externalauth.kube.api.Kube`, the CLI's
 :class:`~externalauth.cli.calling.Cluster` and ``externalauth run``'s preflight
 all go through here, so they agree on what a status code means:
 

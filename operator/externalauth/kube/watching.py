@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from externalauth.kube import translating
+from externalauth.kube.api import Kube
 from externalauth.kube.connecting import Response
-from externalauth.kube.requesting import Kube
 
 log = logging.getLogger(__name__)
 Callback = Callable[[str, dict[str, Any]], None]

@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from externalauth.engine.core import Engine
+from externalauth.engine.reconciler import Engine
 from externalauth.engine.settings import Settings
 from externalauth.model import conditions as cond
 from externalauth.model.names import PROVIDER_LABEL

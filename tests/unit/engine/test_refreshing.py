@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from externalauth.engine.core import Engine
+from externalauth.engine.reconciler import Engine
 from externalauth.engine.settings import Settings
 from externalauth.errors import ForbiddenError, NotFoundError, TransientError
 from externalauth.model.durations import format_time

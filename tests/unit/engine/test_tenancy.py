@@ -6,7 +6,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from externalauth.engine.core import Engine
+from externalauth.engine.reconciler import Engine
 from externalauth.engine.settings import Settings
 from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
 from tests.unit.engine.fakes import FakeClock, FakeKube, FakeProvider, b64, factory, success

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, cast
 
-from externalauth.kube.requesting import Kube
+from externalauth.kube.api import Kube
 from externalauth.model.bodies import RawBody
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec

@@ -285,7 +285,7 @@ def test_discovery_failures_say_whether_they_may_pass(get: discovering.Get, tran
 
 def user_guide_providers() -> list[Any]:
     """The ExternalAuthProvider manifests of the user guide's section 2."""
-    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
+    text = (pathlib.Path(__file__).resolve().parents[3] / "docs" / "user-guide.md").read_text()
     section = text[text.index("## 2. Define a provider"):text.index("## 3. ")]
     blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
     docs = [d for b in blocks for d in yaml.safe_load_all(b) if d and d.get("kind") == "ExternalAuthProvider"]

@@ -20,7 +20,7 @@ import uuid
 from externalauth import metrics
 from externalauth.engine.caches import Affected, Caches
 from externalauth.engine.ports import Clock, KubePort, ProviderFactory, SystemClock
-from externalauth.engine.providers import Providers
+from externalauth.engine.provider_states import Providers
 from externalauth.engine.recording import Recorder, Written
 from externalauth.engine.refreshing import Refresh, Refresher, RefreshOutcome
 from externalauth.engine.scheduling import Scheduler
@@ -28,7 +28,7 @@ from externalauth.engine.settings import Settings
 from externalauth.engine.validating import Validator
 from externalauth.engine.writing import SecretWriter
 from externalauth.errors import ExternalAuthError, InvalidInputError
-from externalauth.model import bodies, formats, storing
+from externalauth.model import bodies, formats, sizes
 from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
 from externalauth.model.durations import format_time
@@ -245,7 +245,7 @@ class Engine:
             data = secret.get("data") or {}
             facts.formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())
             facts.format_problem = rendering.problem
-            facts.unwritable = storing.unwritable(secret, extra=rendering.keys)
+            facts.unwritable = sizes.unwritable(secret, extra=rendering.keys)
         claim = self.writer.claim_of(secret)
         if claim is not None and claim.holder != self.holder:
             facts.claimed_by = claim.holder

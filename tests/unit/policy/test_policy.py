@@ -296,7 +296,7 @@ def test_last_transition_time_moves_only_when_the_status_flips() -> None:
 
 def test_pure_packages_import_no_io() -> None:
     """model, policy and providers must not import kopf, kubernetes, requests or our I/O layers."""
-    root = pathlib.Path(__file__).resolve().parents[2] / "operator" / "externalauth"
+    root = pathlib.Path(__file__).resolve().parents[3] / "operator" / "externalauth"
     forbidden = ("kopf", "kubernetes", "requests", "requests_oauthlib", "oauthlib", "pykube", "socket",
                  "urllib3", "externalauth.kube", "externalauth.oauth", "externalauth.engine")
     offenders = []
