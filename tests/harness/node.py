@@ -8,7 +8,8 @@ temp dirs.
     with Node(images=building.images(stream=sys.stderr)) as node:
         node.kubectl("get", "nodes")
 
-How it stays inside the run (``../shared/notes/real-node.md`` has the facts):
+How it stays inside the run (docs/development.md, "The e2e tier: a real node", has the
+obstacles met and what solved them):
 
 * **Network.** Every listener is on 127.0.0.1: etcd, kube-apiserver, the
   controller-manager's and scheduler's secure ports, kubelet's API and healthz

@@ -48,7 +48,7 @@ app.kubernetes.io/part-of: externalauth
 {{- end -}}
 {{- end -}}
 
-{{/* The namespaced mode: watchNamespaces lists namespaces (contract §9.9). */}}
+{{/* The namespaced mode: watchNamespaces lists namespaces (docs/reference.md §9.9). */}}
 {{- define "externalauth.namespaced" -}}
 {{- if .Values.watchNamespaces -}}true{{- end -}}
 {{- end -}}
