@@ -2,11 +2,14 @@
 
 Layout (imports only point downwards):
 
-* ``model``, ``policy``, ``providers`` — pure: no I/O, no clocks, no kopf/kubernetes/requests.
-* ``oauth`` — I/O: token exchange and validation at the provider (requests, oauthlib).
-* ``kube`` — I/O: Secret compare-and-swap, claims, status patches, events (kubernetes client).
+* ``model``, ``policy``, ``providers`` — pure: no I/O, no clocks, no kopf, no network.
+* ``oauth`` — I/O: calls to the provider (token exchange, validation, discovery, the sign-in
+  flows) through one small transport; oauthlib prepares the refresh request.
+* ``kube`` — I/O: our own API-server client (credentials found as kubectl finds them),
+  Secret compare-and-swap, claims, status patches, events, watches. The official
+  ``kubernetes`` client is used only by the tests and benchmarks (docs/decisions.md).
 * ``engine`` — orchestration: caches fed by watches, one scheduler, single-flight refreshes.
-* ``handlers`` — kopf wiring only.
+* ``handlers``, ``runner`` — kopf wiring only.
 * ``cli`` — the ``externalauth`` command.
 """
 

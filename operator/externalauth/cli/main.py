@@ -5,7 +5,7 @@ The exit codes are :mod:`externalauth.cli.exits`.
 
 Start-up is kept short (the command runs in workspace images, often several times a
 minute from scripts): building the parser imports only the standard library and pure
-modules; a command's own module (and ``requests``, ``pykube``, ``kopf``...) is imported
+modules; a command's own module (and urllib3, yaml, ``kopf``...) is imported
 only when that command runs.
 """
 
