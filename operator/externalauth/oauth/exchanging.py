@@ -291,36 +291,7 @@ class ProviderClient:
         return classifying.classify_token_answer(classifying.TokenAnswer(status=None))
 
     def _read(self, answer: transport.Answer, *, consumed: SecretStr, arrived: dt.datetime) -> ExchangeResult:
-        headers = answer.headers
-        retry_after = classifying.rate_limit_retry_after(headers, now=arrived)
-        skew = classifying.clock_skew(headers, arrived=arrived)
-        if answer.redirect:
-            log.warning("provider %s: the token endpoint answered HTTP %d (a redirect, not followed)",
-                        self.spec.name, answer.status)
-            return ExchangeResult(classifying.classify_token_answer(
-                classifying.TokenAnswer(status=answer.status, retry_after=retry_after)), clock_skew=skew)
-        payload = transport.decode_answer(answer)
-        reading = read_token_answer(payload, now=arrived)
-        if answer.problem is not None:
-            log.info("provider %s: the token answer was not read whole (%s)", self.spec.name, answer.problem.value)
-        for note in reading.notes:
-            log.info("provider %s: token answer: %s", self.spec.name, note)
-        classified = classifying.classify_token_answer(classifying.TokenAnswer(
-            status=answer.status,
-            error=reading.error,
-            retry_after=retry_after,
-            has_access_token=reading.tokens is not None,
-            unreadable=payload is None,
-            error_codes=reading.error_codes,
-            rate_limited=classifying.is_rate_limited(answer.status, headers),
-        ), quirks=self.spec.quirks)
-        if classified.verdict is classifying.TokenVerdict.SUCCESS and reading.tokens is not None:
-            tokens = reading.tokens
-            if tokens.refresh_token is None:  # not rotated: the one we sent stays valid
-                tokens = dataclasses.replace(tokens, refresh_token=consumed)
-            return ExchangeResult(classified, tokens, reading.refresh_token, reading.notes, skew)
-        salvaged = reading.refresh_token if classified.verdict is classifying.TokenVerdict.UNUSABLE_ANSWER else None
-        return ExchangeResult(classified, None, salvaged, reading.notes, skew)
+        return read_answer(answer, spec=self.spec, consumed=consumed, arrived=arrived)
 
     # --- validation ------------------------------------------------------------------
     def validate(self, access_token: SecretStr, *, now: dt.datetime) -> classifying.ValidationOutcome:
@@ -366,3 +337,40 @@ class ProviderClient:
             invalid_statuses=self.spec.quirks.invalid_validation_statuses,
         )
         return dataclasses.replace(outcome, clock_skew=skew)
+
+
+def read_answer(answer: transport.Answer, *, spec: ProviderSpec, consumed: SecretStr,
+                arrived: dt.datetime) -> ExchangeResult:
+    """What the token endpoint's HTTP ``answer`` to the exchange of ``consumed`` means, in
+    ``spec``'s dialect (its quirks); ``arrived`` is when it arrived. No I/O (logs only);
+    the engine's unit tests drive it through their fake provider."""
+    headers = answer.headers
+    retry_after = classifying.rate_limit_retry_after(headers, now=arrived)
+    skew = classifying.clock_skew(headers, arrived=arrived)
+    if answer.redirect:
+        log.warning("provider %s: the token endpoint answered HTTP %d (a redirect, not followed)",
+                    spec.name, answer.status)
+        return ExchangeResult(classifying.classify_token_answer(
+            classifying.TokenAnswer(status=answer.status, retry_after=retry_after)), clock_skew=skew)
+    payload = transport.decode_answer(answer)
+    reading = read_token_answer(payload, now=arrived)
+    if answer.problem is not None:
+        log.info("provider %s: the token answer was not read whole (%s)", spec.name, answer.problem.value)
+    for note in reading.notes:
+        log.info("provider %s: token answer: %s", spec.name, note)
+    classified = classifying.classify_token_answer(classifying.TokenAnswer(
+        status=answer.status,
+        error=reading.error,
+        retry_after=retry_after,
+        has_access_token=reading.tokens is not None,
+        unreadable=payload is None,
+        error_codes=reading.error_codes,
+        rate_limited=classifying.is_rate_limited(answer.status, headers),
+    ), quirks=spec.quirks)
+    if classified.verdict is classifying.TokenVerdict.SUCCESS and reading.tokens is not None:
+        tokens = reading.tokens
+        if tokens.refresh_token is None:  # not rotated: the one we sent stays valid
+            tokens = dataclasses.replace(tokens, refresh_token=consumed)
+        return ExchangeResult(classified, tokens, reading.refresh_token, reading.notes, skew)
+    salvaged = reading.refresh_token if classified.verdict is classifying.TokenVerdict.UNUSABLE_ANSWER else None
+    return ExchangeResult(classified, None, salvaged, reading.notes, skew)

@@ -2,15 +2,20 @@
 run in milliseconds. ``FakeKube`` is an in-memory store with the one API-server
 behaviour the engine relies on — compare-and-swap on ``resourceVersion`` (409) and
 404 for a missing object — and a journal of every call, in order, shared with
-``FakeProvider`` so tests can assert what happened before what."""
+``FakeProvider`` so tests can assert what happened before what. It refuses a Secret
+write without a ``resourceVersion`` (the engine never makes one) and records the
+version each write carried (``writes``). ``FakeProvider`` answers with raw HTTP
+answers that the real answer reader turns into verdicts."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import copy
+import dataclasses
 import datetime as dt
 import itertools
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,13 +24,13 @@ from externalauth.model.bodies import RawBody
 from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
-from externalauth.model.tokens import TokenSet
-from externalauth.oauth.exchanging import ExchangeResult
+from externalauth.oauth.exchanging import ExchangeResult, read_answer
+from externalauth.oauth.transport import Answer
 from externalauth.policy.classifying import (
-    Classified,
-    TokenVerdict,
+    TokenAnswer,
     ValidationOutcome,
     ValidationVerdict,
+    classify_token_answer,
 )
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
@@ -99,9 +104,29 @@ def _kind(patch: Mapping[str, Any]) -> str:
     return "patch"
 
 
+@dataclasses.dataclass(frozen=True)
+class SecretWrite:
+    """One Secret patch as the fake API server saw it."""
+
+    kind: str  # claim, release, persist, formats, patch (see _kind)
+    key: tuple[str, str]
+    resource_version: str | None  # the precondition it carried (None: none)
+    stored_version: str | None  # the Secret's resourceVersion when it arrived (None: no Secret)
+    result: str  # "ok", "409", "404", "422", or the error it was failed with
+
+
+class UnconditionalWrite(AssertionError):
+    """The engine wrote a Secret without a resourceVersion precondition (contract §9.1:
+    every claim, release, persist and format write is a compare-and-swap)."""
+
+
 class FakeKube:
     def __init__(self, journal: list[str]) -> None:
         self.journal = journal
+        #: Every Secret patch, with the resourceVersion it carried, in order.
+        self.writes: list[SecretWrite] = []
+        #: False: a Secret patch without a resourceVersion fails the test (UnconditionalWrite).
+        self.allow_unconditional = False
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.links: dict[tuple[str, str], dict[str, Any]] = {}
         self.providers: dict[str, dict[str, Any]] = {}
@@ -169,26 +194,42 @@ class FakeKube:
         await asyncio.sleep(0)
         key = (namespace, name)
         what = _kind(patch)
+        if resource_version is None and not self.allow_unconditional:
+            self._wrote(what, key, None, "refused")
+            raise UnconditionalWrite(f"{what} of Secret {namespace}/{name} without a resourceVersion")
         if self.before_secret_patch is not None:
             self.before_secret_patch(key, patch)
         if self.fail_writes and what == "persist":
             error = self.fail_writes.pop(0)
+            self._wrote(what, key, resource_version, type(error).__name__)
             self.journal.append(f"{what} {namespace}/{name} {type(error).__name__}")
             raise error
         body = self.secrets.get(key)
         if body is None:
+            self._wrote(what, key, resource_version, "404")
             self.journal.append(f"{what} {namespace}/{name} 404")
             raise NotFoundError("writing Secret: not found")
         if resource_version is not None and body["metadata"]["resourceVersion"] != resource_version:
+            self._wrote(what, key, resource_version, "409")
             self.journal.append(f"{what} {namespace}/{name} 409")
             raise ConflictError("writing Secret: conflict")
         if body.get("immutable") and "data" in patch:
+            self._wrote(what, key, resource_version, "422")
             self.journal.append(f"{what} {namespace}/{name} 422")
             raise RejectedError("writing Secret: the API server answered 422 field is immutable")
+        self._wrote(what, key, resource_version, "ok")
         self.journal.append(f"{what} {namespace}/{name}")
         _merge(body, patch)
         self.bump(body)
         return copy.deepcopy(body)  # type: ignore[return-value]
+
+    def _wrote(self, kind: str, key: tuple[str, str], resource_version: str | None, result: str) -> None:
+        body = self.secrets.get(key)
+        stored = body["metadata"]["resourceVersion"] if body is not None else None
+        self.writes.append(SecretWrite(kind, key, resource_version, stored, result))
+
+    def writes_of(self, kind: str) -> list[SecretWrite]:
+        return [w for w in self.writes if w.kind == kind]
 
     async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> RawBody:
         await asyncio.sleep(0)
@@ -214,18 +255,37 @@ class FakeKube:
         return [copy.deepcopy(b) for b in self.providers.values()]  # type: ignore[misc]
 
 
-def success(access: str, refresh: str | None, *, now: dt.datetime, lifetime: float = 3600) -> ExchangeResult:
-    return ExchangeResult(Classified(TokenVerdict.SUCCESS, "refreshed"), TokenSet(
-        access_token=SecretStr(access), refresh_token=SecretStr(refresh) if refresh else None,
-        expiry=now + dt.timedelta(seconds=lifetime)))
+def answer(status: int, body: object = None, *, headers: Mapping[str, str] | None = None,
+           raw: bytes | None = None) -> Answer:
+    """A token endpoint's HTTP answer: ``body`` as JSON (or ``raw`` bytes as they came)."""
+    content = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+    return Answer(status=status, headers={"content-type": "application/json",
+                                          **{k.lower(): v for k, v in (headers or {}).items()}},
+                  body=content)
 
 
-def failure(verdict: TokenVerdict, message: str = "failed", retry_after: float | None = None) -> ExchangeResult:
-    return ExchangeResult(Classified(verdict, message, retry_after))
+def success(access: str, refresh: str | None, *, lifetime: float = 3600, **extra: object) -> Answer:
+    """200 with new tokens (``refresh`` None: the provider did not rotate the refresh token)."""
+    body: dict[str, object] = {"access_token": access, "token_type": "bearer", "expires_in": lifetime, **extra}
+    if refresh is not None:
+        body["refresh_token"] = refresh
+    return answer(200, body)
+
+
+def error(status: int, code: str, *, headers: Mapping[str, str] | None = None) -> Answer:
+    """An OAuth error answer (RFC 6749 §5.2), e.g. ``error(400, "invalid_grant")``."""
+    return answer(status, {"error": code}, headers=headers)
+
+
+#: The exchange got no HTTP answer (a timeout, a dropped connection): the request may
+#: have reached the provider.
+NO_ANSWER = None
 
 
 class FakeProvider:
-    """Answers token exchanges from ``answer(refresh_token, n)``; records every call."""
+    """Answers token exchanges with the raw HTTP answer ``answer(refresh_token, n)`` (or
+    NO_ANSWER) returns, read by the real answer reader (:func:`exchanging.read_answer`, in
+    the dialect of the spec it was made for); records every call."""
 
     spec: Any = None  # set by the factory: the spec it was made for
 
@@ -236,8 +296,8 @@ class FakeProvider:
         self.validated: list[str] = []
         self.gate: asyncio.Event | None = None  # when set, exchanges wait for it
         self.validation_gate: asyncio.Event | None = None  # when set, validations wait for it
-        self.answer: Callable[[str, int], ExchangeResult] = (
-            lambda rt, n: success(f"access-{n}", f"refresh-{n}", now=self.clock.now()))
+        self.answer: Callable[[str, int], Answer | None] = (
+            lambda rt, n: success(f"access-{n}", f"refresh-{n}"))
         self.verdict = ValidationOutcome(ValidationVerdict.VALID, "the provider accepted the token", "alice")
 
     async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
@@ -245,7 +305,10 @@ class FakeProvider:
         self.exchanged.append(refresh_token.reveal())
         if self.gate is not None:
             await self.gate.wait()
-        return self.answer(refresh_token.reveal(), len(self.exchanged))
+        raw = self.answer(refresh_token.reveal(), len(self.exchanged))
+        if raw is None:  # what ProviderClient.refresh makes of a call without an answer
+            return ExchangeResult(classify_token_answer(TokenAnswer(status=None)))
+        return read_answer(raw, spec=self.spec, consumed=refresh_token, arrived=self.clock.now())
 
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome:
         self.journal.append(f"validate {access_token.reveal()}")

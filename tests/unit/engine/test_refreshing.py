@@ -14,10 +14,8 @@ from externalauth.engine.settings import Settings
 from externalauth.errors import ForbiddenError, NotFoundError, TransientError
 from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION
-from externalauth.model.secure import SecretStr
-from externalauth.oauth.exchanging import ExchangeResult
-from externalauth.policy.classifying import Classified, TokenVerdict, ValidationOutcome, ValidationVerdict
-from tests.unit.engine.fakes import b64, factory, failure, success
+from externalauth.policy.classifying import ValidationOutcome, ValidationVerdict
+from tests.unit.engine.fakes import NO_ANSWER, answer, b64, error, factory, success
 from tests.unit.engine.rig import LINK, SECRET, Rig, run, until
 
 
@@ -92,7 +90,7 @@ async def test_a_dead_grant_is_rechecked_and_is_success_when_another_writer_chan
 
     def other_won(rt: str, n: int) -> Any:
         rig.kube.edit_secret(SECRET, {"data": {"access_token": b64("theirs"), "refresh_token": b64("their-rt")}})
-        return failure(TokenVerdict.DEAD_GRANT, "the provider refused the refresh token (invalid_grant)")
+        return error(400, "invalid_grant")
 
     rig.provider.answer = other_won
     await rig.reconcile()
@@ -110,7 +108,7 @@ async def test_a_dead_grant_with_the_token_unchanged_waits_for_a_new_sign_in() -
     rig = Rig()
     await rig.standard()
     before = dict(rig.kube.secrets[SECRET]["data"])
-    rig.provider.answer = lambda rt, n: failure(TokenVerdict.DEAD_GRANT, "refused (invalid_grant)")
+    rig.provider.answer = lambda rt, n: error(400, "invalid_grant")
     await rig.reconcile()
     await rig.reconcile()
     await rig.settle()
@@ -181,7 +179,7 @@ async def test_a_secret_deleted_during_the_exchange_loses_the_token_and_stops() 
 
     def delete_then_answer(rt: str, n: int) -> Any:
         del rig.kube.secrets[SECRET]
-        return success("access-1", "refresh-1", now=rig.clock.now())
+        return success("access-1", "refresh-1")
 
     rig.provider.answer = delete_then_answer
     await asyncio.wait_for(rig.reconcile(), timeout=5)
@@ -193,7 +191,7 @@ async def test_a_transient_failure_backs_off_and_is_retried_on_the_current_secre
     """A 5xx is retried after backoff, never before; the retry decides again."""
     rig = Rig()
     await rig.standard()
-    rig.provider.answer = lambda rt, n: failure(TokenVerdict.TRANSIENT, "HTTP 503", retry_after=30)
+    rig.provider.answer = lambda rt, n: answer(503, headers={"Retry-After": "30"})
     await rig.reconcile()
     assert ("False", "RetryingTransientError") == rig.condition("Refreshable")
     wake = rig.engine.scheduler.when(LINK)
@@ -208,7 +206,7 @@ async def test_a_rejected_client_backs_off_the_provider_not_the_link_tokens() ->
     rig = Rig()
     await rig.standard()
     before = dict(rig.kube.secrets[SECRET]["data"])
-    rig.provider.answer = lambda rt, n: failure(TokenVerdict.CLIENT_REJECTED, "rejected (invalid_client)")
+    rig.provider.answer = lambda rt, n: error(401, "invalid_client")
     await rig.reconcile()
     assert before == rig.kube.secrets[SECRET]["data"]
     assert ("False", "ProviderCredentialsRejected") == rig.condition("Refreshable")
@@ -222,7 +220,7 @@ async def test_an_unusable_answer_is_not_retried_with_the_possibly_spent_token()
     rig = Rig()
     await rig.standard()
     before = dict(rig.kube.secrets[SECRET]["data"])
-    rig.provider.answer = lambda rt, n: failure(TokenVerdict.UNUSABLE_ANSWER, "unusable answer")
+    rig.provider.answer = lambda rt, n: answer(200, raw=b"<html>not a token</html>")
     await rig.reconcile()
     rig.clock.advance(600)
     await rig.reconcile()
@@ -236,9 +234,8 @@ async def test_an_unusable_answer_that_carries_a_new_refresh_token_keeps_it() ->
     """Never drop what was obtained: the salvaged refresh token is stored and used next."""
     rig = Rig()
     await rig.standard()
-    answers = iter([ExchangeResult(Classified(TokenVerdict.UNUSABLE_ANSWER, "no access token"),
-                                   refresh_token=SecretStr("salvaged"))])
-    rig.provider.answer = lambda rt, n: next(answers, None) or success("access-2", "refresh-2", now=rig.clock.now())
+    answers = iter([answer(200, {"refresh_token": "salvaged", "token_type": "bearer"})])  # no access token
+    rig.provider.answer = lambda rt, n: next(answers, None) or success("access-2", "refresh-2")
     await rig.reconcile()
     assert "salvaged" == rig.kube.stored(SECRET, "refresh_token")
     assert ("False", "RetryingTransientError") == rig.condition("Refreshable")
@@ -258,8 +255,7 @@ async def test_a_token_unsafe_for_files_is_stored_and_its_format_keys_removed() 
     rig.add_link(outputFormats=["netrc"])
     await rig.reconcile()
     assert rig.kube.stored(SECRET, "netrc") is not None
-    rig.provider.answer = lambda rt, n: success("t\u00f6k\u00e9n", "refresh-1",
-                                                now=rig.clock.now())
+    rig.provider.answer = lambda rt, n: success("t\u00f6k\u00e9n", "refresh-1")
     rig.request_refresh("now")
     await rig.reconcile()
     assert ("refresh-1", None) == (rig.kube.stored(SECRET, "refresh_token"), rig.kube.stored(SECRET, "netrc"))
@@ -273,7 +269,7 @@ async def test_a_retry_decides_again_on_the_current_secret() -> None:
     Secret (not due any more). The retry must not exchange the fresh token again."""
     rig = Rig()
     await rig.standard()
-    rig.provider.answer = lambda rt, n: failure(TokenVerdict.TRANSIENT, "connection timed out")
+    rig.provider.answer = lambda rt, n: NO_ANSWER
     await rig.reconcile()
     assert ("False", "RetryingTransientError") == rig.condition("Refreshable")
     later = format_time(rig.clock.now() + dt.timedelta(hours=8))
@@ -292,8 +288,7 @@ async def test_an_answer_lost_in_flight_then_a_dead_grant_is_a_token_lost() -> N
     the retry with the old token is refused: that is surfaced as TokenLost, not hidden."""
     rig = Rig()
     await rig.standard()
-    answers = iter([ExchangeResult(Classified(TokenVerdict.TRANSIENT, "no answer", answered=False)),
-                    failure(TokenVerdict.DEAD_GRANT, "refused (invalid_grant)")])
+    answers = iter([NO_ANSWER, error(400, "invalid_grant")])
     rig.provider.answer = lambda rt, n: next(answers)
     await rig.reconcile()
     rig.clock.advance(600)

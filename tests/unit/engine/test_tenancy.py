@@ -82,7 +82,7 @@ async def test_a_secret_that_refuses_the_write_loses_the_token_says_so_and_stops
 
     def frozen_meanwhile(rt: str, n: int) -> Any:
         rig.kube.secrets[SECRET]["immutable"] = True
-        return success("access-1", "refresh-1", now=rig.clock.now())
+        return success("access-1", "refresh-1")
 
     rig.provider.answer = frozen_meanwhile
     await rig.reconcile()
@@ -99,8 +99,7 @@ async def test_refresh_before_longer_than_the_lifetime_refreshes_at_half_life_no
     """refreshBefore: 8h with 8-hour tokens: one refresh, then the next at half the
     lifetime, and the link says refreshBefore was clamped."""
     rig = Rig()
-    rig.provider.answer = lambda rt, n: success(f"access-{n}", f"refresh-{n}", now=rig.clock.now(),
-                                                lifetime=8 * HOUR)
+    rig.provider.answer = lambda rt, n: success(f"access-{n}", f"refresh-{n}", lifetime=8 * HOUR)
     await rig.standard(expires_in=8 * HOUR, link={"refreshBefore": "8h"})
     for _ in range(5):
         await rig.reconcile()
