@@ -4,6 +4,13 @@
 watch caches and in-memory :class:`LinkMemory`, calls :func:`decide`, acts on the
 :class:`Plan`'s action, updates the memory and decides again; when the action is
 ``NONE`` the plan's status is written if it differs from the stored one.
+
+:func:`decide` runs four ordered chains of small named steps (cert-manager's renewal
+policies are the model), each step a pure function that answers or passes:
+:data:`GUARDS` (can the link be worked on at all?), :data:`REFRESH` (refresh now, later
+or never, and what ``Refreshable`` says), :data:`CHORES` (other work when no refresh is
+on) and :data:`NOT_READY` (why ``Ready`` is false); then :func:`wake_at` and
+:func:`status_fields`. Read the chains to read the policy.
 """
 
 from __future__ import annotations
@@ -11,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from externalauth.errors import InvalidInputError
 from externalauth.model import conditions as cond
@@ -144,20 +151,6 @@ def _earliest(*moments: dt.datetime | None) -> dt.datetime | None:
     return min(present) if present else None
 
 
-def _blocked(inp: LinkInput, reason: ReadyReason, message: str,
-             *, wake_at: dt.datetime | None = None) -> Plan:
-    fields: dict[str, Any] = {"nextRefreshTime": None}
-    if inp.refresh_requested is not None:
-        fields["lastRefreshRequest"] = inp.refresh_requested
-    return Plan(
-        action=Action.NONE,
-        why=message,
-        conditions=(_c(ConditionType.READY, Status.FALSE, reason, message),),
-        fields=fields,
-        wake_at=wake_at,
-    )
-
-
 def _not_opted_in(spec: LinkSpec, label: str | None) -> str:
     want = f"{PROVIDER_LABEL}={spec.provider_name}"
     if label is None:
@@ -223,30 +216,153 @@ def _validation_due(inp: LinkInput, fp: str) -> tuple[bool, dt.datetime | None]:
     return True, None
 
 
-def decide(inp: LinkInput) -> Plan:
-    if inp.spec is None:
-        return _blocked(inp, ReadyReason.INVALID_SPEC, inp.spec_error or "the spec is invalid")
-    if inp.provider is None:
-        return _blocked(inp, ReadyReason.PROVIDER_NOT_FOUND,
-                        f"ExternalAuthProvider {inp.spec.provider_name} does not exist")
-    if inp.provider.spec is None:
-        return _blocked(inp, ReadyReason.PROVIDER_NOT_READY,
-                        f"ExternalAuthProvider {inp.spec.provider_name} is not ready: "
-                        f"{inp.provider.not_ready_message or 'unknown reason'}")
-    if not inp.secret_found:
-        return _blocked(inp, ReadyReason.SECRET_NOT_FOUND,
-                        f"Secret {inp.spec.secret_name} does not exist in this namespace",
-                        wake_at=inp.now + timing.MISSING_SECRET_RECHECK)
-    if not inp.secret_opted_in:
-        return _blocked(inp, ReadyReason.SECRET_NOT_OPTED_IN, _not_opted_in(inp.spec, inp.secret_label))
-    if inp.tokens is None:
-        return _blocked(inp, ReadyReason.SECRET_INVALID,
-                        f"Secret {inp.spec.secret_name}: {inp.secret_error or 'unusable'}")
-    if inp.secret_unwritable is not None and inp.tokens.refresh_token is not None and not inp.spec.suspend:
-        return _blocked(inp, ReadyReason.SECRET_INVALID,
-                        f"Secret {inp.spec.secret_name}: {inp.secret_unwritable}")
+# --- the chain ------------------------------------------------------------------------
+# As cert-manager's renewal policies: each question is a small pure step that either
+# answers it or passes (None), and each chain is an ordered tuple whose first answer wins.
+# The chains, read top to bottom, are the policy (``decide`` at the end only runs them).
 
-    spec, provider, tokens, mem, now = inp.spec, inp.provider.spec, inp.tokens, inp.memory, inp.now
+T = TypeVar("T")
+X = TypeVar("X")
+
+
+def first(chain: Sequence[Callable[[X], T | None]], subject: X) -> T | None:
+    """The answer of the first step in ``chain`` that has one."""
+    for step in chain:
+        answer = step(subject)
+        if answer is not None:
+            return answer
+    return None
+
+
+# --- 1. guards: can the link be worked on at all? --------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Blocked:
+    """The link cannot be worked on: Ready=False with this reason, nothing else said."""
+
+    reason: ReadyReason
+    message: str
+    recheck_at: dt.datetime | None = None  # when to look again (None: on the next event)
+
+
+def spec_invalid(inp: LinkInput) -> Blocked | None:
+    if inp.spec is not None:
+        return None
+    return Blocked(ReadyReason.INVALID_SPEC, inp.spec_error or "the spec is invalid")
+
+
+def provider_missing(inp: LinkInput) -> Blocked | None:
+    if inp.spec is None or inp.provider is not None:
+        return None
+    return Blocked(ReadyReason.PROVIDER_NOT_FOUND, f"ExternalAuthProvider {inp.spec.provider_name} does not exist")
+
+
+def provider_not_ready(inp: LinkInput) -> Blocked | None:
+    if inp.spec is None or inp.provider is None or inp.provider.spec is not None:
+        return None
+    return Blocked(ReadyReason.PROVIDER_NOT_READY,
+                   f"ExternalAuthProvider {inp.spec.provider_name} is not ready: "
+                   f"{inp.provider.not_ready_message or 'unknown reason'}")
+
+
+def secret_missing(inp: LinkInput) -> Blocked | None:
+    if inp.spec is None or inp.secret_found:
+        return None
+    return Blocked(ReadyReason.SECRET_NOT_FOUND, f"Secret {inp.spec.secret_name} does not exist in this namespace",
+                   recheck_at=inp.now + timing.MISSING_SECRET_RECHECK)
+
+
+def secret_not_opted_in(inp: LinkInput) -> Blocked | None:
+    if inp.spec is None or inp.secret_opted_in:
+        return None
+    return Blocked(ReadyReason.SECRET_NOT_OPTED_IN, _not_opted_in(inp.spec, inp.secret_label))
+
+
+def secret_unusable(inp: LinkInput) -> Blocked | None:
+    if inp.spec is None or inp.tokens is not None:
+        return None
+    return Blocked(ReadyReason.SECRET_INVALID, f"Secret {inp.spec.secret_name}: {inp.secret_error or 'unusable'}")
+
+
+def secret_unwritable(inp: LinkInput) -> Blocked | None:
+    """A Secret that could not take refreshed tokens blocks only a link that would refresh."""
+    if inp.spec is None or inp.secret_unwritable is None or inp.spec.suspend \
+            or inp.tokens is None or inp.tokens.refresh_token is None:
+        return None
+    return Blocked(ReadyReason.SECRET_INVALID, f"Secret {inp.spec.secret_name}: {inp.secret_unwritable}")
+
+
+#: Why a link cannot be worked on at all; the first that holds wins.
+GUARDS: tuple[Callable[[LinkInput], Blocked | None], ...] = (
+    spec_invalid,
+    provider_missing,
+    provider_not_ready,
+    secret_missing,
+    secret_not_opted_in,
+    secret_unusable,
+    secret_unwritable,
+)
+
+
+def blocked_plan(inp: LinkInput, blocked: Blocked) -> Plan:
+    fields: dict[str, Any] = {"nextRefreshTime": None}
+    if inp.refresh_requested is not None:
+        fields["lastRefreshRequest"] = inp.refresh_requested
+    return Plan(
+        action=Action.NONE,
+        why=blocked.message,
+        conditions=(_c(ConditionType.READY, Status.FALSE, blocked.reason, blocked.message),),
+        fields=fields,
+        wake_at=blocked.recheck_at,
+    )
+
+
+# --- the facts the other chains read -----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """A link past the guards, and what its input implies (worked out once, read by every
+    step below)."""
+
+    inp: LinkInput
+    spec: LinkSpec
+    provider: ProviderView
+    provider_spec: ProviderSpec
+    tokens: TokenSet
+    access_fp: str
+    refresh_fp: str | None  # None: the Secret has no refresh token
+    requested: bool  # a new refresh request that may be honoured now
+    request_at: dt.datetime | None  # a new refresh request: when it may be honoured
+    issued: dt.datetime | None  # when the access token was issued, if known
+    due: dt.datetime | None  # when the refresh is due (None: no expiry known)
+    expired: bool
+    reauth: bool  # the provider declared the Secret's refresh token dead
+    failure: Failure | None  # the last failure, if about the refresh token the Secret holds
+    existing_refreshable: cond.ConditionBody | None
+    validating: bool
+    validated: cond.Condition
+    validation_due: bool
+    validation_at: dt.datetime | None
+
+    @property
+    def now(self) -> dt.datetime:
+        return self.inp.now
+
+    @property
+    def wants_refresh(self) -> bool:
+        """Asked for, due, of unknown expiry, or retrying a failure."""
+        return self.requested or self.due is None or self.due <= self.now or self.failure is not None
+
+    @property
+    def never_refreshed(self) -> bool:
+        """Suspended, without a refresh token, or with a dead one."""
+        return self.spec.suspend or self.refresh_fp is None or self.reauth
+
+
+def facts_of(inp: LinkInput) -> Facts:
+    """The facts of a link that passed :data:`GUARDS`."""
+    spec, provider, tokens, mem, now = inp.spec, inp.provider, inp.tokens, inp.memory, inp.now
+    assert spec is not None and provider is not None and provider.spec is not None and tokens is not None
     access_fp = tokens.access_token.fingerprint()
     refresh_fp = tokens.refresh_token.fingerprint() if tokens.refresh_token else None
     asked = (
@@ -254,147 +370,285 @@ def decide(inp: LinkInput) -> Plan:
         and inp.refresh_requested != (mem.acted_request or inp.status.get("lastRefreshRequest"))
     )
     request_at = timing.request_allowed_at(mem.asked, now) if asked else None
-    requested = asked and request_at is not None and request_at <= now  # else: later (rate limit)
     issued = mem.last_refresh if mem.last_refresh_fingerprint == access_fp else None
     issued = issued or _status_time(inp.status, "lastRefreshTime")
-    due = timing.due_at(
-        expiry=tokens.expiry,
-        refresh_before=spec.refresh_before,
-        issued_at=issued,
-        seed=f"{inp.uid}/{format_time(tokens.expiry) if tokens.expiry else ''}",
+    validating = spec.validate and provider.spec.validate_url is not None
+    validation_due, validation_at = _validation_due(inp, access_fp) if validating else (False, None)
+    return Facts(
+        inp=inp, spec=spec, provider=provider, provider_spec=provider.spec, tokens=tokens,
+        access_fp=access_fp, refresh_fp=refresh_fp,
+        requested=asked and request_at is not None and request_at <= now,  # else: later (rate limit)
+        request_at=request_at,
+        issued=issued,
+        due=timing.due_at(expiry=tokens.expiry, refresh_before=spec.refresh_before, issued_at=issued,
+                          seed=f"{inp.uid}/{format_time(tokens.expiry) if tokens.expiry else ''}"),
+        expired=tokens.expiry is not None and tokens.expiry <= now,
+        reauth=refresh_fp is not None and mem.dead_grant_fingerprint == refresh_fp,
+        # A failure is about the refresh token that failed: once the Secret holds another one
+        # (another replica or the user refreshed it), the retry decides afresh (issue #11.5).
+        failure=mem.failure if mem.failure is not None and mem.failure.refresh_fingerprint in (
+            None, refresh_fp) else None,
+        existing_refreshable=cond.find(inp.status.get("conditions") or [], ConditionType.REFRESHABLE),
+        validating=validating,
+        validated=_validated_condition(inp, access_fp, validating),
+        validation_due=validation_due,
+        validation_at=validation_at,
     )
+
+
+# --- 2. refresh: now, later or never, and what Refreshable says --------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Refreshing:
+    condition: cond.Condition  # Refreshable
+    action: Action = Action.NONE  # NONE or REFRESH
+    why: str = "nothing to do"
+    next_refresh: dt.datetime | None = None  # when to look again for it (None: on the next event)
+
+
+def _refreshable(status: Status, reason: str, message: str) -> cond.Condition:
+    return _c(ConditionType.REFRESHABLE, status, reason, message)
+
+
+def suspended(f: Facts) -> Refreshing | None:
+    if not f.spec.suspend:
+        return None
+    return Refreshing(_refreshable(Status.FALSE, RefreshableReason.SUSPENDED, "refreshing is suspended (spec.suspend)"))
+
+
+def no_refresh_token(f: Facts) -> Refreshing | None:
+    if f.refresh_fp is not None:
+        return None
+    return Refreshing(_refreshable(Status.FALSE, RefreshableReason.NO_REFRESH_TOKEN,
+                                   "the Secret has no refresh_token: the token is validated, never refreshed"))
+
+
+def grant_dead(f: Facts) -> Refreshing | None:
+    if not f.reauth:
+        return None
+    return Refreshing(_refreshable(Status.FALSE, RefreshableReason.REAUTH_REQUIRED,
+                                   "the provider refused the refresh token: sign in again to write a new one"))
+
+
+def client_rejected(f: Facts) -> Refreshing | None:
+    """The provider refused the OAuth client: every link of it waits (a request does not)."""
+    until = f.provider.credentials_rejected_until
+    if until is None or until <= f.now or f.requested:
+        return None
+    return Refreshing(_refreshable(Status.FALSE, RefreshableReason.PROVIDER_CREDENTIALS_REJECTED,
+                                   f"the provider rejected the OAuth client of ExternalAuthProvider "
+                                   f"{f.provider_spec.name}; retrying with backoff"), next_refresh=until)
+
+
+def backing_off(f: Facts) -> Refreshing | None:
+    """A failed refresh waits for its backoff to end (a request does not)."""
+    if f.failure is None or f.failure.retry_at is None or f.failure.retry_at <= f.now or f.requested:
+        return None
+    return Refreshing(_refreshable(Status.FALSE, f.failure.reason, f.failure.message),
+                      next_refresh=f.failure.retry_at)
+
+
+def claimed_elsewhere(f: Facts) -> Refreshing | None:
+    """Another replica holds a live claim on the Secret: wait for it to end. A young claim
+    is a refresh in progress elsewhere, as replicas have all the time: not worth a word."""
+    until = f.inp.claimed_until
+    if until is None or until <= f.now or not f.wants_refresh:
+        return None
+    since = f.inp.claimed_since
+    if since is None or f.now - since >= timing.CLAIM_REPORT_AFTER:
+        condition = _refreshable(Status.FALSE, RefreshableReason.CLAIMED_ELSEWHERE,
+                                 f"another replica ({f.inp.claimed_by}) is refreshing the token; "
+                                 f"its claim ends at {format_time(until)}")
+    else:
+        condition = _unchanged(f.existing_refreshable)
+    return Refreshing(condition, next_refresh=until + timing.CLAIM_GRACE)
+
+
+def refresh_now(f: Facts) -> Refreshing | None:
+    """Until the refresh is done, Refreshable stays as it is (or says a refresh is on)."""
+    if not f.wants_refresh:
+        return None
+    why = ("refresh requested by annotation" if f.requested
+           else "retrying after a failed refresh" if f.failure is not None
+           else "no expiry known: refresh to learn it" if f.due is None
+           else "the token is due for refresh")
+    return Refreshing(_unchanged(f.existing_refreshable), action=Action.REFRESH, why=why)
+
+
+def not_yet_due(f: Facts) -> Refreshing:
+    """The last step: refreshed later, at the due time (or when a rate-limited request may go)."""
     clamp_note = (" (refreshBefore is more than half the token's lifetime: it is refreshed at half "
                   "its lifetime instead)") if timing.clamped(
-        expiry=tokens.expiry, refresh_before=spec.refresh_before, issued_at=issued) else ""
-    expired = tokens.expiry is not None and tokens.expiry <= now
-    reauth = refresh_fp is not None and mem.dead_grant_fingerprint == refresh_fp
-    # A failure is about the refresh token that failed: once the Secret holds another one
-    # (another replica or the user refreshed it), the retry decides afresh (issue #11.5).
-    failure = mem.failure if mem.failure is not None and mem.failure.refresh_fingerprint in (
-        None, refresh_fp) else None
-
-    action, why, wake, next_refresh = Action.NONE, "nothing to do", None, None
-    existing_ref = cond.find(inp.status.get("conditions") or [], ConditionType.REFRESHABLE)
-    if spec.suspend:
-        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.SUSPENDED,
-                         "refreshing is suspended (spec.suspend)")
-    elif refresh_fp is None:
-        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.NO_REFRESH_TOKEN,
-                         "the Secret has no refresh_token: the token is validated, never refreshed")
-    elif reauth:
-        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.REAUTH_REQUIRED,
-                         "the provider refused the refresh token: sign in again to write a new one")
-    elif (
-        inp.provider.credentials_rejected_until is not None
-        and inp.provider.credentials_rejected_until > now
-        and not requested
-    ):
-        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE,
-                         RefreshableReason.PROVIDER_CREDENTIALS_REJECTED,
-                         f"the provider rejected the OAuth client of ExternalAuthProvider "
-                         f"{provider.name}; retrying with backoff")
-        wake = inp.provider.credentials_rejected_until
-        next_refresh = wake
-    elif failure is not None and failure.retry_at is not None and failure.retry_at > now \
-            and not requested:
-        refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, failure.reason, failure.message)
-        wake = next_refresh = failure.retry_at
-    elif (inp.claimed_until is not None and inp.claimed_until > now
-          and (requested or due is None or due <= now or failure is not None)):
-        if inp.claimed_since is None or now - inp.claimed_since >= timing.CLAIM_REPORT_AFTER:
-            refreshable = _c(ConditionType.REFRESHABLE, Status.FALSE, RefreshableReason.CLAIMED_ELSEWHERE,
-                             f"another replica ({inp.claimed_by}) is refreshing the token; "
-                             f"its claim ends at {format_time(inp.claimed_until)}")
-        else:  # a refresh in progress elsewhere, as replicas have all the time: no status flap
-            refreshable = _unchanged(existing_ref)
-        wake = next_refresh = inp.claimed_until + timing.CLAIM_GRACE
-    elif requested or due is None or due <= now or failure is not None:
-        action = Action.REFRESH
-        why = ("refresh requested by annotation" if requested
-               else "retrying after a failed refresh" if failure is not None
-               else "no expiry known: refresh to learn it" if due is None
-               else "the token is due for refresh")
-        # Until the action is done the condition stays as it is (or says a refresh is on).
-        refreshable = _unchanged(existing_ref)
+        expiry=f.tokens.expiry, refresh_before=f.spec.refresh_before, issued_at=f.issued) else ""
+    mem, existing = f.inp.memory, f.existing_refreshable
+    if mem.last_refresh is not None and mem.last_refresh_fingerprint == f.access_fp:
+        condition = _refreshable(Status.TRUE, RefreshableReason.REFRESHED,
+                                 "the operator refreshed the token and keeps it fresh" + clamp_note)
+    elif existing is not None and existing.get("status") == Status.TRUE:
+        condition = _refreshable(Status.TRUE, existing.get("reason", RefreshableReason.NOT_YET_DUE),
+                                 existing.get("message", ""))
     else:
-        wake = next_refresh = _earliest(due, request_at)
-        if mem.last_refresh is not None and mem.last_refresh_fingerprint == access_fp:
-            refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.REFRESHED,
-                             "the operator refreshed the token and keeps it fresh" + clamp_note)
-        elif existing_ref is not None and existing_ref.get("status") == Status.TRUE:
-            refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE,
-                             existing_ref.get("reason", RefreshableReason.NOT_YET_DUE),
-                             existing_ref.get("message", ""))
-        else:
-            refreshable = _c(ConditionType.REFRESHABLE, Status.TRUE, RefreshableReason.NOT_YET_DUE,
-                             "the token is refreshed ahead of its expiry" + clamp_note)
+        condition = _refreshable(Status.TRUE, RefreshableReason.NOT_YET_DUE,
+                                 "the token is refreshed ahead of its expiry" + clamp_note)
+    return Refreshing(condition, next_refresh=_earliest(f.due, f.request_at))
 
-    if action is Action.NONE and inp.formats_stale:
-        action, why = Action.WRITE_FORMATS, "the output format keys do not match the token"
 
-    validating = spec.validate and provider.validate_url is not None
-    if action is Action.NONE and validating:
-        v_due, v_when = _validation_due(inp, access_fp)
-        if v_due and not (expired and not reauth and refresh_fp is not None and not spec.suspend):
-            action, why = Action.VALIDATE, "the token is due for validation"
-        else:
-            wake = _earliest(wake, v_when)
+#: Is the token refreshed now, later or never; the first that holds wins, else
+#: :func:`not_yet_due`.
+REFRESH: tuple[Callable[[Facts], Refreshing | None], ...] = (
+    suspended,
+    no_refresh_token,
+    grant_dead,
+    client_rejected,
+    backing_off,
+    claimed_elsewhere,
+    refresh_now,
+)
 
-    validated = _validated_condition(inp, access_fp, validating)
-    if reauth and mem.lost is not None:
-        ready = _c(ConditionType.READY, Status.FALSE, ReadyReason.SECRET_INVALID,
-                   f"a refreshed token could not be stored ({mem.lost}): sign in again")
-    elif reauth:
-        ready = _c(ConditionType.READY, Status.FALSE, ReadyReason.REAUTH_REQUIRED,
-                   "the provider refused the refresh token: sign in again")
-    elif expired:
-        ready = _c(ConditionType.READY, Status.FALSE, ReadyReason.TOKEN_EXPIRED,
-                   "the access token in the Secret has expired")
-    elif validated.reason == ValidatedReason.INVALID:
-        ready = _c(ConditionType.READY, Status.FALSE, ReadyReason.TOKEN_REJECTED,
-                   "the provider rejected the access token")
-    else:
-        ready = _c(ConditionType.READY, Status.TRUE, ReadyReason.TOKEN_CURRENT,
-                   "the Secret holds a current access token" + (
-                       f"; no output format keys: {inp.format_problem}" if inp.format_problem else "") + (
-                       f"; {inp.provider.clock_skew_message}" if inp.provider.clock_skew_message else ""))
-    if not expired and tokens.expiry is not None and action is Action.NONE:
-        wake = _earliest(wake, tokens.expiry)  # flip Ready to TokenExpired on time
 
+# --- 3. chores: other work, when no refresh is on ---------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Chore:
+    action: Action
+    why: str
+
+
+def formats_stale(f: Facts) -> Chore | None:
+    if not f.inp.formats_stale:
+        return None
+    return Chore(Action.WRITE_FORMATS, "the output format keys do not match the token")
+
+
+def validation_due(f: Facts) -> Chore | None:
+    """An expired token that will be refreshed is not validated first."""
+    if not f.validation_due or (f.expired and not f.never_refreshed):
+        return None
+    return Chore(Action.VALIDATE, "the token is due for validation")
+
+
+#: Other work when the token is not being refreshed; the first that holds wins.
+CHORES: tuple[Callable[[Facts], Chore | None], ...] = (
+    formats_stale,
+    validation_due,
+)
+
+
+# --- 4. ready: is the token in the Secret usable? ---------------------------------------
+
+def _not_ready(reason: ReadyReason, message: str) -> cond.Condition:
+    return _c(ConditionType.READY, Status.FALSE, reason, message)
+
+
+def token_lost(f: Facts) -> cond.Condition | None:
+    if not f.reauth or f.inp.memory.lost is None:
+        return None
+    return _not_ready(ReadyReason.SECRET_INVALID,
+                      f"a refreshed token could not be stored ({f.inp.memory.lost}): sign in again")
+
+
+def reauth_required(f: Facts) -> cond.Condition | None:
+    if not f.reauth:
+        return None
+    return _not_ready(ReadyReason.REAUTH_REQUIRED, "the provider refused the refresh token: sign in again")
+
+
+def token_expired(f: Facts) -> cond.Condition | None:
+    if not f.expired:
+        return None
+    return _not_ready(ReadyReason.TOKEN_EXPIRED, "the access token in the Secret has expired")
+
+
+def token_rejected(f: Facts) -> cond.Condition | None:
+    if f.validated.reason != ValidatedReason.INVALID:
+        return None
+    return _not_ready(ReadyReason.TOKEN_REJECTED, "the provider rejected the access token")
+
+
+def token_current(f: Facts) -> cond.Condition:
+    """The last step: Ready, with what is worth knowing beside it."""
+    return _c(ConditionType.READY, Status.TRUE, ReadyReason.TOKEN_CURRENT,
+              "the Secret holds a current access token" + (
+                  f"; no output format keys: {f.inp.format_problem}" if f.inp.format_problem else "") + (
+                  f"; {f.provider.clock_skew_message}" if f.provider.clock_skew_message else ""))
+
+
+#: Why the link is not Ready; the first that holds wins, else :func:`token_current`.
+NOT_READY: tuple[Callable[[Facts], cond.Condition | None], ...] = (
+    token_lost,
+    reauth_required,
+    token_expired,
+    token_rejected,
+)
+
+
+# --- 5. when to look again, and the status fields ----------------------------------------
+
+def wake_at(f: Facts, *, action: Action, next_refresh: dt.datetime | None) -> dt.datetime | None:
+    """With nothing to do, the link is looked at again at the earliest of its next refresh,
+    its next validation and its expiry (so that Ready flips to TokenExpired on time)."""
+    if action is not Action.NONE:
+        return next_refresh
+    wake = next_refresh
+    if f.validating:
+        wake = _earliest(wake, f.validation_at)
+    if not f.expired and f.tokens.expiry is not None:
+        wake = _earliest(wake, f.tokens.expiry)
+    return wake
+
+
+def status_fields(f: Facts, *, action: Action, next_refresh: dt.datetime | None) -> dict[str, Any]:
+    """The status fields other than conditions (None deletes one)."""
+    tokens, mem = f.tokens, f.inp.memory
     fields: dict[str, Any] = {
         "expiresAt": format_time(tokens.expiry) if tokens.expiry else None,
         "refreshTokenExpiresAt": (
             format_time(tokens.refresh_token_expiry) if tokens.refresh_token_expiry else None
         ),
-        "nextRefreshTime": format_time(next_refresh) if next_refresh and not spec.suspend else None,
+        "nextRefreshTime": (format_time(next_refresh) if next_refresh and not f.never_refreshed else None),
     }
     if mem.last_refresh is not None:
         fields["lastRefreshTime"] = format_time(mem.last_refresh)
-    if mem.validation is not None and mem.validation.token_fingerprint == access_fp and mem.validation.reason in (
+    v = mem.validation
+    if v is not None and v.token_fingerprint == f.access_fp and v.reason in (
         ValidatedReason.VALID, ValidatedReason.INVALID
     ):  # a verdict on an older token is not published over another replica's newer one
-        fields["lastValidationTime"] = format_time(mem.validation.at)
-        if mem.validation.digest:
-            fields["validatedTokenDigest"] = mem.validation.digest
-        if mem.validation.account:
-            fields["account"] = mem.validation.account
+        fields["lastValidationTime"] = format_time(v.at)
+        if v.digest:
+            fields["validatedTokenDigest"] = v.digest
+        if v.account:
+            fields["account"] = v.account
     acted = mem.acted_request
-    if inp.refresh_requested is not None and action is Action.NONE and (
-        spec.suspend or refresh_fp is None or reauth
-    ):
-        acted = inp.refresh_requested  # cannot be honoured: acknowledge it
+    if f.inp.refresh_requested is not None and action is Action.NONE and f.never_refreshed:
+        acted = f.inp.refresh_requested  # cannot be honoured: acknowledge it
     if acted is not None:
         fields["lastRefreshRequest"] = acted
-    if spec.suspend or refresh_fp is None or reauth:
-        fields["nextRefreshTime"] = None
+    return fields
+
+
+# --- the decision -------------------------------------------------------------------------
+
+def decide(inp: LinkInput) -> Plan:
+    """Guards, then facts; refresh (now, later, never), else a chore; Ready; when next."""
+    blocked = first(GUARDS, inp)
+    if blocked is not None:
+        return blocked_plan(inp, blocked)
+    f = facts_of(inp)
+    refreshing = first(REFRESH, f) or not_yet_due(f)
+    action, why = refreshing.action, refreshing.why
+    if action is Action.NONE:
+        chore = first(CHORES, f)
+        if chore is not None:
+            action, why = chore.action, chore.why
+    ready = first(NOT_READY, f) or token_current(f)
     return Plan(
         action=action,
         why=why,
-        conditions=(ready, refreshable, validated),
-        fields=fields,
-        wake_at=wake,
+        conditions=(ready, refreshing.condition, f.validated),
+        fields=status_fields(f, action=action, next_refresh=refreshing.next_refresh),
+        wake_at=wake_at(f, action=action, next_refresh=refreshing.next_refresh),
         ready=ready.status == Status.TRUE,
-        requested=requested and action is Action.REFRESH,
+        requested=f.requested and action is Action.REFRESH,
     )
 
 
