@@ -22,6 +22,9 @@ _INLINE_CODE = re.compile(r"`+[^`]*`+")
 _LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"")
+_FILE_NAMED = re.compile(r"`([A-Za-z0-9_./-]+\.(?:py|sh|yaml|json|tpl))`")
+#: Files of other projects that the guides name (a decision record quotes their source).
+ELSEWHERE = frozenset({"oauth2_session.py"})
 
 
 def _tracked() -> list[Path]:
@@ -121,6 +124,34 @@ def test_no_tracked_file_points_outside_the_repository() -> None:
 def test_relative_links_lead_somewhere(path: Path) -> None:
     """Each relative Markdown link names an existing file, and its #anchor an existing heading."""
     assert [] == broken_links(path)
+
+
+def missing_files(text: str, tracked: list[str]) -> list[str]:
+    """The file names in backticks (``kube/watching.py``, ``hack/build-image.sh``) that no
+    tracked file's path ends with."""
+    return sorted({name for name in _FILE_NAMED.findall(text)
+                   if name not in ELSEWHERE
+                   and not any(t == name or t.endswith("/" + name) for t in tracked)})
+
+
+@pytest.mark.parametrize("path", [p for p in _guides() if p.name != "CHANGELOG.md"],
+                         ids=lambda p: f"every file {p.relative_to(ROOT)} names exists")
+def test_files_named_in_the_guides_exist(path: Path) -> None:
+    """A guide that names a source file names one that exists (a rename updates the docs;
+    the changelog is history and may name old files)."""
+    tracked = [str(p.relative_to(ROOT)) for p in _tracked()]
+    assert [] == missing_files(path.read_text(encoding="utf-8"), tracked)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("see `engine/reconciler.py`", [], id="a path inside the package is found by its tail"),
+    pytest.param("see `memory.py`", ["memory.py"], id="a renamed file is reported"),
+    pytest.param("see `oauth2_session.py`", [], id="another project's file is not ours to have"),
+])
+def test_missing_files_are_found(text: str, expected: list[str]) -> None:
+    """The file check reports a name no tracked path ends with, and only that."""
+    tracked = ["operator/externalauth/engine/reconciler.py", "operator/externalauth/memory_report.py"]
+    assert expected == missing_files(text, tracked)
 
 
 @pytest.mark.parametrize(("heading", "expected"), [
