@@ -33,12 +33,12 @@ say = @printf '\n==> %s\n' "$(1)"
 .PHONY: venv
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(call say,creating $(VENV) and installing '.[dev]' (first time: 1-3 min))
+$(STAMP): pyproject.toml sim/pyproject.toml
+	$(call say,creating $(VENV) and installing '.[dev]' and the provider simulator ./sim (first time: 1-3 min))
 	@test -n "$(PYTHON)" || { echo "error: need python >= 3.11 on PATH (or make PYTHON=...)" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./sim
 	@touch $@
 
 .PHONY: control-plane
@@ -104,7 +104,7 @@ unit: venv
 .PHONY: lint
 lint: venv
 	$(call say,ruff)
-	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/ruff check operator sim tests hack bench
 	$(call say,mypy)
 	$(BIN)/mypy
 	$(call say,import-linter)
@@ -124,7 +124,7 @@ demo: venv control-plane
 
 .PHONY: clean
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist operator/*.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist operator/*.egg-info sim/build sim/*.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Also drop the virtualenv (the control-plane cache in ~/.cache/externalauth stays).

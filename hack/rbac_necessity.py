@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "sim"), str(ROOT / "bench")]
 
 from common import CLIENT_ID, STARTED, bench  # noqa: E402
 

@@ -101,7 +101,7 @@ def test_control_api_rejects_bad_input_with_400(simulator):
 
 def test_providersim_process_serves_and_exits_cleanly_on_sigterm(tmp_path):
     """`python -m providersim` writes ca.pem and url, answers /_sim/stats, exits 0 on SIGTERM."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "sim")}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -133,7 +133,7 @@ def test_providersim_process_serves_and_exits_cleanly_on_sigterm(tmp_path):
 
 
 def test_providersim_help_works():
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "sim")}
     r = subprocess.run(
         [sys.executable, "-m", "providersim", "--help"],
         capture_output=True,
@@ -153,8 +153,8 @@ _WITHOUT_CRYPTOGRAPHY = (
 
 
 def test_providersim_without_cryptography_says_so_in_one_line(tmp_path):
-    """Without the `simulator` extra, providersim names the missing package and the extra; no traceback."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    """Without `cryptography` (its one dependency), providersim names how to install it; no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "sim")}
     r = subprocess.run(
         [sys.executable, "-c", _WITHOUT_CRYPTOGRAPHY, "--port", "0", "--state-dir", str(tmp_path)],
         capture_output=True,
@@ -165,5 +165,5 @@ def test_providersim_without_cryptography_says_so_in_one_line(tmp_path):
     lines = r.stderr.splitlines()
     assert (2, 1) == (r.returncode, len(lines)), r.stderr
     assert "'cryptography' package is missing" in lines[0]
-    assert "externalauth-operator[simulator]" in lines[0]
+    assert "pip install externalauth-providersim" in lines[0]
     assert not (tmp_path / "url").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 MISSING_CRYPTOGRAPHY = (
     "providersim: the 'cryptography' package is missing; "
-    "install it with: pip install 'externalauth-operator[simulator]'"
+    "install it with: pip install externalauth-providersim (in a checkout: pip install -e ./sim)"
 )
 
 
