@@ -9,7 +9,6 @@ write formats or validate, each in its own room and each returning an outcome) â
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -18,6 +17,7 @@ import socket
 import uuid
 
 from externalauth import metrics
+from externalauth.engine.background import Background
 from externalauth.engine.caches import Affected, Caches
 from externalauth.engine.ports import Clock, KubePort, ProviderFactory, SystemClock
 from externalauth.engine.provider_states import Providers
@@ -84,7 +84,7 @@ class Engine:
         self.recorder = Recorder(kube=kube, caches=self.caches, clock=clock)
         self.scheduler = Scheduler(self._reconcile_key, concurrency=settings.concurrency, clock=clock)
         self._warned_rt: dict[LinkKey, str] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self.background = Background()  # provider reconciles started by a watch event
 
     # --- watch events in -------------------------------------------------------------
     def on_link(self, kind: str, body: RawBody) -> None:
@@ -110,9 +110,7 @@ class Engine:
             affected = self.caches.store_secret(body)
         self._schedule(affected)
         for name in affected.providers:  # a client secret changed
-            task = asyncio.get_running_loop().create_task(self._reconcile_provider(name))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self.background.start(self._reconcile_provider(name), name=f"provider {name}")
 
     async def _reconcile_provider(self, name: str) -> None:
         await self.providers.reconcile(name)
@@ -452,7 +450,6 @@ class Engine:
         grace = self.settings.shutdown_grace
         await self.scheduler.stop(grace=grace)
         await self.writer.drain(grace=grace)
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=5.0)
+        await self.background.wait(timeout=5.0)
         await self.recorder.drain(grace=5.0)
         self.providers.close()

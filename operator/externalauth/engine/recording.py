@@ -3,13 +3,13 @@ events (posted in the background, never on the refresh path) and its gauges."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import enum
 import logging
 
 from externalauth import metrics
+from externalauth.engine.background import Background
 from externalauth.engine.caches import Caches
 from externalauth.engine.ports import Clock, KubePort
 from externalauth.errors import ExternalAuthError, NotFoundError
@@ -46,7 +46,7 @@ class Recorder:
         self._caches = caches
         self._clock = clock
         self._ready_gauge: dict[LinkKey, tuple[str, str]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self.background = Background()  # events being posted
 
     # --- status -----------------------------------------------------------------------
     async def write_status(self, key: LinkKey, *, body: RawBody, plan: deciding.Plan,
@@ -114,10 +114,7 @@ class Recorder:
             except ExternalAuthError as e:
                 log.info("cannot post event %s on %s/%s: %s", reason, key[0], key[1], e)
 
-        task = asyncio.get_running_loop().create_task(post(), name=f"event {reason} {key}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.background.start(post(), name=f"event {reason} {key}")
 
     async def drain(self, *, grace: float) -> None:
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=grace)
+        await self.background.wait(timeout=grace)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 from externalauth import metrics
+from externalauth.engine.background import Background
 from externalauth.engine.caches import Caches
 from externalauth.engine.ports import Clock, KubePort
 from externalauth.errors import (
@@ -76,7 +77,7 @@ class SecretWriter:
         self._lease = claim_lease
         self._locks: dict[LinkKey, asyncio.Lock] = {}
         self._users: collections.Counter[LinkKey] = collections.Counter()
-        self._inflight: set[asyncio.Task[PersistOutcome]] = set()
+        self._inflight = Background()  # persists: not interrupted, drained at shut-down
 
     @contextlib.asynccontextmanager
     async def lock(self, key: LinkKey) -> AsyncIterator[None]:
@@ -162,10 +163,8 @@ class SecretWriter:
         """Write ``data`` (the new token keys) and drop our claim, compare-and-swap, until
         written or superseded. Runs in its own task: cancelling the caller does not stop it,
         and :meth:`drain` waits for it at shutdown."""
-        task = asyncio.get_running_loop().create_task(
-            self._persist(key, base=base, consumed=consumed, data=data), name=f"persist {key}")
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        task = self._inflight.start(self._persist(key, base=base, consumed=consumed, data=data),
+                                    name=f"persist {key}")
         return await asyncio.shield(task)
 
     async def _persist(self, key: LinkKey, *, base: RawBody, consumed: SecretStr,
@@ -247,4 +246,4 @@ class SecretWriter:
     async def drain(self, *, grace: float) -> None:
         if self._inflight:
             log.info("waiting for %d token write(s) to land", len(self._inflight))
-            await asyncio.wait(set(self._inflight), timeout=grace)
+            await self._inflight.wait(timeout=grace)

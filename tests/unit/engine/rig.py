@@ -98,9 +98,11 @@ class Rig:
         return [reason for _, reason, _ in self.kube.events]
 
     async def settle(self) -> None:
-        """Let background tasks (events) run."""
-        for _ in range(5):
-            await asyncio.sleep(0)
+        """Wait until every task the engine left running is done: provider reconciles, and
+        the events they and the refreshes post (exact: no counting of loop turns)."""
+        while len(self.engine.background) or len(self.engine.recorder.background):
+            assert await self.engine.background.wait(timeout=5.0), "provider reconciles never ended"
+            assert await self.engine.recorder.background.wait(timeout=5.0), "events never posted"
 
 
 async def until(condition: Callable[[], object], *, rounds: int = 1000) -> None:
