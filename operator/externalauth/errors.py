@@ -19,6 +19,11 @@ class ForbiddenError(PermanentError):
     """The API server refused our credentials (401) or RBAC said no (403)."""
 
 
+class UnauthorizedError(ForbiddenError):
+    """The API server did not accept our credentials at all (401): they expired or were
+    revoked; signing in again (a new kubeconfig token) is what helps."""
+
+
 class RejectedError(PermanentError):
     """The API server refused the object itself (400, 413, 422: invalid, immutable, too
     large): the same write can never succeed."""

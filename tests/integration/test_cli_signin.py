@@ -203,21 +203,21 @@ def test_a_token_endpoint_that_redirects_the_code_exchange_is_not_followed(
     assert [] == token_secrets(world)
 
 
-def test_a_browser_that_never_comes_back_times_out_with_exit_4(world: World, kubeconfig: Path) -> None:
+def test_a_browser_that_never_comes_back_times_out_with_exit_5(world: World, kubeconfig: Path) -> None:
     generic_provider(world)
     run = browser_login(world, kubeconfig, "--timeout", "2s")
     redirect = parse_qs(urlsplit(run.line(URL).group(1)).query)["redirect_uri"][0]
     port = int(CALLBACK.match(redirect).group(1))  # type: ignore[union-attr]
     rc, _, err = run.finish()
-    assert (4, True, True) == (rc, "no sign-in came back from the browser within 2s" in assert_one_line_error(err),
+    assert (5, True, True) == (rc, "no sign-in came back from the browser within 2s" in assert_one_line_error(err),
                                closed(port))
     assert [] == token_secrets(world)
 
 
-def test_a_device_code_that_expires_unapproved_exits_4(world: World, kubeconfig: Path) -> None:
+def test_a_device_code_that_expires_unapproved_exits_5(world: World, kubeconfig: Path) -> None:
     world.make_provider()
     rc, _, err = Login(world.provider, "-n", world.ns, "--timeout", "2s", "--kubeconfig", str(kubeconfig)).finish()
-    assert (4, True) == (rc, "expired" in assert_one_line_error(err))
+    assert (5, True) == (rc, "expired" in assert_one_line_error(err))
 
 
 # --- defaults ----------------------------------------------------------------------------------
@@ -262,14 +262,14 @@ def test_status_of_one_link_shows_its_conditions_and_events_and_exits_0(
     assert any(row.split()[3] == "Refreshed" for row in events), r.stdout  # AGE is two words ("1s ago")
 
 
-def test_status_of_a_link_that_needs_a_sign_in_exits_3(world: World, operator: Any, kubeconfig: Path) -> None:
+def test_status_of_a_link_that_needs_a_sign_in_exits_4(world: World, operator: Any, kubeconfig: Path) -> None:
     """A Secret that is not opted in: only `login` fixes it."""
     world.make_provider()
     world.make_token_secret("gh-token", labels={})
     world.make_link("gh", secret="gh-token")
     world.wait_condition("gh", "Ready", "False", "SecretNotOptedIn")
     r = cli("status", "gh", "-n", world.ns, "-o", "json", "--kubeconfig", str(kubeconfig))
-    assert (3, "SecretNotOptedIn") == (r.returncode, yaml.safe_load(r.stdout)["conditions"][0]["reason"])
+    assert (4, "SecretNotOptedIn") == (r.returncode, yaml.safe_load(r.stdout)["conditions"][0]["reason"])
 
 
 def test_status_watch_prints_again_on_a_change_and_ctrl_c_exits_130(world: World, kubeconfig: Path) -> None:

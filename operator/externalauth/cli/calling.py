@@ -10,20 +10,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import urllib3
 
 from externalauth import GROUP, VERSION
-from externalauth.cli import namespaces
+from externalauth.cli import exits, namespaces
 from externalauth.cli.formatting import printable
+from externalauth.cli.kubeflags import DEFAULT_REQUEST_TIMEOUT, KubeFlags
 from externalauth.errors import NotFoundError, PermanentError
 from externalauth.kube import api, translating
-from externalauth.kube.connecting import Connection, connect
+from externalauth.kube.connecting import Connection, Response, connect
 
 API = f"{GROUP}/{VERSION}"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSON = {"Content-Type": "application/json"}
 LINK_KIND = "ExternalAuthLink"
+
+
+def _impersonation(flags: KubeFlags) -> list[tuple[str, str]]:
+    """The impersonation headers for ``--as`` / ``--as-group`` (what kubectl sends)."""
+    if not flags.as_user:
+        return []
+    return [("Impersonate-User", flags.as_user), *(("Impersonate-Group", g) for g in flags.as_groups)]
 
 
 class WatchExpired(Exception):
@@ -33,14 +43,21 @@ class WatchExpired(Exception):
 class Cluster:
     """A few typed calls, shaped for the CLI commands."""
 
-    def __init__(self, client: Connection) -> None:
+    def __init__(self, client: Connection, *, impersonate: Sequence[tuple[str, str]] = ()) -> None:
         self.client = client
+        self._identity = tuple(impersonate)  # (header, value) pairs, a header possibly repeated
 
     @classmethod
-    def open(cls, *, kubeconfig: str | None, context: str | None, timeout: float = 15.0) -> Cluster:
-        if kubeconfig and not os.path.isfile(kubeconfig):
-            raise PermanentError(f"kubeconfig file {kubeconfig} does not exist")
-        return cls(connect(kubeconfig=kubeconfig, context=context, pool_size=4, timeout=timeout))
+    def open(cls, flags: KubeFlags, *, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Cluster:
+        """A client as the flags say (``timeout``: per request, unless ``--request-timeout``)."""
+        if flags.kubeconfig and not os.path.isfile(flags.kubeconfig):
+            raise PermanentError(f"kubeconfig file {flags.kubeconfig} does not exist")
+        if flags.as_groups and not flags.as_user:
+            raise exits.CommandError("--as-group needs --as (a user to act as)", code=exits.ExitCode.USAGE)
+        limit = flags.timeout(timeout)
+        client = connect(kubeconfig=flags.kubeconfig, context=flags.context, pool_size=4,
+                         timeout=cast(float, limit))  # None (no limit) is urllib3's own "no timeout"
+        return cls(client, impersonate=_impersonation(flags))
 
     @property
     def default_namespace(self) -> str:
@@ -57,8 +74,15 @@ class Cluster:
         return namespaces.choose(explicit=explicit, context=self.context_namespace,
                                  pod=namespaces.read_pod_namespace())
 
+    def _send(self, method: str, what: str, *, headers: Mapping[str, str] | None = None,
+              **kwargs: Any) -> Response:
+        sent = urllib3.HTTPHeaderDict(headers or {})
+        for key, value in self._identity:
+            sent.add(key, value)
+        return api.send(self.client, method, what=what, headers=sent, **kwargs)
+
     def _call(self, method: str, what: str, **kwargs: Any) -> dict[str, Any]:
-        resp = api.send(self.client, method, what=what, **kwargs)
+        resp = self._send(method, what, **kwargs)
         return translating.json_object(resp, what=what)
 
     # --- providers ---------------------------------------------------------------
@@ -98,9 +122,8 @@ class Cluster:
                   "timeoutSeconds": str(max(1, seconds))}
         if name:
             params["fieldSelector"] = f"metadata.name={name}"
-        resp = api.send(self.client, "GET", what=what, version=API, namespace=namespace,
-                               url="externalauthlinks", params=params, stream=True,
-                               timeout=(10, max(1, seconds) + 30))
+        resp = self._send("GET", what, version=API, namespace=namespace, url="externalauthlinks", params=params,
+                          stream=True, timeout=(10, max(1, seconds) + 30))
         with contextlib.closing(resp):
             if resp.status_code == 410:
                 raise WatchExpired()

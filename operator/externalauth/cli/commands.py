@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from externalauth.cli import describing, exits, formatting
+from externalauth.cli import describing, exits, formatting, kubeflags
 from externalauth.cli.calling import Cluster, WatchExpired
 from externalauth.errors import NotFoundError
 from externalauth.model.durations import format_duration
@@ -89,7 +89,7 @@ def new_request_value(now: dt.datetime) -> str:
 
 
 def refresh_command(args: argparse.Namespace) -> int:
-    cluster = Cluster.open(kubeconfig=args.kubeconfig, context=args.context)
+    cluster = Cluster.open(kubeflags.from_args(args))
     ns, name = cluster.namespace(args.namespace), args.link
     value = new_request_value(_now())
     try:
@@ -144,7 +144,10 @@ def _wait_for_request(cluster: Cluster, ns: str, name: str, *, value: str, link:
 
 # --- status --------------------------------------------------------------------------------------
 def status_command(args: argparse.Namespace) -> int:
-    cluster = Cluster.open(kubeconfig=args.kubeconfig, context=args.context)
+    if args.all_namespaces and args.namespace:
+        raise exits.CommandError("-n/--namespace is not allowed with -A/--all-namespaces",
+                                 code=exits.ExitCode.USAGE)
+    cluster = Cluster.open(kubeflags.from_args(args))
     if args.link is not None:
         if args.all_namespaces:
             raise exits.CommandError("status LINK shows one link: give its namespace with -n, not -A",

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from externalauth.cli import completing
+from externalauth.cli import completing, kubeflags
 from externalauth.errors import ExternalAuthError
 
 #: Seconds a TAB may wait for the API server before it offers nothing.
@@ -40,8 +40,11 @@ def cluster_names(need: completing.Need, words: Sequence[str]) -> list[str]:
     from externalauth.cli.calling import Cluster
 
     try:
-        cluster = Cluster.open(kubeconfig=flag_value(words, "--kubeconfig"),
-                               context=flag_value(words, "--context"), timeout=CLUSTER_TIMEOUT)
+        groups = tuple(g for i, g in enumerate(words[1:]) if words[i] == "--as-group")
+        flags = kubeflags.KubeFlags(kubeconfig=flag_value(words, "--kubeconfig"),
+                                    context=flag_value(words, "--context"),
+                                    as_user=flag_value(words, "--as"), as_groups=groups)
+        cluster = Cluster.open(flags, timeout=CLUSTER_TIMEOUT)
         if need is completing.Need.PROVIDER:
             return cluster.list_names("externalauthproviders")
         if need is completing.Need.NAMESPACE:

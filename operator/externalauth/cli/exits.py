@@ -1,7 +1,8 @@
 """The exit codes of ``externalauth``, and what decides them. Pure.
 
-Scripts branch on these (``externalauth refresh gh --wait || [ $? -eq 3 ] && externalauth
-login gh``); the user guide and every ``--help`` list them:
+Scripts branch on these (``externalauth refresh gh --wait || [ $? -eq 4 ] && externalauth
+login gh``); docs/cli.md and every ``--help`` list them. 4 means "authentication required",
+as it does for ``gh``:
 
 ====  =======================================================================
 code  meaning
@@ -9,8 +10,9 @@ code  meaning
 0     done (for ``status LINK``: the link is Ready)
 1     failed (the message says why; the cluster, the provider or the admin)
 2     usage: the command line is wrong
-3     the user must sign in again: ``externalauth login`` fixes it
-4     timed out (no approval in time, the operator did not act in time)
+4     sign in again: ``externalauth login`` fixes the link, or the API server
+      refused the kubeconfig's credentials (401)
+5     timed out (no approval in time, the operator did not act in time)
 130   interrupted (Ctrl-C)
 ====  =======================================================================
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from externalauth.errors import ExternalAuthError
+from externalauth.errors import ExternalAuthError, UnauthorizedError
 from externalauth.model.reasons import ConditionType, ReadyReason, RefreshableReason, Status
 
 
@@ -28,8 +30,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILED = 1
     USAGE = 2
-    SIGN_IN_AGAIN = 3
-    TIMED_OUT = 4
+    SIGN_IN_AGAIN = 4
+    TIMED_OUT = 5
     INTERRUPTED = 130
 
 
@@ -38,9 +40,10 @@ EPILOG = """exit codes:
   0    done (status LINK: the link is Ready)
   1    failed (the message says why)
   2    usage: the command line is wrong
-  3    sign in again: `externalauth login` fixes it (ReauthRequired, TokenRejected,
-       SecretNotFound, SecretNotOptedIn, an expired token without a refresh token)
-  4    timed out (no approval in time, or the operator did not act in time)
+  4    sign in again: `externalauth login` fixes the link (ReauthRequired,
+       TokenRejected, SecretNotFound, SecretNotOptedIn, an expired token without
+       a refresh token), or the API server refused your credentials (HTTP 401)
+  5    timed out (no approval in time, or the operator did not act in time)
   130  interrupted"""
 
 
@@ -73,6 +76,8 @@ def code_for(error: BaseException) -> ExitCode:
         return ExitCode.INTERRUPTED
     if isinstance(error, CommandError):
         return error.code
+    if isinstance(error, UnauthorizedError):  # the kubeconfig's credentials expired or were revoked
+        return ExitCode.SIGN_IN_AGAIN
     return ExitCode.FAILED
 
 
@@ -115,7 +120,7 @@ def needs_sign_in(status: Mapping[str, object]) -> bool:
 
 
 def code_for_link(status: Mapping[str, object]) -> ExitCode:
-    """``status LINK``'s exit code: 0 Ready (and refreshable, or static), 3 when only a sign-in
+    """``status LINK``'s exit code: 0 Ready (and refreshable, or static), 4 when only a sign-in
     helps, else 1 (not Ready, or not decided yet)."""
     if needs_sign_in(status):
         return ExitCode.SIGN_IN_AGAIN

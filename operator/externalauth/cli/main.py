@@ -139,13 +139,42 @@ class _OutputFormats:
         return iter(self._values())
 
 
-def add_kube_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubeconfig", help="path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--context", help="the kubeconfig context to use")
+def _request_timeout(text: str) -> float:
+    from externalauth.cli.kubeflags import parse_request_timeout
+
+    try:
+        return parse_request_timeout(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 _NAMESPACE_HELP = ("namespace of the link (default: the kubeconfig context's namespace; in a pod, the pod's "
                    "namespace; else default)")
+KUBE_FLAGS_TITLE = "Kubernetes flags (before or after the command)"
+
+
+def add_kube_flags(p: argparse.ArgumentParser, *, after: bool, namespace: bool = True,
+                   identity: bool = True) -> None:
+    """The flags kubectl users give anywhere on the line. On the top-level parser they default
+    to None; after a command (``after``) they default to *not set*, so that a value given before
+    the command is not overwritten by the command's default (argparse copies a subcommand's
+    values over the top level's)."""
+    default = argparse.SUPPRESS if after else None
+    g = p.add_argument_group(KUBE_FLAGS_TITLE)
+    g.add_argument("--kubeconfig", default=default, metavar="PATH",
+                   help="path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster)")
+    g.add_argument("--context", default=default, metavar="NAME", help="the kubeconfig context to use")
+    if namespace:
+        g.add_argument("-n", "--namespace", type=_namespace, default=default, metavar="NS", help=_NAMESPACE_HELP)
+    if not identity:  # `run`: the operator's own client takes only where to connect
+        return
+    g.add_argument("--request-timeout", type=_request_timeout, default=default, metavar="DURATION",
+                   help="how long one API request may take, as kubectl: 30s, 1m, a number of seconds; "
+                        "0 for no limit (default 15s)")
+    g.add_argument("--as", dest="as_user", default=default, metavar="USER",
+                   help="act as this user (impersonation; needs the impersonate permission)")
+    g.add_argument("--as-group", dest="as_groups_after" if after else "as_groups", action="append",
+                   default=default, metavar="GROUP", help="act as a member of this group (repeatable; with --as)")
 
 
 # --- the parser ----------------------------------------------------------------------------
@@ -153,6 +182,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=DESCRIPTION, epilog=exits.EPILOG,
                      formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"externalauth {__version__}")
+    add_kube_flags(parser, after=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -193,7 +223,6 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def _add_login(login: argparse.ArgumentParser) -> None:
     login.add_argument("provider", metavar="PROVIDER", type=_name("provider"),
                        help="name of the ExternalAuthProvider (kubectl get eap)")
-    login.add_argument("-n", "--namespace", type=_namespace, metavar="NS", help=_NAMESPACE_HELP)
     login.add_argument("--link", type=_name("link"), metavar="NAME",
                        help="name of the ExternalAuthLink to create or update (default: PROVIDER)")
     login.add_argument("--secret", type=_name("secret"), metavar="NAME",
@@ -213,31 +242,27 @@ def _add_login(login: argparse.ArgumentParser) -> None:
                        help="write the token into an existing Secret that is not a token Secret")
     login.add_argument("--no-browser-hint", action="store_true",
                        help="device flow: print only the URL and the code, no advice on opening a browser")
-    add_kube_flags(login)
+    add_kube_flags(login, after=True)
 
 
 def _add_refresh(refresh: argparse.ArgumentParser) -> None:
     refresh.add_argument("link", metavar="LINK", type=_name("link"), help="the ExternalAuthLink")
-    refresh.add_argument("-n", "--namespace", type=_namespace, metavar="NS", help=_NAMESPACE_HELP)
     refresh.add_argument("--wait", action="store_true",
                          help="wait (on a watch of the link) until the operator acted; non-zero if it failed")
     refresh.add_argument("--timeout", type=_timeout, default="60s", metavar="DURATION",
                          help="how long --wait waits (default 60s)")
-    add_kube_flags(refresh)
+    add_kube_flags(refresh, after=True)
 
 
 def _add_status(status: argparse.ArgumentParser) -> None:
     status.add_argument("link", metavar="LINK", nargs="?", type=_name("link"),
                         help="show this link in detail (conditions, times, last events)")
-    scope = status.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", type=_namespace, metavar="NS",
-                       help="namespace to show (default: the kubeconfig context's; in a pod, the pod's)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace")
+    status.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace (not with -n)")
     status.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
                         help="output format (default table; json/yaml: the rows, or the link object for LINK)")
     status.add_argument("-w", "--watch", action="store_true",
                         help="after the first answer, print again on every change (a watch, until Ctrl-C)")
-    add_kube_flags(status)
+    add_kube_flags(status, after=True)
 
 
 def _add_run(run: argparse.ArgumentParser) -> None:
@@ -270,7 +295,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--debug", action="store_true", help="log everything (never tokens)")
     run.add_argument("--log-format", choices=("plain", "json"), default="plain",
                      help="plain: timestamped lines (default); json: one JSON object per line")
-    add_kube_flags(run)
+    add_kube_flags(run, after=True, namespace=False, identity=False)
 
 
 # --- run -----------------------------------------------------------------------------------
@@ -294,7 +319,22 @@ def _missing_operator_dependency() -> str | None:
     return None
 
 
+def _run_scope(args: argparse.Namespace) -> list[str]:
+    """``run``'s namespaces: its own ``-n`` (repeatable) plus a ``-n`` given before ``run``."""
+    given = [*([args.namespace] if args.namespace else []), *args.namespaces]
+    if given and args.all_namespaces:
+        raise exits.CommandError("-n/--namespace is not allowed with -A/--all-namespaces",
+                                 code=exits.ExitCode.USAGE)
+    for flag, value in (("--request-timeout", args.request_timeout), ("--as", args.as_user),
+                        ("--as-group", args.as_groups)):
+        if value:
+            raise exits.CommandError(f"{flag} is for the workspace commands; `run` acts as its own "
+                                     "identity from the kubeconfig or the pod", code=exits.ExitCode.USAGE)
+    return list(dict.fromkeys(given))
+
+
 def run_command(args: argparse.Namespace) -> int:
+    namespaces = _run_scope(args)
     missing = _missing_operator_dependency()
     if missing is not None:
         raise exits.CommandError(f"`externalauth run` needs the operator's dependencies ({missing} is not "
@@ -303,7 +343,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     metrics_host, metrics_port = _metrics_listener(args)
     return runner.run(
-        namespaces=args.namespaces,
+        namespaces=namespaces,
         all_namespaces=args.all_namespaces,
         peering=args.peering,
         standalone=args.standalone,

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from externalauth.cli import exits, formatting, plans
+from externalauth.cli import exits, formatting, kubeflags, plans
 from externalauth.cli.calling import Cluster
 from externalauth.cli.countdown import Countdown
 from externalauth.errors import ConflictError, InvalidInputError, NotFoundError, PermanentError
@@ -104,7 +104,7 @@ def _tty(stream: TextIO) -> bool:
 def login_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    cluster = Cluster.open(kubeconfig=args.kubeconfig, context=args.context)
+    cluster = Cluster.open(kubeflags.from_args(args))
     ns = cluster.namespace(args.namespace)
     link = args.link or args.provider
     secret_name = args.secret or f"{link}-token"

@@ -294,7 +294,11 @@ class Connection:
         limit = self.timeout if timeout is None else timeout
         how = urllib3.Timeout(connect=limit[0], read=limit[1]) if isinstance(limit, tuple) \
             else urllib3.Timeout(connect=limit, read=limit)
-        sent = {**self._headers, **headers} if headers else dict(self._headers)
+        sent = urllib3.HTTPHeaderDict(self._headers)  # keeps a repeated header (Impersonate-Group)
+        if headers:
+            for key in headers:
+                sent.discard(key)
+            sent.extend(headers)
         source = self.config.source
         token = source.current().token if source is not None else None
         while True:

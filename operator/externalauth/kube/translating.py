@@ -40,6 +40,7 @@ from externalauth.errors import (
     PermanentError,
     RejectedError,
     TransientError,
+    UnauthorizedError,
 )
 
 #: The longest wait a ``Retry-After`` may ask for, in seconds.
@@ -114,7 +115,8 @@ def error_for_answer(answer: Answer, *, what: str) -> ExternalAuthError | None:
     quoted = f": {said}" if said else ""
     if code in (401, 403):
         word = "unauthorized" if code == 401 else "forbidden"
-        return ForbiddenError(f"{what}: {word} (HTTP {code}; check your kubeconfig and RBAC){quoted}")
+        kind = UnauthorizedError if code == 401 else ForbiddenError
+        return kind(f"{what}: {word} (HTTP {code}; check your kubeconfig and RBAC){quoted}")
     if code == 429 or code >= 500:
         return TransientError(
             f"{what}: the API server answered {code}{quoted}",

@@ -8,7 +8,7 @@ import pytest
 
 from externalauth.cli import exits
 from externalauth.cli.exits import ExitCode
-from externalauth.errors import NotFoundError, PermanentError, TransientError
+from externalauth.errors import ForbiddenError, NotFoundError, PermanentError, TransientError, UnauthorizedError
 
 
 def cond(kind: str, status: str, reason: str) -> dict[str, Any]:
@@ -58,8 +58,11 @@ def test_the_exit_code_of_a_link(status: dict[str, Any], expected: ExitCode) -> 
 
 
 @pytest.mark.parametrize(("error", "expected"), [
-    pytest.param(exits.SignInAgain("x"), ExitCode.SIGN_IN_AGAIN, id="sign in again is 3"),
-    pytest.param(exits.TimedOut("x"), ExitCode.TIMED_OUT, id="a timeout is 4"),
+    pytest.param(exits.SignInAgain("x"), ExitCode.SIGN_IN_AGAIN, id="sign in again is 4"),
+    pytest.param(UnauthorizedError("x"), ExitCode.SIGN_IN_AGAIN,
+                 id="credentials the API server refuses (401) mean sign in again, as gh"),
+    pytest.param(ForbiddenError("x"), ExitCode.FAILED, id="RBAC saying no (403) is a failure, not a sign-in"),
+    pytest.param(exits.TimedOut("x"), ExitCode.TIMED_OUT, id="a timeout is 5"),
     pytest.param(exits.CommandError("x", code=ExitCode.USAGE), ExitCode.USAGE,
                  id="a usage mistake found after parsing is 2"),
     pytest.param(exits.CommandError("x"), ExitCode.FAILED, id="a command error is 1 by default"),
@@ -70,6 +73,12 @@ def test_the_exit_code_of_a_link(status: dict[str, Any], expected: ExitCode) -> 
 ])
 def test_the_exit_code_of_an_error(error: BaseException, expected: ExitCode) -> None:
     assert expected == exits.code_for(error)
+
+
+def test_the_codes_are_the_contracts() -> None:
+    """Scripts written for gh branch on 4 = authentication required; 5 = timed out."""
+    assert {"OK": 0, "FAILED": 1, "USAGE": 2, "SIGN_IN_AGAIN": 4, "TIMED_OUT": 5, "INTERRUPTED": 130} == {
+        c.name: int(c) for c in ExitCode}
 
 
 def test_the_help_epilog_lists_every_exit_code() -> None:

@@ -22,6 +22,7 @@ from externalauth.errors import (
     PermanentError,
     RejectedError,
     TransientError,
+    UnauthorizedError,
 )
 from externalauth.kube import translating
 
@@ -65,9 +66,9 @@ ANSWERS = [
     pytest.param(answer(200, body={"kind": "Secret"}), (None, None, None), id="a 200 is no error"),
     pytest.param(answer(201, body={"kind": "Event"}), (None, None, None), id="a 201 is no error"),
     pytest.param(answer(401, "Unauthorized"),
-                 (ForbiddenError, f"{WHAT}: unauthorized (HTTP 401; check your kubeconfig and RBAC): Unauthorized",
-                  None),
-                 id="a 401 is forbidden: the credentials were refused"),
+                 (UnauthorizedError, f"{WHAT}: unauthorized (HTTP 401; check your kubeconfig and RBAC): "
+                                     "Unauthorized", None),
+                 id="a 401 is unauthorized (a kind of forbidden): the credentials were refused"),
     pytest.param(answer(403, 'secrets "s" is forbidden: User "alice" cannot patch resource "secrets"'),
                  (ForbiddenError, f'{WHAT}: forbidden (HTTP 403; check your kubeconfig and RBAC): secrets "s" is '
                                   'forbidden: User "alice" cannot patch resource "secrets"', None),
