@@ -208,6 +208,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         description="A table of ExternalAuthLinks (provider, readiness, account, expiry, last "
                                     "refresh, why not ready), or one LINK in detail with its conditions and last "
                                     "events. -w watches and prints again on every change."))
+    token = command("token", "externalauth.cli.token:token_command",
+                    help="print a link's current access token (for scripts)",
+                    description="Print LINK's current access token, read from the token Secret the link "
+                                "names, and nothing else on stdout (like gh auth token): "
+                                "git -c http.extraHeader=\"Authorization: Bearer $(externalauth token gh)\" ... "
+                                "The Secret must carry the label externalauth.io/provider=<the link's "
+                                "provider>. Needs get on the link and on the Secret.")
+    token.add_argument("link", metavar="LINK", type=_name("link"), help="the ExternalAuthLink")
+    add_kube_flags(token, after=True)
     completion = command("completion", "externalauth.cli.completion:completion_command",
                          help="print a shell completion script",
                          description="Print the completion script for SHELL. bash: source <(externalauth "
