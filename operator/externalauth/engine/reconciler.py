@@ -22,7 +22,7 @@ from externalauth.engine.caches import Affected, Caches
 from externalauth.engine.ports import Clock, KubePort, ProviderFactory, SystemClock
 from externalauth.engine.provider_states import Providers
 from externalauth.engine.recording import Recorder, Written
-from externalauth.engine.refreshing import Refresh, Refresher, RefreshOutcome
+from externalauth.engine.refreshing import Refresher
 from externalauth.engine.scheduling import Scheduler
 from externalauth.engine.settings import Settings
 from externalauth.engine.validating import Validator
@@ -31,15 +31,13 @@ from externalauth.errors import ExternalAuthError, InvalidInputError
 from externalauth.model import bodies, formats, sizes
 from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
-from externalauth.model.durations import format_time
 from externalauth.model.names import MAX_REFRESH_REQUEST, PROVIDER_LABEL, REFRESH_ANNOTATION, LinkKey
-from externalauth.model.reasons import EventReason, RefreshableReason, RefreshResult, ValidatedReason
+from externalauth.model.reasons import EventReason
 from externalauth.model.specs import LinkSpec, ProviderSpec, parse_link
-from externalauth.policy import deciding, remembering, timing
+from externalauth.policy import deciding, effects, remembering, timing
 from externalauth.policy.deciding import Action, LinkMemory
 
 log = logging.getLogger(__name__)
-RT_EXPIRING_SOON = dt.timedelta(days=7)
 
 
 @dataclasses.dataclass
@@ -268,9 +266,19 @@ class Engine:
 
             result = await self.refresher.refresh(secret_key, provider=provider.name,
                                                   consumed=tokens.refresh_token, render=render)
-            if plan.requested and result.sent:  # requests are rate-limited by what they cost
-                self.memory[key] = remembering.asked(self._memory(key), now=inp.now)
-            await self._apply_refresh(key, provider.name, tokens, result)
+            self.providers.note_clock_skew(provider.name, result.clock_skew)
+            if result.seconds is not None:
+                metrics.REFRESH_DURATION.labels(provider.name).observe(result.seconds)
+            if result.unsaved is not None:
+                metrics.UNSAVED_DURATION.labels(provider.name).observe(result.unsaved)
+            memory, acted = self._memory(key), self._latest_request(key)
+            rejected_until = await self._tell_provider(provider.name, effects.client_news(result.outcome))
+            self._apply(key, provider.name, effects.refresh_effects(result, effects.Context(
+                memory=memory, now=self.clock.now(), acted=acted,
+                consumed_fp=tokens.refresh_token.fingerprint(), seed=f"{key}",
+                backoff_base=self.settings.backoff_base, backoff_cap=self.settings.backoff_cap,
+                asked_at=inp.now if plan.requested else None, rejected_until=rejected_until,
+                rt_warned=self._warned_rt.get(key))))
         elif plan.action is Action.WRITE_FORMATS:
             await self.writer.write_formats(secret_key, access_token=tokens.access_token,
                                             data=self._formats(key, tokens, spec, provider).keys)
@@ -281,105 +289,35 @@ class Engine:
                 return
             metrics.VALIDATION_TOTAL.labels(provider.name, outcome.verdict.value).inc()
             self.providers.note_clock_skew(provider.name, outcome.clock_skew)
-            previous = self._memory(key).validation
             account = inp.status.get("account")
-            self.memory[key] = mem = remembering.validated(
-                self._memory(key), outcome=outcome, access_fp=tokens.access_token.fingerprint(),
-                now=self.clock.now(), seed=f"{key}/v", cap=self.settings.backoff_cap,
-                status_account=account if isinstance(account, str) else None,
-                digest=tokens.access_token.digest(inp.uid))
-            assert mem.validation is not None
-            if mem.validation.reason != ValidatedReason.VALID and (
-                previous is None or previous.reason != mem.validation.reason
-            ):
-                self.recorder.event(key, "Warning", EventReason.VALIDATION_FAILED, outcome.message)
+            self._apply(key, provider.name, effects.validation_effects(
+                outcome, memory=self._memory(key), access_fp=tokens.access_token.fingerprint(),
+                digest=tokens.access_token.digest(inp.uid), now=self.clock.now(), seed=f"{key}/v",
+                cap=self.settings.backoff_cap, status_account=account if isinstance(account, str) else None))
 
-    async def _apply_refresh(self, key: LinkKey, provider: str, consumed: tokmod.TokenSet,
-                             result: Refresh) -> None:
-        """The one place where a refresh's outcome changes the link's memory, metrics
-        and events."""
-        mem, acted = self._memory(key), self._latest_request(key)
-        outcome = result.outcome
-        self.providers.note_clock_skew(provider, result.clock_skew)
-        # The token a failure is about: the one sent, unless a new one was stored meanwhile.
-        failed_fp = None if result.persisted is not None or consumed.refresh_token is None \
-            else consumed.refresh_token.fingerprint()
-        if result.seconds is not None:
-            metrics.REFRESH_DURATION.labels(provider).observe(result.seconds)
-        if result.unsaved is not None:
-            metrics.UNSAVED_DURATION.labels(provider).observe(result.unsaved)
-        if outcome is RefreshOutcome.PERSISTED:
-            assert result.tokens is not None
-            metrics.REFRESH_TOTAL.labels(provider, RefreshResult.SUCCESS).inc()
-            self.memory[key] = remembering.refreshed(
-                mem, now=self.clock.now(), access_fp=result.tokens.access_token.fingerprint(), acted=acted)
-            if await self.providers.client_accepted(provider):
-                self._schedule(Affected(links=self.caches.links_of_provider(provider)))
-            expiry = result.tokens.expiry
-            self.recorder.event(key, "Normal", EventReason.REFRESHED, "refreshed the access token" + (
-                f"; it expires at {format_time(expiry)}" if expiry else ""))
-            self._warn_rt_expiry(key, result.tokens)
-        elif outcome is RefreshOutcome.SUPERSEDED:
-            metrics.REFRESH_TOTAL.labels(provider, RefreshResult.SUPERSEDED).inc()
-            self.memory[key] = remembering.settled(mem, acted=acted)
-            self.recorder.event(key, "Normal", EventReason.REFRESH_SUPERSEDED,
-                                "another writer refreshed the token first; its token was kept")
-        elif outcome is RefreshOutcome.CHANGED:
-            self.memory[key] = remembering.settled(mem, acted=acted)
-        elif outcome is RefreshOutcome.DEAD_GRANT or outcome is RefreshOutcome.PERMANENT:
-            assert consumed.refresh_token is not None
-            metrics.REFRESH_TOTAL.labels(provider, RefreshResult.REAUTH_REQUIRED).inc()
-            if outcome is RefreshOutcome.DEAD_GRANT and mem.unanswered == consumed.refresh_token.fingerprint():
-                # The last exchange of this token got no answer and now the grant is dead:
-                # the provider rotated it and its answer was lost in flight (issue #11.4).
-                metrics.TOKENS_LOST.labels(provider, "unanswered").inc()
-                self.recorder.event(key, "Warning", EventReason.TOKEN_LOST,
-                                    "the provider's answer to a refresh was lost in flight and the "
-                                    "grant is gone (the provider had already rotated the token)")
-            self.memory[key] = remembering.grant_dead(
-                mem, refresh_fp=consumed.refresh_token.fingerprint(), acted=acted)
-            if outcome is RefreshOutcome.DEAD_GRANT:
-                self.recorder.event(key, "Warning", EventReason.REAUTH_REQUIRED,
-                                    f"{result.message}: sign in again to write a new token into the Secret")
-            else:
-                self.recorder.event(key, "Warning", EventReason.REFRESH_FAILED,
-                                    f"{result.message}; not retried: sign in again")
-        elif outcome is RefreshOutcome.CLIENT_REJECTED:
-            metrics.REFRESH_TOTAL.labels(provider, RefreshResult.PROVIDER_REJECTED).inc()
+    async def _tell_provider(self, provider: str, news: effects.ClientNews | None) -> dt.datetime | None:
+        """What a refresh learnt about the provider's OAuth client; its links are decided
+        again when that changes their lot. Returns the provider's backoff, if rejected."""
+        if news is effects.ClientNews.ACCEPTED and await self.providers.client_accepted(provider):
+            self._schedule(Affected(links=self.caches.links_of_provider(provider)))
+        elif news is effects.ClientNews.REJECTED:
             until = await self.providers.client_rejected(provider)
             self._schedule(Affected(links=self.caches.links_of_provider(provider)))
-            self._failed(key, RefreshableReason.PROVIDER_CREDENTIALS_REJECTED, result.message,
-                         not_before=until, refresh_fp=failed_fp)
-        elif outcome is RefreshOutcome.TRANSIENT or outcome is RefreshOutcome.CLAIM_FAILED:
-            metrics.REFRESH_TOTAL.labels(provider, RefreshResult.TRANSIENT_ERROR).inc()
-            self._failed(key, RefreshableReason.RETRYING_TRANSIENT_ERROR, result.message,
-                         retry_after=result.retry_after, refresh_fp=failed_fp)
-            self.memory[key] = remembering.unanswered(self._memory(key),
-                                                      refresh_fp=None if result.answered else failed_fp)
-        elif outcome is RefreshOutcome.LOST:
-            # The refresh token is spent and its successor could not be stored: the grant
-            # is gone. Said loudly, never retried with the spent token.
-            assert consumed.refresh_token is not None
-            reason = result.lost_reason or "unknown"
-            metrics.TOKENS_LOST.labels(provider, reason).inc()
-            self.memory[key] = remembering.lost(mem, refresh_fp=consumed.refresh_token.fingerprint(),
-                                                why=result.message, acted=acted)
-            self.recorder.event(key, "Warning", EventReason.TOKEN_LOST,
-                                f"a token obtained from the provider could not be stored: {result.message}")
-        # RACED, CLAIMED_ELSEWHERE, NO_CLIENT: nothing to remember; the loop decides
-        # again on what the caches hold now.
+            return until
+        return None
 
-    def _failed(self, key: LinkKey, reason: RefreshableReason, message: str, *,
-                retry_after: float | None = None, not_before: dt.datetime | None = None,
-                refresh_fp: str | None) -> None:
-        previous = self._memory(key).failure
-        self.memory[key] = remembering.failed(
-            self._memory(key), reason=reason, message=message, now=self.clock.now(), seed=f"{key}",
-            base=self.settings.backoff_base, cap=self.settings.backoff_cap, retry_after=retry_after,
-            not_before=not_before, acted=self._latest_request(key), refresh_fp=refresh_fp)
-        if previous is None or previous.message != message:
-            self.recorder.event(key, "Warning", EventReason.REFRESH_FAILED,
-                                f"{message}; retrying with backoff")
+    def _apply(self, key: LinkKey, provider: str, done: effects.Effects) -> None:
+        """The one place where an outcome changes the link's memory, metrics and events:
+        what it means was decided by :mod:`externalauth.policy.effects`."""
+        self.memory[key] = done.memory
+        if done.count is not None:
+            metrics.REFRESH_TOTAL.labels(provider, done.count).inc()
+        if done.lost is not None:
+            metrics.TOKENS_LOST.labels(provider, done.lost).inc()
+        if done.rt_warned is not None:
+            self._warned_rt[key] = done.rt_warned
+        for event in done.events:
+            self.recorder.event(key, event.type, event.reason, event.message)
 
     async def _record(self, key: LinkKey, inp: deciding.LinkInput, body: RawBody,
                       plan: deciding.Plan) -> None:
@@ -432,17 +370,6 @@ class Engine:
         return formats.render_all(list(spec.output_formats), host=provider.host,
                                   username=provider.quirks.git_username,
                                   token=tokens.access_token, account=self._account(key))
-
-    def _warn_rt_expiry(self, key: LinkKey, new: tokmod.TokenSet) -> None:
-        expiry = new.refresh_token_expiry
-        if expiry is None or expiry - self.clock.now() > RT_EXPIRING_SOON:
-            return
-        stamp = format_time(expiry)
-        if self._warned_rt.get(key) == stamp:
-            return
-        self._warned_rt[key] = stamp
-        self.recorder.event(key, "Warning", EventReason.REFRESH_TOKEN_EXPIRING_SOON,
-                            f"the refresh token expires at {stamp}: sign in again before then")
 
     # --- lifecycle -------------------------------------------------------------------
     async def drain(self) -> None:

@@ -1,5 +1,6 @@
-"""One refresh of one Secret: claim → exchange → persist, returning a :class:`Refresh`
-(an outcome, never a side effect on the link: the engine applies it in one place).
+"""One refresh of one Secret: claim → exchange → persist, returning a
+:class:`~externalauth.policy.effects.Refresh` (an outcome, never a side effect on the link:
+what it means is :func:`~externalauth.policy.effects.refresh_effects`).
 
 Exactly once per refresh token: one refresh per Secret at a time in this process (a
 lock), across replicas a claim on the Secret taken before the provider is called, and
@@ -8,9 +9,7 @@ the new tokens persisted before anything else happens with them.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import enum
 from collections.abc import Callable, Mapping
 
 from externalauth.engine.ports import Clock
@@ -21,25 +20,8 @@ from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
 from externalauth.model.secure import SecretStr
 from externalauth.policy.classifying import TokenVerdict
+from externalauth.policy.effects import Refresh, RefreshOutcome
 
-
-class RefreshOutcome(enum.Enum):
-    PERSISTED = "persisted"  # new tokens are in the Secret
-    SUPERSEDED = "superseded"  # someone else refreshed first; their token was kept
-    LOST = "lost"  # the provider answered but the Secret could not take the tokens
-    CHANGED = "changed"  # the Secret changed before the claim: nothing was sent
-    RACED = "raced"  # the claim lost a race: nothing was sent, decide again
-    CLAIMED_ELSEWHERE = "claimed-elsewhere"  # another replica is refreshing it
-    CLAIM_FAILED = "claim-failed"  # the claim could not be written: nothing was sent
-    NO_CLIENT = "no-client"  # the provider went away meanwhile
-    DEAD_GRANT = "dead-grant"  # the provider refused the refresh token
-    CLIENT_REJECTED = "client-rejected"  # the provider refused the OAuth client
-    TRANSIENT = "transient"  # try again later
-    PERMANENT = "permanent"  # tried once; will not work as it is
-
-
-_NOT_SENT = frozenset({RefreshOutcome.CHANGED, RefreshOutcome.RACED, RefreshOutcome.CLAIMED_ELSEWHERE,
-                       RefreshOutcome.CLAIM_FAILED, RefreshOutcome.NO_CLIENT})
 _FAILURES = {
     TokenVerdict.CLIENT_REJECTED: RefreshOutcome.CLIENT_REJECTED,
     TokenVerdict.TRANSIENT: RefreshOutcome.TRANSIENT,
@@ -49,38 +31,12 @@ _FAILURES = {
     # sent again blindly; like a permanent error, the link waits for a new sign-in.
     TokenVerdict.UNUSABLE_ANSWER: RefreshOutcome.PERMANENT,
 }
-_PERSISTED = {
-    PersistOutcome.PERSISTED: (RefreshOutcome.PERSISTED, ""),
-    PersistOutcome.SUPERSEDED: (RefreshOutcome.SUPERSEDED, ""),
-    PersistOutcome.LOST_GONE: (RefreshOutcome.LOST, "the Secret was deleted during the refresh"),
-    PersistOutcome.LOST_INVALID: (RefreshOutcome.LOST, "the API server refused to store it"),
+_PERSISTED = {  # (outcome, message, the reason label of externalauth_tokens_lost_total)
+    PersistOutcome.PERSISTED: (RefreshOutcome.PERSISTED, "", None),
+    PersistOutcome.SUPERSEDED: (RefreshOutcome.SUPERSEDED, "", None),
+    PersistOutcome.LOST_GONE: (RefreshOutcome.LOST, "the Secret was deleted during the refresh", "gone"),
+    PersistOutcome.LOST_INVALID: (RefreshOutcome.LOST, "the API server refused to store it", "invalid"),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Refresh:
-    outcome: RefreshOutcome
-    message: str = ""
-    retry_after: float | None = None  # seconds, from the provider
-    tokens: tokmod.TokenSet | None = None  # what was persisted
-    claimed_until: dt.datetime | None = None  # CLAIMED_ELSEWHERE: when that claim ends
-    seconds: float | None = None  # exchange + persist
-    unsaved: float | None = None  # from the provider's answer to the persist's end
-    persisted: PersistOutcome | None = None  # how the persist ended, when there was one
-    answered: bool = True  # False: the provider's answer never arrived
-    clock_skew: float | None = None  # the provider's clock minus ours, from its Date header
-
-    @property
-    def sent(self) -> bool:
-        """Was the refresh token sent to the provider?"""
-        return self.outcome not in _NOT_SENT
-
-    @property
-    def lost_reason(self) -> str | None:
-        """LOST: the ``reason`` label of externalauth_tokens_lost_total (gone, invalid)."""
-        if self.outcome is not RefreshOutcome.LOST or self.persisted is None:
-            return None
-        return self.persisted.value.removeprefix("lost-")
 
 
 #: Renders the Secret keys to write for new tokens (token keys plus output formats; None
@@ -129,9 +85,9 @@ class Refresher:
         if verdict.verdict is TokenVerdict.SUCCESS and result.tokens is not None:
             persisted = await self._writer.persist(key, base=claimed, consumed=consumed,
                                                    data=render(result.tokens))
-            outcome, message = _PERSISTED[persisted]
+            outcome, message, lost_reason = _PERSISTED[persisted]
             ended = self._clock.monotonic()
-            return Refresh(outcome, message=message, tokens=result.tokens, persisted=persisted,
+            return Refresh(outcome, message=message, tokens=result.tokens, stored=True, lost_reason=lost_reason,
                            seconds=ended - started, unsaved=ended - answered, clock_skew=result.clock_skew)
         if verdict.verdict is TokenVerdict.UNUSABLE_ANSWER and result.refresh_token is not None:
             # Never drop what was obtained: the answer's new refresh token is stored, and
@@ -140,7 +96,7 @@ class Refresher:
                 key, base=claimed, consumed=consumed,
                 data={tokmod.REFRESH_TOKEN: tokmod.b64(result.refresh_token.reveal())})
             if persisted is PersistOutcome.PERSISTED:
-                return Refresh(RefreshOutcome.TRANSIENT, persisted=persisted, message=(
+                return Refresh(RefreshOutcome.TRANSIENT, stored=True, message=(
                     f"{verdict.message}; the new refresh token it carried was stored"))
         await self._writer.release(key)
         outcome = _FAILURES.get(verdict.verdict, RefreshOutcome.TRANSIENT)

@@ -32,6 +32,8 @@ CLAIM_GRACE = dt.timedelta(seconds=0.5)
 #: A token another writer stored is validated only if no replica has recorded a verdict
 #: on it this long after this replica first saw it.
 VALIDATION_GRACE = dt.timedelta(seconds=30)
+#: A refresh token that expires within this long is worth a warning (once per expiry).
+RT_EXPIRING_SOON = dt.timedelta(days=7)
 #: Validation that got no verdict backs off from this base.
 VALIDATION_BACKOFF_BASE = 30.0
 
