@@ -93,6 +93,10 @@ class SecretWriter:
             if not self._users[key]:
                 del self._users[key], self._locks[key]
 
+    def waiting(self, key: LinkKey) -> int:
+        """How many refreshes (or format writes) of Secret ``key`` hold or wait for its lock."""
+        return self._users[key]
+
     def claim_of(self, secret: RawBody | None) -> claims.Claim | None:
         return claims.parse(bodies.annotation(secret, CLAIM_ANNOTATION),
                             now=self._clock.now().timestamp(), max_lease=self._lease)

@@ -138,6 +138,9 @@ class FakeKube:
         self.fail_reads = 0
         #: Errors the next Secret writes fail with, in order (an API server restarting).
         self.fail_writes: list[ExternalAuthError] = []
+        #: When set, persists wait for it (``persists_waiting`` counts them): a slow write.
+        self.persist_gate: asyncio.Event | None = None
+        self.persists_waiting = 0
 
     def bump(self, body: dict[str, Any]) -> None:
         body.setdefault("metadata", {})["resourceVersion"] = str(next(self._rv))
@@ -197,6 +200,10 @@ class FakeKube:
         if resource_version is None and not self.allow_unconditional:
             self._wrote(what, key, None, "refused")
             raise UnconditionalWrite(f"{what} of Secret {namespace}/{name} without a resourceVersion")
+        if what == "persist" and self.persist_gate is not None:
+            self.persists_waiting += 1
+            await self.persist_gate.wait()
+            self.persists_waiting -= 1
         if self.before_secret_patch is not None:
             self.before_secret_patch(key, patch)
         if self.fail_writes and what == "persist":

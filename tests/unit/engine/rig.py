@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from externalauth.engine.reconciler import Engine
@@ -40,11 +40,13 @@ class Rig:
         self._validate = validate
         self._max_concurrent = max_concurrent
 
-    async def add_provider(self) -> None:
+    async def add_provider(self, **spec: Any) -> None:
+        """Provider ``gh``: a generic one, or what ``spec`` says (e.g. ``type="gitea"``)."""
+        default: dict[str, Any] = {"type": "generic", "tokenURL": "https://provider.test/token",
+                                   "validateURL": "https://provider.test/user" if self._validate else ""}
         body = {"metadata": {"name": "gh", "generation": 1, "resourceVersion": "1"},
-                "spec": {"type": "generic", "clientID": "id", "tokenURL": "https://provider.test/token",
-                         "validateURL": "https://provider.test/user" if self._validate else "",
-                         "maxConcurrentRefreshes": self._max_concurrent}}
+                "spec": {"clientID": "id", "maxConcurrentRefreshes": self._max_concurrent,
+                         **(spec or default)}}
         self.kube.providers["gh"] = body
         await self.engine.on_provider("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
 
@@ -80,6 +82,21 @@ class Rig:
         self.kube.bump(self.kube.links[key])
         self.engine.on_link("MODIFIED", copy.deepcopy(self.kube.links[key]))  # type: ignore[arg-type]
 
+    def replica(self, holder: str, provider: FakeProvider | None = None) -> Engine:
+        """Another replica on the same API server (its own memory; by default the same
+        provider fake, so its calls land in the same journal)."""
+        return Engine(self.kube, make_client=factory(lambda spec, secret: provider or self.provider),
+                      settings=self.engine.settings, clock=self.clock, holder=holder)
+
+    async def show(self, engine: Engine) -> None:
+        """Deliver everything in the fake API server to ``engine`` (its watches' first listing)."""
+        for provider in self.kube.providers.values():
+            await engine.on_provider("ADDED", copy.deepcopy(provider))  # type: ignore[arg-type]
+        for secret in self.kube.secrets.values():
+            engine.on_secret("ADDED", copy.deepcopy(secret))  # type: ignore[arg-type]
+        for link in self.kube.links.values():
+            engine.on_link("ADDED", copy.deepcopy(link))  # type: ignore[arg-type]
+
     async def reconcile(self, key: tuple[str, str] = LINK) -> None:
         """What the scheduler does when the link's time has come."""
         self.engine.scheduler.forget(key)
@@ -105,11 +122,17 @@ class Rig:
             assert await self.engine.recorder.background.wait(timeout=5.0), "events never posted"
 
 
-async def until(condition: Callable[[], object], *, rounds: int = 1000) -> None:
+async def until(condition: Callable[[], object], *, rounds: int = 1000,
+                tasks: Iterable[asyncio.Task[Any]] = ()) -> None:
     """Yield to the loop until ``condition()`` holds, failing after ``rounds`` turns (a
-    fake-clock test never needs wall time: a condition that does not hold soon never will)."""
+    fake-clock test never needs wall time: a condition that does not hold soon never will),
+    or as soon as one of ``tasks`` failed (with its exception)."""
+    watched = list(tasks)
     for _ in range(rounds):
         if condition():
             return
+        for task in watched:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                task.result()
         await asyncio.sleep(0)
     raise AssertionError("condition never held")

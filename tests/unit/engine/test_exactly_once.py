@@ -1,0 +1,266 @@
+"""Contract §9.1 to §9.3 (one exchange per refresh token, persist before anything else) at
+the places a mutation audit of the unit tier found unguarded: compare-and-swap on every
+Secret write, two links on one Secret, the writer's own checks, a cancelled persist, the
+lease length, the half-lifetime bound after a restart, and provider dialects read by
+the real answer reader. Each test names the mutant it kills in docs/mutation.md.
+
+The behaviour tests set ``allow_unconditional`` so that a write without a
+``resourceVersion`` reaches the fake API server and shows its effect (by default the
+fake refuses it outright)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from externalauth.engine.writing import ClaimState
+from externalauth.model.names import CLAIM_ANNOTATION
+from externalauth.model.secure import SecretStr
+from tests.unit.engine.fakes import FakeProvider, answer, b64, error, success
+from tests.unit.engine.rig import LINK, SECRET, Rig, run, until
+
+HOUR = 3600.0
+
+
+# --- every Secret write is a compare-and-swap (M01, M22, M23) ---------------------------
+@run
+async def test_every_secret_write_carries_the_version_it_was_based_on() -> None:
+    """Claim, persist and format write each name the resourceVersion they were decided on
+    (the Secret's version at that moment: nobody else wrote in between)."""
+    rig = Rig()
+    await rig.add_provider()
+    rig.add_secret()
+    rig.add_link(outputFormats=["netrc"])
+    await rig.reconcile()  # the format keys, then (due) claim + exchange + persist
+    rig.kube.edit_secret(SECRET, {"data": {"note": b64("x")}})
+    rig.engine.on_secret("MODIFIED", rig.kube.secrets[SECRET])  # type: ignore[arg-type]
+    rig.provider.answer = lambda rt, n: answer(503)
+    rig.request_refresh("again")
+    await rig.reconcile()  # claim, a failed exchange, release
+    kinds = [w.kind for w in rig.kube.writes]
+    assert {"claim", "persist", "release"} <= set(kinds), kinds
+    assert [(w.kind, w.stored_version) for w in rig.kube.writes] == [
+        (w.kind, w.resource_version) for w in rig.kube.writes]
+
+
+@run
+async def test_a_claim_that_lost_the_race_to_another_replica_sends_nothing() -> None:
+    """Our cached Secret has no claim; another replica claims it just before our write.
+    Our claim names the version we read: 409, and the refresh token stays unsent here."""
+    rig = Rig()
+    rig.kube.allow_unconditional = True
+    await rig.standard()
+    theirs = f"other;{rig.clock.now().timestamp() + 50:.0f}"
+
+    def other_claims_first(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        if CLAIM_ANNOTATION in (patch.get("metadata") or {}).get("annotations", {}) and not rig.kube.claim(key):
+            rig.kube.edit_secret(key, {"metadata": {"annotations": {CLAIM_ANNOTATION: theirs}}})
+
+    rig.kube.before_secret_patch = other_claims_first
+    await rig.reconcile()
+    assert ([], theirs) == (rig.provider.exchanged, rig.kube.claim(SECRET))
+    assert ["claim ns/tok 409", "get ns/tok"] == rig.steps("claim", "get", full=True)
+
+
+@run
+async def test_a_release_does_not_delete_the_claim_another_replica_took_meanwhile() -> None:
+    """Our exchange failed after our lease ran out and another replica claimed the Secret:
+    our release is based on our claim's version, so it is refused and theirs stays."""
+    rig = Rig()
+    rig.kube.allow_unconditional = True
+    await rig.standard()
+    theirs = ""
+
+    def slow_failure_while_another_claims(rt: str, n: int) -> Any:
+        nonlocal theirs
+        rig.clock.advance(61)
+        theirs = f"other;{rig.clock.now().timestamp() + 60:.0f}"
+        rig.kube.edit_secret(SECRET, {"metadata": {"annotations": {CLAIM_ANNOTATION: theirs}}})
+        return answer(503)
+
+    rig.provider.answer = slow_failure_while_another_claims
+    await rig.reconcile()
+    assert theirs == rig.kube.claim(SECRET)
+    assert ["release ns/tok 409"] == rig.steps("release", full=True)
+
+
+@run
+async def test_a_format_write_never_pairs_an_old_token_with_a_newer_one() -> None:
+    """The format keys are rendered for the access token we saw; if another writer stored
+    a new token meanwhile, the write is refused (409) instead of putting the old token's
+    netrc beside the new access_token."""
+    rig = Rig()
+    rig.kube.allow_unconditional = True
+    await rig.add_provider()
+    rig.add_secret(expires_in=8 * HOUR)
+    rig.add_link(outputFormats=["netrc"])
+
+    def another_refresh_lands_first(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        if "netrc" in (patch.get("data") or {}) and rig.kube.stored(key, "access_token") == "access-0":
+            rig.kube.edit_secret(key, {"data": {"access_token": b64("theirs"), "refresh_token": b64("their-rt")}})
+
+    rig.kube.before_secret_patch = another_refresh_lands_first
+    await rig.reconcile()
+    assert ["formats ns/tok 409"] == rig.steps("formats", full=True)
+    assert "access-0" not in (rig.kube.stored(SECRET, "netrc") or "")
+    await rig.reconcile()  # decides again on the current token
+    assert "theirs" in (rig.kube.stored(SECRET, "netrc") or "")
+
+
+# --- two links on one Secret (M13, M18) ----------------------------------------------
+@run
+async def test_two_links_on_one_secret_exchange_its_refresh_token_once() -> None:
+    """Both links find the Secret due at once. The second waits for the first's refresh
+    (a per-Secret lock), then finds a new refresh token stored and sends nothing: the
+    spent one is never sent again (a replay revokes the grant)."""
+    rig = Rig()
+    await rig.standard()
+    rig.add_link("l2", secret="tok")
+    rig.provider.gate = gate = asyncio.Event()
+    first = asyncio.create_task(rig.reconcile(LINK))
+    await until(lambda: rig.provider.exchanged, tasks=[first])
+    second = asyncio.create_task(rig.reconcile(("ns", "l2")))
+    # The second link is either queued behind the first (right) or sending (wrong).
+    await until(lambda: rig.engine.writer.waiting(SECRET) == 2 or len(rig.provider.exchanged) == 2,
+                tasks=[first, second])
+    gate.set()
+    await asyncio.gather(first, second)
+    assert ["refresh-0"] == rig.provider.exchanged
+    assert ("access-1", "refresh-1") == (rig.kube.stored(SECRET, "access_token"),
+                                         rig.kube.stored(SECRET, "refresh_token"))
+    assert ["claim", "exchange", "persist"] == rig.steps("claim", "exchange", "persist")
+
+
+@run
+async def test_a_claim_for_a_refresh_token_the_secret_no_longer_holds_is_not_taken() -> None:
+    """The writer's own check: the Secret now holds another refresh token (someone
+    refreshed it since the decision), so there is nothing to claim and nothing is written."""
+    rig = Rig()
+    await rig.standard()
+    rig.kube.edit_secret(SECRET, {"data": {"refresh_token": b64("refresh-new")}})
+    rig.engine.on_secret("MODIFIED", rig.kube.secrets[SECRET])  # type: ignore[arg-type]
+    result = await rig.engine.writer.claim(SECRET, SecretStr("refresh-0"))
+    assert (ClaimState.CHANGED, []) == (result.state, rig.kube.writes)
+
+
+# --- the writer's own live-claim check (M09b) ----------------------------------------
+@run
+async def test_the_writer_does_not_claim_over_another_replicas_live_claim() -> None:
+    """Whatever the decision said, the claim itself defers to a live claim of another
+    replica it finds on the Secret (the watch may have brought it after the decision)."""
+    rig = Rig()
+    until_ = rig.clock.now().timestamp() + 40
+    await rig.standard(annotations={CLAIM_ANNOTATION: f"other;{until_:.0f}"})
+    result = await rig.engine.writer.claim(SECRET, SecretStr("refresh-0"))
+    assert (ClaimState.HELD_ELSEWHERE, []) == (result.state, rig.kube.writes)
+    assert result.claim is not None and (result.claim.holder, result.claim.until) == ("other", until_ // 1)
+
+
+# --- a cancelled reconcile does not lose the token (M15) ------------------------------
+@run
+async def test_a_reconcile_cancelled_mid_persist_still_stores_the_new_token() -> None:
+    """The provider answered (the old refresh token is spent); the reconcile is cancelled
+    (shutdown, a deleted link) while the Secret write is in flight: the write goes on, and
+    draining the writer waits for it."""
+    rig = Rig()
+    await rig.standard()
+    rig.kube.persist_gate = gate = asyncio.Event()
+    task = asyncio.create_task(rig.reconcile())
+    await until(lambda: rig.kube.persists_waiting == 1, tasks=[task])
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    gate.set()
+    await rig.engine.writer.drain(grace=5.0)
+    assert ("access-1", "refresh-1", None) == (rig.kube.stored(SECRET, "access_token"),
+                                               rig.kube.stored(SECRET, "refresh_token"), rig.kube.claim(SECRET))
+
+
+# --- the lease (M21) -----------------------------------------------------------------
+@run
+async def test_a_crashed_replicas_claim_holds_for_a_minute_then_is_taken_over() -> None:
+    """Replica A claims and never answers (it died mid-exchange). Replica B keeps off the
+    Secret while A's lease runs (60 s, Settings.claim_lease) and takes over just after."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.gate = asyncio.Event()  # A's exchange never returns
+    a = asyncio.create_task(rig.reconcile())
+    await until(lambda: rig.provider.exchanged, tasks=[a])
+    b_provider = FakeProvider(rig.journal, rig.clock)
+    b = rig.replica("b", b_provider)
+    await rig.show(b)
+    rig.clock.advance(59)
+    b.scheduler.forget(LINK)
+    await b.reconcile_link(LINK)
+    assert [] == b_provider.exchanged
+    rig.clock.advance(2)
+    await b.reconcile_link(LINK)
+    assert ["refresh-0"] == b_provider.exchanged
+    assert "access-1" == rig.kube.stored(SECRET, "access_token")
+    a.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await a
+
+
+# --- the half-lifetime bound survives a restart (M19) ----------------------------------
+@run
+async def test_a_restarted_replica_keeps_the_half_lifetime_bound_from_the_status() -> None:
+    """refreshBefore 8h with 8-hour tokens: after a refresh, a replica that starts afresh
+    (no memory) learns when the token was issued from status.lastRefreshTime and waits
+    for half its lifetime, instead of finding it due at once (replicas would ping-pong)."""
+    rig = Rig()
+    rig.provider.answer = lambda rt, n: success(f"access-{n}", f"refresh-{n}", lifetime=8 * HOUR)
+    await rig.standard(expires_in=8 * HOUR, link={"refreshBefore": "8h"})
+    await rig.reconcile()
+    assert "lastRefreshTime" in rig.kube.links[LINK]["status"]
+    rig.clock.advance(60)
+    restarted = rig.replica("restarted")
+    await rig.show(restarted)
+    restarted.scheduler.forget(LINK)
+    await restarted.reconcile_link(LINK)
+    assert ["refresh-0"] == rig.provider.exchanged
+    wake = restarted.scheduler.when(LINK)
+    assert wake is not None and 4 * HOUR - 120 <= (wake - rig.clock.now()).total_seconds() <= 4 * HOUR
+
+
+# --- answers read by the real reader, through the engine (M03b, M24) -------------------
+@run
+async def test_a_provider_that_does_not_rotate_keeps_the_refresh_token_in_the_secret() -> None:
+    """An answer without refresh_token: the one sent stays valid and stays stored."""
+    rig = Rig()
+    rig.provider.answer = lambda rt, n: success("access-1", None)
+    await rig.standard()
+    await rig.reconcile()
+    assert ("access-1", "refresh-0") == (rig.kube.stored(SECRET, "access_token"),
+                                         rig.kube.stored(SECRET, "refresh_token"))
+
+
+@run
+async def test_gitea_unauthorized_client_is_a_dead_grant_not_a_rejected_client() -> None:
+    """Provider dialects reach the engine: Gitea answers a spent refresh token with 400
+    unauthorized_client (contract §9.5), which for that type means sign in again; the
+    provider's client is not marked rejected."""
+    rig = Rig()
+    await rig.add_provider(type="gitea", baseURL="https://gitea.test")
+    rig.add_secret()
+    rig.add_link()
+    rig.provider.answer = lambda rt, n: error(400, "unauthorized_client")
+    await rig.reconcile()
+    assert ("False", "ReauthRequired") == rig.condition("Refreshable")
+    assert "conditions" not in (rig.kube.providers["gh"].get("status") or {}) or all(
+        c["reason"] != "CredentialsRejected" for c in rig.kube.providers["gh"]["status"]["conditions"])
+
+
+@run
+async def test_github_errors_with_http_200_are_errors() -> None:
+    """GitHub answers errors with HTTP 200: a dead grant stays a dead grant, nothing is
+    stored from it."""
+    rig = Rig()
+    await rig.standard()
+    before = dict(rig.kube.secrets[SECRET]["data"])
+    rig.provider.answer = lambda rt, n: error(200, "bad_refresh_token")
+    await rig.reconcile()
+    assert before == rig.kube.secrets[SECRET]["data"]
+    assert ("False", "ReauthRequired") == rig.condition("Refreshable")
