@@ -68,6 +68,11 @@ TOKENS_LOST = Counter(
     "Tokens obtained from a provider that could not be stored (the reason is a fixed word).",
     ["provider", "reason"], registry=REGISTRY,
 )
+REVOCATIONS = Counter(
+    "externalauth_revocations_total",
+    "Grants revoked at the provider when a link with revokeOnDelete was deleted, by outcome "
+    "(revoked, failed, unsupported).", ["provider", "result"], registry=REGISTRY,
+)
 PROVIDER_RATELIMIT_REMAINING = Gauge(
     "externalauth_provider_ratelimit_remaining",
     "Request budget the provider says is left (its x-ratelimit-remaining / ratelimit-remaining), "

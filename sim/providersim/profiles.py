@@ -79,6 +79,7 @@ class Route(enum.StrEnum):
     DEVICE_CODE = "device_code"
     DEVICE_PAGE = "device_page"
     DISCOVERY = "discovery"
+    REVOKE = "revoke"
 
 
 def _token(n: int) -> str:
@@ -111,6 +112,8 @@ class Dialect:
     scope_required_on_refresh = False
     #: Scopes a grant needs for the account endpoint (None: any token may read it).
     account_scopes: frozenset[str] | None = None
+    #: RFC 7009 revocation endpoint (None: the provider has no revocation).
+    revoke_path: str | None = "/oauth2/revoke"
 
     def __init__(self, *, base_url: str = "", tenant: str = "") -> None:
         self.base_url = base_url
@@ -128,7 +131,20 @@ class Dialect:
             return Route.DEVICE_PAGE
         if method == "GET" and self.discovery and path == "/.well-known/openid-configuration":
             return Route.DISCOVERY
+        if method == "POST" and self.revoke_path is not None and path == self.revoke_path:
+            return Route.REVOKE
         return None
+
+    def revoke_client(self, path: str) -> str | None:
+        """The client id a revocation path names (GitHub's grant API), else None."""
+        return None
+
+    def revoked(self) -> Reply:
+        """RFC 7009 §2.2: 200 whether or not the token was known."""
+        return Reply(200, {})
+
+    def revoke_refused(self, error: str, description: str) -> Reply:
+        return self.error(error, description)
 
     def wrong_tenant(self, path: str) -> Reply | None:
         """An answer for a token path naming an unknown tenant (Entra only)."""
@@ -214,6 +230,8 @@ class Dialect:
         }
         if self.device_code_path:
             document["device_authorization_endpoint"] = base + self.device_code_path
+        if self.revoke_path:
+            document["revocation_endpoint"] = base + self.revoke_path
         return document
 
 
@@ -234,6 +252,24 @@ class GitHub(Dialect):
     errors_with_http_200 = True
     access_prefix = "ghu_"
     refresh_prefix = "ghr_"
+    revoke_path = None
+    #: "Delete an app authorization": DELETE /applications/{client_id}/grant (GHES: /api/v3...).
+    _GRANT = re.compile(r"^(?:/api/v3)?/applications/([^/]+)/grant$")
+
+    def route(self, method: str, path: str) -> Route | None:
+        if method == "DELETE" and self._GRANT.match(path):
+            return Route.REVOKE
+        return super().route(method, path)
+
+    def revoke_client(self, path: str) -> str | None:
+        m = self._GRANT.match(path)
+        return m.group(1) if m else None
+
+    def revoked(self) -> Reply:
+        return Reply(204, {})
+
+    def revoke_refused(self, error: str, description: str) -> Reply:
+        return Reply(422, {"message": "Validation Failed", "documentation_url": GITHUB_DOCS})
 
     def error(self, error: str, description: str, *, status: int = 400,
               extra: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> Reply:
@@ -316,6 +352,7 @@ class GitLab(Dialect):
     access_prefix = ""
     refresh_prefix = ""
     account_scopes = frozenset({"read_user", "read_api", "api"})
+    revoke_path = "/oauth/revoke"  # Doorkeeper's RFC 7009 endpoint
 
     def new_access_token(self) -> str:
         return secrets.token_hex(32)
@@ -374,6 +411,7 @@ class Gitea(Dialect):
     ``/login/oauth/device_authorization`` (recent releases)."""
 
     mode = Mode.GITEA
+    revoke_path = None  # no per-token revocation
     token_path = "/login/oauth/access_token"
     validate_paths = ("/api/v1/user", "/login/oauth/userinfo")
     device_code_path = "/login/oauth/device_authorization"
@@ -432,6 +470,7 @@ class BitbucketCloud(Dialect):
     message, nothing said about when (a rolling hour). No device flow, no discovery."""
 
     mode = Mode.BITBUCKET_CLOUD
+    revoke_path = None  # no per-token revocation
     token_path = "/site/oauth2/access_token"
     validate_paths = ("/2.0/user",)
     device_code_path = None
@@ -487,6 +526,7 @@ class AzureDevOpsEntra(Dialect):
     ``/v1.0/me`` answers ``userPrincipalName``."""
 
     mode = Mode.AZURE_DEVOPS_ENTRA
+    revoke_path = None  # no per-token revocation
     token_path = "/organizations/oauth2/v2.0/token"
     validate_paths = ("/_apis/profile/profiles/me", "/v1.0/me")
     device_code_path = "/organizations/oauth2/v2.0/devicecode"

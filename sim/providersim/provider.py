@@ -37,6 +37,7 @@ class Endpoint(enum.StrEnum):
     DEVICE_TOKEN = "device_token"  # token endpoint, device_code grant (polling)
     VALIDATE = "validate"  # GET /user (the profile's account endpoints)
     DEVICE_CODE = "device_code"  # POST /login/device/code (the profile's device endpoint)
+    REVOKE = "revoke"  # RFC 7009 revocation, or GitHub's DELETE /applications/{client_id}/grant
 
 
 class FaultKind(enum.StrEnum):
@@ -88,6 +89,10 @@ class Stats:
     # Refreshes of a grant whose access token had already expired (on the simulator's clock):
     # a refresh that came too late for the workspace using the token.
     late_refreshes: int = 0
+    # Revocation requests answered, and grants they revoked (a token of a revoked grant
+    # is dead at the token, validation and git endpoints).
+    revocation_calls: int = 0
+    grants_revoked_by_request: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -240,6 +245,8 @@ class Provider:
         self._by_status: dict[str, Counter[int | str]] = defaultdict(Counter)
         self._requests_received = 0
         self._late_refreshes = 0
+        self._revocation_calls = 0
+        self._revoked_by_request = 0
         self._calls: collections.deque[Call] = collections.deque(maxlen=100_000)
 
     def reset_stats(self) -> None:
@@ -261,6 +268,8 @@ class Provider:
                 by_status={ep: dict(c) for ep, c in self._by_status.items()},
                 requests_received=self._requests_received,
                 late_refreshes=self._late_refreshes,
+                revocation_calls=self._revocation_calls,
+                grants_revoked_by_request=self._revoked_by_request,
             )
 
     def calls(self, endpoint: Endpoint | str | None = None) -> list[Call]:
@@ -403,6 +412,8 @@ class Provider:
                 self._token_calls += 1
             elif endpoint is Endpoint.VALIDATE:
                 self._validation_calls += 1
+            elif endpoint is Endpoint.REVOKE:
+                self._revocation_calls += 1
             else:
                 self._device_calls += 1
 
@@ -457,6 +468,37 @@ class Provider:
                           expires_in=None if a.expires_at is None else max(0, int(a.expires_at - now)),
                           created_at=int(g.created_at))
             return Reply(200, self.dialect.account(req.path, who), headers)
+
+    def revoke(self, req: Request) -> Reply:
+        """Revoke the grant a token belongs to: RFC 7009 (``token``, ``token_type_hint``,
+        the client authenticated as at the token endpoint), or GitHub's grant API (the
+        client id in the path, HTTP Basic with the app's secret, ``access_token`` in a JSON
+        body). A token of another client is not revoked (RFC 7009 §2.1)."""
+        with self._lock:
+            limited = self._rate_limited(Endpoint.REVOKE, self.clock())
+            if limited is not None:
+                return limited
+            path_client = self.dialect.revoke_client(req.path)
+            if path_client is not None and _basic(req.headers.get("authorization", "")) is None:
+                return Reply(401, {"message": "Requires authentication"})
+            client_id, failure = self._authenticate(req)
+            if failure is not None:
+                return failure
+            if path_client is not None and path_client != client_id:
+                return Reply(404, {"message": "Not Found"})
+            token = req.params.get("access_token" if path_client is not None else "token", "")
+            if not token:
+                return self.dialect.revoke_refused("invalid_request", "The token parameter is missing.")
+            hint = req.params.get("token_type_hint")
+            if hint not in (None, "access_token", "refresh_token"):
+                return self.dialect.revoke_refused("unsupported_token_type", "The token type is not supported.")
+            g = self._grant_of(token)
+            if g is not None and g.client_id == client_id and not g.revoked:
+                self._revoke(g)
+                self._revoked_by_request += 1
+            elif path_client is not None and (g is None or g.client_id != client_id):
+                return Reply(404, {"message": "Not Found"})  # GitHub: no such authorization
+            return self.dialect.revoked()
 
     def discovery(self, req: Request) -> Reply:
         return Reply(200, self.dialect.discovery_document())

@@ -190,6 +190,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, page, "text/html; charset=utf-8")
         elif route is Route.DISCOVERY:
             self._send_reply(provider.discovery(Request(headers={}, params={}, path=path)))
+        elif route is Route.REVOKE:
+            params = self._params(url.query, raw)
+            if params is None:
+                return
+            self._simulate(Endpoint.REVOKE, provider.revoke, params, path)
         else:
             self._send_json(404, {"message": "Not Found"})
 

@@ -15,6 +15,7 @@ from externalauth.model.bodies import RawBody
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.oauth.exchanging import ExchangeResult, ProviderClient
+from externalauth.policy import revocations
 from externalauth.policy.classifying import ValidationOutcome
 
 P = ParamSpec("P")
@@ -61,6 +62,11 @@ class ThreadedKube:
         await run_blocking(self._pool, self.kube.post_event, dict(obj), type_=type_,
                            reason=reason, message=message, now=now)
 
+    async def patch_link_finalizers(self, namespace: str, name: str, finalizers: list[str],
+                                    *, resource_version: str | None) -> RawBody:
+        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_link_finalizers, namespace, name,
+                                                list(finalizers), resource_version=resource_version))
+
     async def list_providers(self) -> list[RawBody]:
         return cast(list[RawBody], await run_blocking(self._pool, self.kube.list_providers))
 
@@ -84,6 +90,11 @@ class ThreadedProvider:
 
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome:
         return await run_blocking(self._pool, self.client.validate, access_token, now=now)
+
+    async def revoke(self, *, refresh_token: SecretStr | None, access_token: SecretStr | None,
+                     now: dt.datetime) -> revocations.Outcome:
+        return await run_blocking(self._pool, self.client.revoke, refresh_token=refresh_token,
+                                  access_token=access_token, now=now)
 
     def close(self) -> None:
         self.client.close()

@@ -14,6 +14,7 @@ from externalauth.model.bodies import RawBody
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.oauth.exchanging import ExchangeResult
+from externalauth.policy import revocations
 from externalauth.policy.classifying import ValidationOutcome
 
 
@@ -35,6 +36,11 @@ class KubePort(Protocol):
 
     async def patch_provider_status(self, name: str, status: Mapping[str, Any]) -> RawBody: ...
 
+    async def patch_link_finalizers(self, namespace: str, name: str, finalizers: list[str],
+                                    *, resource_version: str | None) -> RawBody:
+        """Replace the link's finalizers, compare-and-swap on ``resource_version``."""
+        ...
+
     async def post_event(self, obj: RawBody, *, type_: str, reason: str, message: str,
                          now: dt.datetime) -> None: ...
 
@@ -52,6 +58,9 @@ class ProviderPort(Protocol):
     async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult: ...
 
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome: ...
+
+    async def revoke(self, *, refresh_token: SecretStr | None, access_token: SecretStr | None,
+                     now: dt.datetime) -> revocations.Outcome: ...
 
     def close(self) -> None: ...
 

@@ -23,6 +23,7 @@ from externalauth.engine.ports import Clock, KubePort, ProviderFactory, SystemCl
 from externalauth.engine.provider_states import Providers
 from externalauth.engine.recording import Recorder, Written
 from externalauth.engine.refreshing import Refresher
+from externalauth.engine.revoking import Revoker
 from externalauth.engine.scheduling import Scheduler
 from externalauth.engine.settings import Settings
 from externalauth.engine.validating import Validator
@@ -80,6 +81,8 @@ class Engine:
                                    renew_below=settings.provider_call_budget)
         self.validator = Validator(providers=self.providers, clock=clock)
         self.recorder = Recorder(kube=kube, caches=self.caches, clock=clock)
+        self.revoker = Revoker(kube=kube, caches=self.caches, writer=self.writer, providers=self.providers,
+                               recorder=self.recorder, clock=clock, settings=settings)
         self.scheduler = Scheduler(self._reconcile_key, concurrency=settings.concurrency, clock=clock)
         self._warned_rt: dict[LinkKey, str] = {}
         self.background = Background()  # provider reconciles started by a watch event
@@ -95,6 +98,7 @@ class Engine:
             self._warned_rt.pop(key, None)
             self.scheduler.forget(key)
             self.recorder.forget(key)
+            self.revoker.forget(key)
             return
         self._schedule(self.caches.store_link(body))
 
@@ -163,6 +167,11 @@ class Engine:
         await self.reconcile_link(key)  # type: ignore[arg-type]
 
     async def reconcile_link(self, key: LinkKey) -> None:
+        done, again = await self.revoker.handle(key)  # revokeOnDelete: finalizer, deletion
+        if done:
+            if again is not None:
+                self.scheduler.schedule(key, again)
+            return
         acted: set[Action] = set()
         while True:
             gathered = await self._gather(key)

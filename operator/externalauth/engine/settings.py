@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 
 from externalauth.model.names import DEFAULT_OPERATOR_NAMESPACE
-from externalauth.policy import deciding
+from externalauth.policy import deciding, timing
 from externalauth.policy.sharding import Shard
 
 
@@ -23,6 +23,8 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     provider_deadline: float = 30.0  # the whole provider call, shorter than the claim lease
+    # How long a deleted link with revokeOnDelete waits for its provider (contract §2).
+    revocation_deadline: float = timing.REVOCATION_DEADLINE.total_seconds()
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE  # where client secrets live
     shard: Shard = dataclasses.field(default_factory=Shard)  # which namespaces this replica serves
 

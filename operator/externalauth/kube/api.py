@@ -94,6 +94,17 @@ class Kube:
                           version=API, namespace=namespace, url=f"externalauthlinks/{name}",
                           data=json.dumps({"metadata": {"annotations": annotations}}), headers=MERGE)
 
+    def patch_link_finalizers(self, namespace: str, name: str, finalizers: list[str], *,
+                              resource_version: str | None) -> dict[str, Any]:
+        """Replace the link's finalizers (a merge patch replaces a list whole); with
+        ``resource_version`` a compare-and-swap (409 if the link changed)."""
+        metadata: dict[str, Any] = {"finalizers": finalizers or None}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        return self._call("PATCH", f"writing finalizers of ExternalAuthLink {namespace}/{name}",
+                          version=API, namespace=namespace, url=f"externalauthlinks/{name}",
+                          data=json.dumps({"metadata": metadata}), headers=MERGE)
+
     def patch_provider_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return self._call("PATCH", f"writing status of ExternalAuthProvider {name}",
                           version=API, url=f"externalauthproviders/{name}/status",

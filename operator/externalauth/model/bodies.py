@@ -24,6 +24,8 @@ class RawMeta(TypedDict, total=False):
     labels: dict[str, str]
     annotations: dict[str, str]
     managedFields: list[Any]
+    deletionTimestamp: str
+    finalizers: list[str]
 
 
 class RawBody(TypedDict, total=False):
@@ -74,7 +76,9 @@ def newer(old: RawBody | None, new: RawBody) -> bool:
 #: The metadata the engine reads (with our own labels and annotations): the caches hold
 #: 10,000s of links and Secrets, and managedFields alone are often the largest part of an
 #: object; a kubectl-applied object also carries a copy of itself in an annotation.
-KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation")
+#: ``deletionTimestamp`` and ``finalizers``: revocation on deletion (a merge patch of
+#: finalizers replaces the whole list, so all of them are kept; rarely more than one).
+KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp", "finalizers")
 
 
 #: Strings up to this long are shared between cached objects (:func:`sys.intern`).

@@ -9,6 +9,8 @@ from externalauth import PREFIX
 #: Secret only for links whose ``spec.providerName`` equals its value, and watches only
 #: Secrets that carry it. Written by ``externalauth login`` and by users, never by the operator.
 PROVIDER_LABEL = f"{PREFIX}provider"
+#: On an ExternalAuthLink with spec.revokeOnDelete: the grant is revoked before it goes.
+REVOKE_FINALIZER = f"{PREFIX}revoke"
 #: The label an earlier version put on Secrets itself; it opts nothing in any more.
 LEGACY_MANAGED_LABEL = f"{PREFIX}managed"
 #: Annotation on an ExternalAuthLink: any new value asks for one refresh now (contract §5).

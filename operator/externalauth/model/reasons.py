@@ -68,6 +68,9 @@ class EventReason(enum.StrEnum):
     INVALID_INPUT = "InvalidInput"
     # A token obtained from the provider could not be stored (contract §3, §6).
     TOKEN_LOST = "TokenLost"
+    # Revocation on deletion (contract §2 revokeOnDelete, §6).
+    REVOKED = "Revoked"
+    REVOCATION_FAILED = "RevocationFailed"
 
 
 class RefreshResult(enum.StrEnum):

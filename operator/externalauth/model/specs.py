@@ -48,6 +48,11 @@ class ProviderSpec:
     # Which URLs the discovery document supplies (the spec did not name them).
     discover_device: bool = False
     discover_validation: bool = False
+    # RFC 7009 endpoint, or GitHub's grant API (``{client_id}`` filled in); None: the
+    # provider has none (or spec.revocationURL is ""). ``discover_revocation``: the
+    # discovery document supplies it (generic with an issuer, no revocationURL).
+    revocation_url: str | None = None
+    discover_revocation: bool = False
 
     @property
     def quirks(self) -> providers.Quirks:
@@ -68,6 +73,7 @@ class LinkSpec:
     validate: bool
     suspend: bool
     output_formats: tuple[OutputFormat, ...]
+    revoke_on_delete: bool = False
 
 
 def https_url(field: str, value: Any) -> str:
@@ -123,6 +129,12 @@ def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
     scopes = spec.get("scopes") or []
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidInputError("spec.scopes must be a list of strings")
+    revocation = spec.get("revocationURL", urls["revoke"])
+    revocation_url = None
+    if revocation is not None and revocation != "":  # "": the admin says there is none
+        if isinstance(revocation, str):
+            revocation = revocation.replace("{client_id}", urllib.parse.quote(client_id, safe=""))
+        revocation_url = https_url("revocationURL", revocation)
     ca = spec.get("caBundle")
     if ca is not None and (not isinstance(ca, str) or "-----BEGIN CERTIFICATE-----" not in ca):
         raise InvalidInputError("spec.caBundle must hold PEM certificates")
@@ -148,6 +160,8 @@ def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
         issuer_url=issuer,
         discover_device=issuer is not None and "deviceAuthorizationURL" not in spec,
         discover_validation=issuer is not None and "validateURL" not in spec,
+        revocation_url=revocation_url,
+        discover_revocation=issuer is not None and "revocationURL" not in spec,
     )
 
 
@@ -176,4 +190,5 @@ def parse_link(spec: Mapping[str, Any] | None) -> LinkSpec:
         validate=spec.get("validate", True) is not False,
         suspend=spec.get("suspend", False) is True,
         output_formats=formats,
+        revoke_on_delete=spec.get("revokeOnDelete", False) is True,
     )

@@ -30,6 +30,7 @@ class Endpoints:
     token: str
     device: str | None = None
     userinfo: str | None = None
+    revocation: str | None = None
 
 
 def document_url(issuer: str) -> str:
@@ -72,6 +73,7 @@ def read_document(payload: object, *, issuer: str) -> Endpoints:
         token=token,
         device=_endpoint(payload, "device_authorization_endpoint", required=False),
         userinfo=_endpoint(payload, "userinfo_endpoint", required=False),
+        revocation=_endpoint(payload, "revocation_endpoint", required=False),
     )
 
 
@@ -108,6 +110,8 @@ def resolve(spec: ProviderSpec, endpoints: Endpoints) -> ProviderSpec:
         token_url=spec.token_url or endpoints.token,
         device_url=endpoints.device if spec.discover_device else spec.device_url,
         validate_url=endpoints.userinfo if spec.discover_validation else spec.validate_url,
+        revocation_url=endpoints.revocation if spec.discover_revocation else spec.revocation_url,
         discover_device=False,
         discover_validation=False,
+        discover_revocation=False,
     )

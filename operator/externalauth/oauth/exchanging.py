@@ -16,8 +16,10 @@ provider's ``Date`` header gives the clock skew (never the expiry).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -35,8 +37,8 @@ from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import TokenSet, read_token_answer
 from externalauth.oauth import discovering, transport
 from externalauth.oauth.transport import TrustingAdapter, proxies_for, session_for, ssl_context
-from externalauth.policy import classifying, timing
-from externalauth.providers import ClientAuth
+from externalauth.policy import classifying, revocations, timing
+from externalauth.providers import ClientAuth, Revocation
 
 log = logging.getLogger(__name__)
 Observer = Callable[[str, int], None]  # (endpoint, HTTP code or 0) -> None
@@ -338,6 +340,81 @@ class ProviderClient:
         )
         return dataclasses.replace(outcome, clock_skew=skew)
 
+    # --- revocation -----------------------------------------------------------------
+    def revoke(self, *, refresh_token: SecretStr | None, access_token: SecretStr | None,
+               now: dt.datetime) -> revocations.Outcome:
+        """Revoke the grant these tokens belong to (contract §2 ``revokeOnDelete``). Same
+        rules as every provider call: verified TLS, no redirects, a capped body, one
+        deadline. Never raises; nothing secret in the outcome's message."""
+        unresolved = self._unresolved() or self._discover_revocation()
+        if unresolved is not None:  # the revocation endpoint may come from discovery
+            return revocations.Outcome(revocations.Verdict.TRANSIENT, unresolved)
+        style = self.spec.quirks.revocation
+        url = self.spec.revocation_url
+        if url is None or style is Revocation.NONE:
+            return revocations.Outcome(revocations.Verdict.UNSUPPORTED, "the provider has no revocation endpoint")
+        outcomes = []
+        for request in revocations.plan(style, url, refresh_token=refresh_token, access_token=access_token):
+            outcome = self._revoke_one(style, request, now=now)
+            outcomes.append(outcome)
+            if outcome.verdict is not revocations.Verdict.REVOKED:
+                break
+        if not outcomes:
+            return revocations.Outcome(revocations.Verdict.REFUSED, "the Secret holds no token to revoke")
+        return revocations.combine(outcomes)
+
+    def _discover_revocation(self) -> str | None:
+        """Read the issuer's revocation endpoint, which refreshes never need (so it is not
+        read when the client is built); None when it is known."""
+        if not self.spec.discover_revocation or self.spec.issuer_url is None:
+            return None
+        with self._discovery_lock:
+            if not self.spec.discover_revocation:
+                return None
+            try:
+                endpoints = discovering.discover(self.spec.issuer_url, get=self._get_document)
+            except DiscoveryError as e:
+                return f"OIDC discovery: {e}"
+            self.spec = discovering.resolve(self.spec, endpoints)
+        return None
+
+    def _revoke_one(self, style: Revocation, request: revocations.Request, *,
+                    now: dt.datetime) -> revocations.Outcome:
+        headers = {"Accept": "application/json", "Authorization": self._basic_auth()}
+        if request.json is not None:
+            body = json.dumps({k: _reveal(v) for k, v in request.json.items()}).encode()
+            headers["Content-Type"] = "application/json"
+            headers["X-GitHub-Api-Version"] = "2022-11-28"
+        else:
+            form = {k: _reveal(v) for k, v in (request.form or {}).items()}
+            if self.spec.quirks.client_auth is not ClientAuth.BASIC or not self._secret:
+                del headers["Authorization"]
+                form["client_id"] = self.spec.client_id
+                if self._secret:
+                    form["client_secret"] = self._secret.reveal()
+            body = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded;charset=UTF-8"
+        try:
+            answer = self._fetch(request.method, request.url, headers=headers, data=body)
+        except Exception as e:  # NoAnswer, or a bug below us: no verdict, try again later
+            self._observe("revoke", 0)
+            log.info("provider %s: revocation endpoint failed: %s", self.spec.name,
+                     e.kind.value if isinstance(e, transport.NoAnswer) else type(e).__name__)
+            return revocations.classify(style, status=None, what=request.what)
+        self._observe("revoke", answer.status)
+        payload = transport.decode_answer(answer) if not answer.redirect else None
+        error = payload.get("error") if isinstance(payload, dict) else None
+        arrived = now + dt.timedelta(seconds=answer.elapsed)
+        return revocations.classify(
+            style, status=answer.status, error=error if isinstance(error, str) else None,
+            headers=answer.headers, retry_after=classifying.rate_limit_retry_after(answer.headers, now=arrived),
+            what=request.what)
+
+    def _basic_auth(self) -> str:
+        """HTTP Basic with the client id and secret (RFC 6749 §2.3.1: each form-encoded)."""
+        user = urllib.parse.quote_plus(self.spec.client_id)
+        password = urllib.parse.quote_plus(self._secret.reveal()) if self._secret else ""
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 def read_answer(answer: transport.Answer, *, spec: ProviderSpec, consumed: SecretStr,
                 arrived: dt.datetime) -> ExchangeResult:
@@ -374,3 +451,6 @@ def read_answer(answer: transport.Answer, *, spec: ProviderSpec, consumed: Secre
         return ExchangeResult(classified, tokens, reading.refresh_token, reading.notes, skew)
     salvaged = reading.refresh_token if classified.verdict is classifying.TokenVerdict.UNUSABLE_ANSWER else None
     return ExchangeResult(classified, None, salvaged, reading.notes, skew)
+
+def _reveal(value: SecretStr | str) -> str:
+    return value.reveal() if isinstance(value, SecretStr) else value

@@ -128,3 +128,15 @@ def persist_retry(attempt: int) -> float:
 def reread_retry(attempt: int) -> float:
     """Seconds before re-reading a Secret after a conflict whose re-read failed."""
     return min(5.0, 0.2 * attempt)
+
+
+#: How long a link with revokeOnDelete waits for its provider after deletion before the
+#: finalizer goes without a revocation (contract §2: a namespace deletion never hangs).
+REVOCATION_DEADLINE = dt.timedelta(minutes=5)
+
+
+def revocation_retry(*, attempt: int, retry_after: float | None) -> float:
+    """Seconds before revocation attempt ``attempt + 1``: 2, 4, 8 ... 30 s, or the
+    provider's Retry-After when longer (capped like every Retry-After)."""
+    wait = min(30.0, 2.0 * 2 ** max(0, attempt - 1))
+    return float(max(wait, capped_retry_after(retry_after))) if retry_after is not None else wait

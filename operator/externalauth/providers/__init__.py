@@ -28,6 +28,14 @@ class ClientAuth(enum.StrEnum):
     BASIC = "basic"  # HTTP Basic (RFC 6749 §2.3.1; Bitbucket, generic servers)
 
 
+class Revocation(enum.StrEnum):
+    """How a provider type revokes a grant (contract §2 ``revokeOnDelete``)."""
+
+    RFC7009 = "rfc7009"  # POST token + token_type_hint to the revocation endpoint (RFC 7009 §2.1)
+    GITHUB_GRANT = "github-grant"  # DELETE /applications/{client_id}/grant, the app's Basic auth
+    NONE = "none"  # no per-token revocation: the user revokes the app by hand
+
+
 class ErrorMeaning(enum.StrEnum):
     """What a provider-specific error code means, where it refines the OAuth ``error``."""
 
@@ -61,6 +69,12 @@ class Quirks:
     invalid_validation_statuses: frozenset[int] = frozenset()
     # The base URL must name something in its path (Entra: the tenant).
     base_url_needs_path: bool = False
+    # Revocation (contract §1 ``revocationURL``): the style, the default path (on the
+    # base URL; ``{client_id}`` is filled in), and where a user revokes by hand.
+    revocation: Revocation = Revocation.NONE
+    revoke_path: str | None = None
+    public_revoke_url: str | None = None
+    manual_revocation: str = "the provider's page of authorized applications"
 
 
 # Microsoft Entra (AADSTS) codes, from https://learn.microsoft.com/entra/identity-platform/reference-error-codes
@@ -103,6 +117,12 @@ QUIRKS: dict[ProviderType, Quirks] = {
         git_username="x-access-token",
         account_fields=("login",),
         errors_with_http_200=True,
+        # docs.github.com "REST API endpoints for OAuth authorizations": "Delete an app
+        # authorization" revokes the grant (every token of it) with the app's Basic auth.
+        revocation=Revocation.GITHUB_GRANT,
+        revoke_path="/api/v3/applications/{client_id}/grant",
+        public_revoke_url="https://api.github.com/applications/{client_id}/grant",
+        manual_revocation="GitHub: Settings > Applications > Authorized GitHub Apps (or OAuth Apps) > Revoke",
     ),
     # GitLab (doc/api/oauth2.md, Doorkeeper): /oauth/token rotates both tokens on refresh;
     # 400 invalid_grant for a dead grant, 401 invalid_client; device flow from 17.2
@@ -116,6 +136,10 @@ QUIRKS: dict[ProviderType, Quirks] = {
         validate_path="/api/v4/user",
         git_username="oauth2",
         account_fields=("username", "preferred_username", "nickname"),
+        # doc/api/oauth2.md "Revoke a token": Doorkeeper's RFC 7009 endpoint.
+        revocation=Revocation.RFC7009,
+        revoke_path="/oauth/revoke",
+        manual_revocation="GitLab: User settings > Applications > Authorized applications > Revoke",
     ),
     # Gitea / Forgejo (routers/web/auth/oauth2_provider.go, handleRefreshToken): a refresh
     # token that cannot be parsed (expired, garbage) or was already used (with
@@ -132,6 +156,8 @@ QUIRKS: dict[ProviderType, Quirks] = {
         git_username="oauth2",
         account_fields=("login", "username", "preferred_username"),
         dead_grant_errors=frozenset({"unauthorized_client"}),
+        # No revocation endpoint: set spec.revocationURL where a release has one.
+        manual_revocation="Gitea: Settings > Applications > Authorized OAuth2 Applications > Revoke",
     ),
     # Bitbucket Cloud (developer.atlassian.com/cloud/bitbucket/oauth-2): client auth by
     # HTTP Basic; a dead refresh token is 400 invalid_request "Invalid refresh_token"; a
@@ -148,6 +174,7 @@ QUIRKS: dict[ProviderType, Quirks] = {
         account_fields=("username", "nickname"),
         client_auth=ClientAuth.BASIC,
         dead_grant_errors=frozenset({"invalid_request"}),
+        manual_revocation="Bitbucket: Personal settings > App authorizations > Revoke",
     ),
     # Azure DevOps through Microsoft Entra ID, v2 endpoints with the tenant in the URL
     # (https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token): scopes are re-sent on
@@ -170,6 +197,8 @@ QUIRKS: dict[ProviderType, Quirks] = {
         error_codes=ENTRA_ERROR_CODES,
         invalid_validation_statuses=frozenset({203, 302}),
         base_url_needs_path=True,
+        # Entra has no per-token revocation (an admin can revoke a user's sessions).
+        manual_revocation="Microsoft: myapps.microsoft.com (or an admin: revoke the user's sessions in Entra ID)",
     ),
     # Any OAuth2/OIDC server: HTTP Basic (client_secret_basic, the RFC default), URLs from
     # spec.tokenURL or from OIDC discovery (spec.issuerURL); validation at the userinfo
@@ -181,6 +210,8 @@ QUIRKS: dict[ProviderType, Quirks] = {
         validate_path=None,
         account_fields=("preferred_username", "login", "username", "email", "sub"),
         client_auth=ClientAuth.BASIC,
+        # RFC 7009 at spec.revocationURL or the discovery document's revocation_endpoint.
+        revocation=Revocation.RFC7009,
     ),
 }
 
@@ -190,7 +221,8 @@ def quirks(kind: ProviderType) -> Quirks:
 
 
 def default_urls(kind: ProviderType, base_url: str | None) -> dict[str, str | None]:
-    """Token, device and validation URLs derived from the type and an optional base URL."""
+    """Token, device, validation and revocation URLs derived from the type and an optional
+    base URL (a revocation URL may hold ``{client_id}``, filled in by the spec)."""
     q = QUIRKS[kind]
     base = (base_url or q.default_base_url or "").rstrip("/")
 
@@ -202,4 +234,7 @@ def default_urls(kind: ProviderType, base_url: str | None) -> dict[str, str | No
         validate = q.public_api_base
     if q.fixed_validate_url:
         validate = q.fixed_validate_url
-    return {"token": join(q.token_path), "device": join(q.device_path), "validate": validate}
+    revoke = join(q.revoke_path)
+    if q.public_revoke_url and (not base_url or base == (q.default_base_url or "").rstrip("/")):
+        revoke = q.public_revoke_url
+    return {"token": join(q.token_path), "device": join(q.device_path), "validate": validate, "revoke": revoke}

@@ -26,6 +26,7 @@ from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
 from externalauth.oauth.exchanging import ExchangeResult, read_answer
 from externalauth.oauth.transport import Answer
+from externalauth.policy import revocations
 from externalauth.policy.classifying import (
     TokenAnswer,
     ValidationOutcome,
@@ -261,6 +262,20 @@ class FakeKube:
     async def list_providers(self) -> list[RawBody]:
         return [copy.deepcopy(b) for b in self.providers.values()]  # type: ignore[misc]
 
+    async def patch_link_finalizers(self, namespace: str, name: str, finalizers: list[str],
+                                    *, resource_version: str | None) -> RawBody:
+        await asyncio.sleep(0)
+        body = self.links.get((namespace, name))
+        if body is None:
+            raise NotFoundError("writing finalizers: not found")
+        if resource_version is not None and body["metadata"]["resourceVersion"] != resource_version:
+            self.journal.append(f"finalizers {namespace}/{name} 409")
+            raise ConflictError("writing finalizers: conflict")
+        self.journal.append(f"finalizers {namespace}/{name} {','.join(finalizers) or '-'} rv={resource_version}")
+        body["metadata"]["finalizers"] = list(finalizers)
+        self.bump(body)
+        return copy.deepcopy(body)  # type: ignore[return-value]
+
 
 def answer(status: int, body: object = None, *, headers: Mapping[str, str] | None = None,
            raw: bytes | None = None) -> Answer:
@@ -306,6 +321,7 @@ class FakeProvider:
         self.answer: Callable[[str, int], Answer | None] = (
             lambda rt, n: success(f"access-{n}", f"refresh-{n}"))
         self.verdict = ValidationOutcome(ValidationVerdict.VALID, "the provider accepted the token", "alice")
+        self.revocation = revocations.Outcome(revocations.Verdict.REVOKED, "the refresh token was revoked")
 
     async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
         self.journal.append(f"exchange {refresh_token.reveal()}")
@@ -323,6 +339,12 @@ class FakeProvider:
         if self.validation_gate is not None:
             await self.validation_gate.wait()
         return self.verdict
+
+    async def revoke(self, *, refresh_token: SecretStr | None, access_token: SecretStr | None,
+                     now: dt.datetime) -> revocations.Outcome:
+        self.journal.append(f"revoke {refresh_token.reveal() if refresh_token else '-'} "
+                            f"{access_token.reveal() if access_token else '-'}")
+        return self.revocation
 
     def close(self) -> None:
         pass

@@ -1,0 +1,200 @@
+"""Revocation on deletion (contract §2 ``revokeOnDelete``, §9.17): the finalizer
+``externalauth.io/revoke`` on links that ask for it, and, when such a link is deleted,
+one revocation of its grant at the provider before the finalizer goes.
+
+Best effort and bounded: the finalizer is removed after a revocation, a definite refusal,
+a provider type without revocation, or ``Settings.revocation_deadline`` of failed
+attempts (a namespace deletion never hangs on a provider). Every outcome is an event
+(``Revoked`` / ``RevocationFailed``, the latter saying what to do by hand) and a metric.
+Across replicas the Secret's claim protects the grant as it protects a refresh: one
+revocation per grant, and no refresh racing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+
+from externalauth import metrics
+from externalauth.engine.caches import Caches
+from externalauth.engine.ports import Clock, KubePort
+from externalauth.engine.provider_states import Providers
+from externalauth.engine.recording import Recorder
+from externalauth.engine.settings import Settings
+from externalauth.engine.writing import ClaimState, SecretWriter, tokens_of
+from externalauth.errors import ConflictError, ExternalAuthError, InvalidInputError, NotFoundError
+from externalauth.model import bodies
+from externalauth.model.bodies import RawBody
+from externalauth.model.durations import parse_time
+from externalauth.model.names import PROVIDER_LABEL, REVOKE_FINALIZER, LinkKey
+from externalauth.model.reasons import EventReason
+from externalauth.model.specs import LinkSpec, parse_link
+from externalauth.policy import revocations, timing
+from externalauth.policy.revocations import Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Attempts:
+    count: int = 0
+    last: str = ""
+
+
+class Revoker:
+    def __init__(self, *, kube: KubePort, caches: Caches, writer: SecretWriter, providers: Providers,
+                 recorder: Recorder, clock: Clock, settings: Settings) -> None:
+        self._kube = kube
+        self._caches = caches
+        self._writer = writer
+        self._providers = providers
+        self._recorder = recorder
+        self._clock = clock
+        self._settings = settings
+        self._attempts: dict[LinkKey, _Attempts] = {}
+
+    def forget(self, key: LinkKey) -> None:
+        self._attempts.pop(key, None)
+
+    async def handle(self, key: LinkKey) -> tuple[bool, dt.datetime | None]:
+        """Finalizer bookkeeping and revocation for the link ``key``, before it is decided.
+        Returns (done, when to look again): ``done`` means the link needs nothing else now
+        (it is being deleted, or its finalizers were just changed)."""
+        body = self._caches.links.get(key)
+        if body is None:
+            return True, None
+        meta = body.get("metadata") or {}
+        finalizers = [f for f in meta.get("finalizers") or [] if isinstance(f, str)]
+        ours = REVOKE_FINALIZER in finalizers
+        if meta.get("deletionTimestamp"):
+            if not ours:
+                return True, None  # going away; nothing of ours to do
+            return True, await self._finalize(key, body, finalizers)
+        try:
+            wanted = parse_link(body.get("spec")).revoke_on_delete
+        except InvalidInputError:
+            wanted = ours  # a bad spec says nothing new about revocation
+        if wanted == ours:
+            return False, None
+        changed = [*finalizers, REVOKE_FINALIZER] if wanted else [f for f in finalizers if f != REVOKE_FINALIZER]
+        if not await self._set_finalizers(key, body, changed):
+            return True, self._clock.now() + timing.RETRY_SOON
+        return False, None
+
+    async def _set_finalizers(self, key: LinkKey, body: RawBody, finalizers: list[str]) -> bool:
+        try:
+            written = await self._kube.patch_link_finalizers(
+                *key, finalizers, resource_version=bodies.resource_version(body))
+        except ConflictError:
+            return False  # the watch brings the newer link; decided again then
+        except NotFoundError:
+            return True
+        except ExternalAuthError as e:
+            log.warning("cannot write the finalizers of ExternalAuthLink %s/%s: %s", key[0], key[1], e)
+            return False
+        self._caches.store_link(written)
+        return True
+
+    # --- deletion ---------------------------------------------------------------------
+    async def _finalize(self, key: LinkKey, body: RawBody, finalizers: list[str]) -> dt.datetime | None:
+        try:
+            spec: LinkSpec | None = parse_link(body.get("spec"))
+        except InvalidInputError:
+            spec = None
+        provider = spec.provider_name if spec is not None else ""
+        outcome, retry_after = await self._revoke(key, spec)
+        deleted_at = _time((body.get("metadata") or {}).get("deletionTimestamp"))
+        now = self._clock.now()
+        if outcome.verdict is Verdict.TRANSIENT:
+            attempts = self._attempts.setdefault(key, _Attempts())
+            attempts.count += 1
+            attempts.last = outcome.message
+            if deleted_at is None or now - deleted_at < dt.timedelta(seconds=self._settings.revocation_deadline):
+                wait = timing.revocation_retry(attempt=attempts.count, retry_after=retry_after)
+                log.info("ExternalAuthLink %s/%s: revocation not done yet (%s); trying again in %.0fs",
+                         key[0], key[1], outcome.message, wait)
+                return now + dt.timedelta(seconds=wait)
+            outcome = revocations.Outcome(Verdict.REFUSED, (
+                f"the provider could not be reached for {self._settings.revocation_deadline:g}s "
+                f"({outcome.message}); {self._manual(spec)}"))
+        self._report(key, provider, outcome)
+        if not await self._set_finalizers(key, body, [f for f in finalizers if f != REVOKE_FINALIZER]):
+            return now + timing.RETRY_SOON  # reported again next time; rare (the link changed)
+        self._attempts.pop(key, None)
+        return None
+
+    def _manual(self, spec: LinkSpec | None) -> str:
+        runtime = self._providers.get(spec.provider_name) if spec is not None else None
+        manual = runtime.spec.quirks.manual_revocation if runtime is not None and runtime.spec is not None \
+            else "the provider's page of authorized applications"
+        return revocations.manual_step(manual)
+
+    async def _revoke(self, key: LinkKey, spec: LinkSpec | None) -> tuple[revocations.Outcome, float | None]:
+        """One attempt: (outcome, the provider's Retry-After)."""
+        if spec is None:
+            return revocations.Outcome(Verdict.REFUSED, "the link's spec is invalid, so its grant is unknown"), None
+        runtime = self._providers.get(spec.provider_name)
+        if runtime is None or runtime.spec is None:
+            return revocations.Outcome(Verdict.REFUSED, f"ExternalAuthProvider {spec.provider_name} is not "
+                                                        "there or not valid"), None
+        quirks = runtime.spec.quirks
+        manual = revocations.manual_step(quirks.manual_revocation)
+        client = runtime.client
+        if client is None:
+            return revocations.Outcome(Verdict.TRANSIENT, f"ExternalAuthProvider {spec.provider_name} is not "
+                                                          f"ready: {runtime.message}"), None
+        if client.spec.revocation_url is None and not client.spec.discover_revocation:
+            return revocations.Outcome(Verdict.UNSUPPORTED, (
+                f"provider {spec.provider_name} (type {client.spec.type}) has no revocation endpoint: "
+                f"{manual}")), None
+        secret_key = (key[0], spec.secret_name)
+        secret = self._caches.secrets.get(secret_key)
+        if secret is None or bodies.labels_of(secret).get(PROVIDER_LABEL) != spec.provider_name:
+            return revocations.Outcome(Verdict.REFUSED, (
+                f"the Secret {spec.secret_name} is gone or not opted in, so no token is left to revoke "
+                f"with: {manual}")), None
+        tokens = tokens_of(secret)
+        if tokens is None:
+            return revocations.Outcome(Verdict.REFUSED, (
+                f"the Secret {spec.secret_name} holds no usable token: {manual}")), None
+        async with self._writer.lock(secret_key):
+            held = None
+            if tokens.refresh_token is not None:
+                claimed = await self._writer.claim(secret_key, tokens.refresh_token)
+                if claimed.state is ClaimState.HELD_ELSEWHERE:
+                    held = claimed.claim
+                elif claimed.state is not ClaimState.CLAIMED:
+                    return revocations.Outcome(Verdict.TRANSIENT, claimed.message or "the Secret changed"), None
+            if held is not None:
+                wait = max(1.0, held.until - self._clock.now().timestamp())
+                return revocations.Outcome(Verdict.TRANSIENT, "another replica holds the Secret's claim"), wait
+            outcome = await client.revoke(refresh_token=tokens.refresh_token, access_token=tokens.access_token,
+                                          now=self._clock.now())
+            if outcome.verdict is Verdict.TRANSIENT:
+                await self._writer.release(secret_key)
+            # Revoked or refused: the claim stays until its lease ends, so that no replica
+            # exchanges or revokes the same grant while the link goes away.
+        if outcome.verdict in (Verdict.REFUSED, Verdict.UNSUPPORTED):
+            outcome = dataclasses.replace(outcome, message=f"{outcome.message}; {manual}")
+        return outcome, outcome.retry_after
+
+    def _report(self, key: LinkKey, provider: str, outcome: revocations.Outcome) -> None:
+        if outcome.verdict is Verdict.REVOKED:
+            metrics.REVOCATIONS.labels(provider, "revoked").inc()
+            log.info("ExternalAuthLink %s/%s: %s at provider %s", key[0], key[1], outcome.message, provider)
+            self._recorder.event(key, "Normal", EventReason.REVOKED,
+                                 f"{outcome.message} at provider {provider}")
+            return
+        result = "unsupported" if outcome.verdict is Verdict.UNSUPPORTED else "failed"
+        metrics.REVOCATIONS.labels(provider, result).inc()
+        log.warning("ExternalAuthLink %s/%s: the grant was not revoked: %s", key[0], key[1], outcome.message)
+        self._recorder.event(key, "Warning", EventReason.REVOCATION_FAILED,
+                             f"the grant was not revoked: {outcome.message}")
+
+
+def _time(value: object) -> dt.datetime | None:
+    try:
+        return parse_time(value) if isinstance(value, str) else None
+    except InvalidInputError:
+        return None
