@@ -496,8 +496,8 @@ class Provider:
             if g is not None and g.client_id == client_id and not g.revoked:
                 self._revoke(g)
                 self._revoked_by_request += 1
-            elif path_client is not None and (g is None or g.client_id != client_id):
-                return Reply(404, {"message": "Not Found"})  # GitHub: no such authorization
+            elif path_client is not None:
+                return Reply(404, {"message": "Not Found"})  # GitHub: no such (live) authorization
             return self.dialect.revoked()
 
     def discovery(self, req: Request) -> Reply:
