@@ -7,6 +7,7 @@ import logging
 import os
 
 from externalauth.engine.settings import Settings
+from externalauth.policy import timing
 from externalauth.policy.sharding import Shard
 
 
@@ -42,6 +43,7 @@ def run(
     debug: bool,
     log_format: str = "plain",
     validation_interval: dt.timedelta,
+    revocation_timeout: dt.timedelta | None = None,
     liveness_port: int | None = None,
     operator_namespace: str | None = None,
     shard: Shard | None = None,
@@ -72,6 +74,7 @@ def run(
         metrics_port=metrics_port,
         metrics_address=metrics_bind_address,
         settings=Settings(validation_interval=validation_interval,
+                          revocation_deadline=(revocation_timeout or timing.REVOCATION_DEADLINE).total_seconds(),
                           operator_namespace=operator_namespace or connecting.own_namespace(),
                           shard=shard or Shard()),
     )

@@ -298,6 +298,9 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                      help="serve only the namespaces of shard I of N (replica I of N replicas, "
                           "counting from 0); default: every namespace")
+    run.add_argument("--revocation-timeout", type=_duration, default="5m", metavar="DURATION",
+                     help="how long a deleted link with revokeOnDelete waits for its provider before its "
+                          "finalizer goes without a revocation (default 5m)")
     run.add_argument("--validation-interval", type=_duration, default="1h",
                      metavar="DURATION", help="validate every token this often (default 1h)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -364,6 +367,7 @@ def run_command(args: argparse.Namespace) -> int:
         debug=args.debug,
         log_format=args.log_format,
         validation_interval=args.validation_interval,
+        revocation_timeout=args.revocation_timeout,
         liveness_port=args.liveness_port,
         operator_namespace=args.operator_namespace,
         shard=args.shard,
