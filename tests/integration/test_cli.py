@@ -190,19 +190,44 @@ def test_status_shows_the_link_ready_with_its_account(world: World, operator: An
 
 
 def test_status_all_namespaces_as_json_and_yaml(world: World, operator: Any, kubeconfig: Path) -> None:
+    """-o json/yaml: the ExternalAuthLink objects as kubectl prints them (a v1 List)."""
     world.make_provider()
     world.make_token_secret("gh-token", expires_in=3600)
     world.make_link("gh", secret="gh-token")
     world.wait_condition("gh", "Ready", "True")
     as_json = json.loads(cli("status", "-A", "-o", "json", "--kubeconfig", str(kubeconfig)).stdout)
     as_yaml = yaml.safe_load(cli("status", "-A", "-o", "yaml", "--kubeconfig", str(kubeconfig)).stdout)
-    stable = ("namespace", "link", "provider", "ready", "reason", "expiresAt")  # not the "ago" forms
-    mine = [{k: r[k] for k in stable} for r in as_json if r["namespace"] == world.ns]
-    assert [("gh", "True", "TokenCurrent")] == [(r["link"], r["ready"], r["reason"]) for r in mine]
-    assert mine == [{k: r[k] for k in stable} for r in as_yaml if r["namespace"] == world.ns]
+    mine = [i for i in as_json["items"] if i["metadata"]["namespace"] == world.ns]
+    assert (("v1", "List"), [("ExternalAuthLink", "gh", world.provider)]) == (
+        (as_json["apiVersion"], as_json["kind"]),
+        [(i["kind"], i["metadata"]["name"], i["spec"]["providerName"]) for i in mine])
+    assert world.link("gh")["metadata"]["uid"] == mine[0]["metadata"]["uid"]
+    assert "managedFields" not in mine[0]["metadata"]
+    assert [i["metadata"]["uid"] for i in as_json["items"]] == [i["metadata"]["uid"] for i in as_yaml["items"]]
     table = cli("status", "-A", "--kubeconfig", str(kubeconfig)).stdout
     assert "NAMESPACE" == table.split()[0]
     assert any(line.split()[:2] == [world.ns, "gh"] for line in table.splitlines())
+
+
+def test_status_output_name_jsonpath_wide_and_no_headers(world: World, kubeconfig: Path) -> None:
+    """The kubectl habits: -o name, -o jsonpath=..., -o wide, --no-headers, and -o json of one LINK."""
+    world.make_provider()
+    for name in ("a", "b"):
+        world.make_token_secret(f"{name}-token", expires_in=3600)
+        world.make_link(name, secret=f"{name}-token")
+    kc = ("--kubeconfig", str(kubeconfig))
+    names = cli("status", "-n", world.ns, "-o", "name", *kc)
+    path = cli("-n", world.ns, "status", "-o", "jsonpath={.items[*].metadata.name}", *kc)
+    ranged = cli("status", "-n", world.ns, *kc, "-o",
+                 'jsonpath={range .items[*]}{.metadata.name}={.spec.secretName}{"\n"}{end}')
+    wide = cli("status", "-n", world.ns, "-o", "wide", *kc)
+    bare = cli("status", "-n", world.ns, "--no-headers", *kc)
+    one = json.loads(cli("status", "b", "-n", world.ns, "-o", "json", *kc).stdout)
+    assert (["externalauthlink.externalauth.io/a", "externalauthlink.externalauth.io/b"], "a b",
+            ["a=a-token", "b=b-token"]) == (names.stdout.splitlines(), path.stdout, ranged.stdout.splitlines())
+    assert (["SECRET", "NEXT", "REFRESH", "MESSAGE"], ["a", "b"], ("ExternalAuthLink", "b")) == (
+        wide.stdout.splitlines()[0].split()[-4:], [line.split()[0] for line in bare.stdout.splitlines()],
+        (one["kind"], one["metadata"]["name"]))
 
 
 # --- bad input ------------------------------------------------------------------------

@@ -269,7 +269,8 @@ def test_status_of_a_link_that_needs_a_sign_in_exits_4(world: World, operator: A
     world.make_link("gh", secret="gh-token")
     world.wait_condition("gh", "Ready", "False", "SecretNotOptedIn")
     r = cli("status", "gh", "-n", world.ns, "-o", "json", "--kubeconfig", str(kubeconfig))
-    assert (4, "SecretNotOptedIn") == (r.returncode, yaml.safe_load(r.stdout)["conditions"][0]["reason"])
+    conditions = yaml.safe_load(r.stdout)["status"]["conditions"]
+    assert (4, ["SecretNotOptedIn"]) == (r.returncode, [c["reason"] for c in conditions if c["type"] == "Ready"])
 
 
 def test_status_watch_prints_again_on_a_change_and_ctrl_c_exits_130(world: World, kubeconfig: Path) -> None:

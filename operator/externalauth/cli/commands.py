@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from externalauth.cli import describing, exits, formatting, kubeflags
+from externalauth.cli import describing, exits, formatting, jsonpath, kubeflags
 from externalauth.cli.calling import Cluster, WatchExpired
 from externalauth.errors import NotFoundError
 from externalauth.model.durations import format_duration
@@ -148,66 +148,96 @@ def status_command(args: argparse.Namespace) -> int:
         raise exits.CommandError("-n/--namespace is not allowed with -A/--all-namespaces",
                                  code=exits.ExitCode.USAGE)
     cluster = Cluster.open(kubeflags.from_args(args))
+    show = _Shower(output=args.output, headers=not args.no_headers, watch=args.watch, out=sys.stdout)
     if args.link is not None:
         if args.all_namespaces:
             raise exits.CommandError("status LINK shows one link: give its namespace with -n, not -A",
                                      code=exits.ExitCode.USAGE)
-        return _one(cluster, cluster.namespace(args.namespace), args.link, output=args.output, watch=args.watch)
+        return _one(cluster, cluster.namespace(args.namespace), args.link, show=show)
     namespace = None if args.all_namespaces else cluster.namespace(args.namespace)
-    return _many(cluster, namespace, output=args.output, watch=args.watch)
+    return _many(cluster, namespace, show=show)
 
 
-def _print_view(text: str, *, first: bool, watch: bool, out: TextIO) -> None:
-    if watch and not first:
-        out.write(_CLEAR if _tty(out) else "\n")
-    out.write(text)
-    out.flush()
+@dataclasses.dataclass
+class _Shower:
+    """Prints what ``status`` shows, in the ``-o`` format. A watched table is redrawn in
+    place on a terminal; other formats print each changed object after the first answer,
+    as ``kubectl get -w -o ...`` does."""
+
+    output: formatting.OutputSpec
+    headers: bool
+    watch: bool
+    out: TextIO
+    printed: int = 0
+
+    def write(self, text: str) -> None:
+        if self.watch and self.printed and self.output.tabular:
+            self.out.write(_CLEAR if _tty(self.out) else "\n")
+        elif self.printed and self.output.kind is formatting.Output.YAML:
+            self.out.write("---\n")
+        self.out.write(text)
+        self.out.flush()
+        self.printed += 1
+
+    def objects(self, value: Any) -> str:
+        """``value`` (one object, or a List) as json, yaml, name or jsonpath."""
+        kind = self.output.kind
+        if kind is formatting.Output.JSON:
+            return json.dumps(value, indent=4) + "\n"
+        if kind is formatting.Output.YAML:
+            return str(yaml.safe_dump(value, sort_keys=False))
+        if kind is formatting.Output.JSONPATH:
+            return jsonpath.render(self.output.template, value, escape=formatting.printable)
+        items = value.get("items") if value.get("kind") == "List" else [value]
+        return "".join(formatting.object_name(i) + "\n" for i in items)
 
 
-def _one(cluster: Cluster, ns: str, name: str, *, output: str, watch: bool) -> int:
+def _one(cluster: Cluster, ns: str, name: str, *, show: _Shower) -> int:
     items, rv = cluster.list_links(ns, name=name)
     if not items:
         raise NotFoundError(f"ExternalAuthLink {ns}/{name} not found")
     link = items[0]
 
-    def show(first: bool) -> None:
-        events = cluster.link_events(ns, name)
-        if output == "table":
-            text = describing.describe(link, events, now=_now())
+    def print_link() -> None:
+        if show.output.tabular:
+            show.write(describing.describe(link, cluster.link_events(ns, name), now=_now()))
         else:
-            text = _dump(describing.as_dict(link, events), output)
-        _print_view(text, first=first, watch=watch, out=sys.stdout)
+            show.write(show.objects(formatting.as_object(link)))
 
-    show(True)
-    if watch:
+    print_link()
+    if show.watch:
         for change in follow(cluster, ns, name=name, resource_version=rv, until=None):
             current = _the_link(change)
             if current is None:
                 raise NotFoundError(f"ExternalAuthLink {ns}/{name} was deleted")
             link = current
-            show(False)
+            print_link()
     return exits.code_for_link(link.get("status") or {})
 
 
-def _many(cluster: Cluster, namespace: str | None, *, output: str, watch: bool) -> int:
+def _many(cluster: Cluster, namespace: str | None, *, show: _Shower) -> int:
     items, rv = cluster.list_links(namespace)
     links = {_name(i): i for i in items}
+    where = "any namespace" if namespace is None else f"namespace {namespace}"
 
-    def show(first: bool) -> None:
+    def print_table() -> None:
         rows = [formatting.row_for(item) for item in links.values()]
-        now = _now()
-        if output != "table":
-            _print_view(_dump(formatting.as_dicts(rows, now=now), output), first=first, watch=watch, out=sys.stdout)
-        elif not rows:
-            where = "any namespace" if namespace is None else f"namespace {namespace}"
-            if first or watch:
+        if not rows:
+            if not show.printed or show.watch:
                 print(f"No ExternalAuthLinks in {where}.", file=sys.stderr, flush=True)
-        else:
-            _print_view(formatting.table(rows, now=now, all_namespaces=namespace is None,
-                                         colour=_colour_wanted(sys.stdout)), first=first, watch=watch, out=sys.stdout)
+            return
+        show.write(formatting.table(rows, now=_now(), all_namespaces=namespace is None,
+                                    colour=_colour_wanted(show.out), wide=show.output.kind is formatting.Output.WIDE,
+                                    show_header=show.headers))
 
-    show(True)
-    if watch:
+    if show.output.tabular:
+        print_table()
+    elif not show.watch:
+        show.write(show.objects(formatting.as_list(links.values())))
+    else:
+        for link in formatting.as_list(links.values())["items"]:
+            show.write(show.objects(link))
+    if show.watch:
         for change in follow(cluster, namespace, name=None, resource_version=rv, until=None):
             if change.kind == "LISTED":
                 links = {_name(i): i for i in change.listed}
@@ -215,11 +245,10 @@ def _many(cluster: Cluster, namespace: str | None, *, output: str, watch: bool) 
                 links.pop(_name(change.link), None)
             elif change.link is not None:
                 links[_name(change.link)] = change.link
-            show(False)
+            if show.output.tabular:
+                print_table()
+            elif change.link is not None:
+                show.write(show.objects(formatting.as_object(change.link)))
+            else:
+                show.write(show.objects(formatting.as_list(links.values())))
     return 0
-
-
-def _dump(value: Any, output: str) -> str:
-    if output == "json":
-        return json.dumps(value, indent=2) + "\n"
-    return str(yaml.safe_dump(value, sort_keys=False))

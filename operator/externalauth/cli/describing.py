@@ -100,29 +100,3 @@ def describe(link: Mapping[str, Any], events: Sequence[Mapping[str, Any]], *, no
                 for e in shown]
         lines += ["  " + r for r in render_table(["AGE", "TYPE", "REASON", "MESSAGE"], rows).splitlines()]
     return "\n".join(lines) + "\n"
-
-
-def as_dict(link: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The detail view for ``-o json`` / ``-o yaml``: the link's fields, conditions and last
-    events as the API server has them (times in RFC 3339)."""
-    meta = link.get("metadata") or {}
-    spec = link.get("spec") or {}
-    status = link.get("status") or {}
-    return {
-        "namespace": meta.get("namespace"),
-        "link": meta.get("name"),
-        "provider": spec.get("providerName"),
-        "secret": spec.get("secretName"),
-        "account": status.get("account"),
-        "expiresAt": status.get("expiresAt"),
-        "refreshTokenExpiresAt": status.get("refreshTokenExpiresAt"),
-        "lastRefreshTime": status.get("lastRefreshTime"),
-        "nextRefreshTime": status.get("nextRefreshTime"),
-        "lastValidationTime": status.get("lastValidationTime"),
-        "outputFormats": list(spec.get("outputFormats") or []),
-        "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message", "lastTransitionTime")}
-                       for c in _conditions(status)],
-        "events": [{"type": e.get("type"), "reason": e.get("reason"), "message": e.get("message"),
-                    "count": e.get("count"), "lastTimestamp": _event_time(e)}
-                   for e in list(events)[-LAST_EVENTS:]],
-    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -106,6 +107,8 @@ class StatusRow:
     last_refresh: dt.datetime | None
     reason: str
     message: str
+    secret: str = ""
+    next_refresh: dt.datetime | None = None
 
 
 def row_for(link: Mapping[str, Any]) -> StatusRow:
@@ -130,6 +133,8 @@ def row_for(link: Mapping[str, Any]) -> StatusRow:
         last_refresh=_time(status.get("lastRefreshTime")),
         reason=str(shown.get("reason") or "") if shown is not None else "",
         message=str(shown.get("message") or "") if shown is not None else "",
+        secret=str(spec.get("secretName") or ""),
+        next_refresh=_time(status.get("nextRefreshTime")),
     )
 
 
@@ -137,12 +142,21 @@ def sort_rows(rows: Iterable[StatusRow]) -> list[StatusRow]:
     return sorted(rows, key=lambda r: (r.namespace, r.name))
 
 
-def headers(*, all_namespaces: bool) -> list[str]:
+def headers(*, all_namespaces: bool, wide: bool = False) -> list[str]:
     cols = ["LINK", "PROVIDER", "READY", "ACCOUNT", "EXPIRES IN", "LAST REFRESH", "REASON"]
+    if wide:
+        cols += ["SECRET", "NEXT REFRESH", "MESSAGE"]
     return ["NAMESPACE", *cols] if all_namespaces else cols
 
 
-def cells(row: StatusRow, *, now: dt.datetime, all_namespaces: bool) -> list[str]:
+def _until(moment: dt.datetime | None, *, now: dt.datetime) -> str:
+    if moment is None:
+        return "-"
+    left = moment - now
+    return "now" if left.total_seconds() <= 0 else f"in {format_duration(left)}"
+
+
+def cells(row: StatusRow, *, now: dt.datetime, all_namespaces: bool, wide: bool = False) -> list[str]:
     """The table cells of one row, control characters escaped (account names come from the provider)."""
     values = [
         row.name,
@@ -153,11 +167,13 @@ def cells(row: StatusRow, *, now: dt.datetime, all_namespaces: bool) -> list[str
         age(row.last_refresh, now=now),
         row.reason or "-",
     ]
+    if wide:
+        values += [row.secret or "-", _until(row.next_refresh, now=now), " ".join(row.message.split()) or "-"]
     return [printable(v) for v in ([row.namespace, *values] if all_namespaces else values)]
 
 
 def render_table(header: Sequence[str], body: Sequence[Sequence[str]], *,
-                 colour_column: int | None = None, colour: bool = False) -> str:
+                 colour_column: int | None = None, colour: bool = False, show_header: bool = True) -> str:
     """Left-aligned columns separated by three spaces, like kubectl. ANSI colour (on
     ``colour_column``, by value True/False/Unknown) is added after padding so that
     it never breaks the alignment."""
@@ -167,6 +183,8 @@ def render_table(header: Sequence[str], body: Sequence[Sequence[str]], *,
             widths[i] = max(widths[i], len(cell))
     out = []
     for n, line in enumerate([list(header), *[list(b) for b in body]]):
+        if n == 0 and not show_header:
+            continue
         parts = []
         for i, cell in enumerate(line):
             last = i == len(line) - 1
@@ -179,34 +197,79 @@ def render_table(header: Sequence[str], body: Sequence[Sequence[str]], *,
 
 
 def table(rows: Sequence[StatusRow], *, now: dt.datetime, all_namespaces: bool,
-          colour: bool = False) -> str:
-    head = headers(all_namespaces=all_namespaces)
-    body = [cells(r, now=now, all_namespaces=all_namespaces) for r in sort_rows(rows)]
-    return render_table(head, body, colour_column=head.index("READY"), colour=colour)
+          colour: bool = False, wide: bool = False, show_header: bool = True) -> str:
+    head = headers(all_namespaces=all_namespaces, wide=wide)
+    body = [cells(r, now=now, all_namespaces=all_namespaces, wide=wide) for r in sort_rows(rows)]
+    return render_table(head, body, colour_column=head.index("READY"), colour=colour, show_header=show_header)
 
 
-def as_dicts(rows: Sequence[StatusRow], *, now: dt.datetime) -> list[dict[str, Any]]:
-    """Machine-readable rows (``-o json`` / ``-o yaml``): times as RFC 3339 plus the
-    human forms the table shows."""
-    def stamp(t: dt.datetime | None) -> str | None:
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else None
+# --- -o: how kubectl prints objects ---------------------------------------------------------
+class Output(enum.StrEnum):
+    TABLE = "table"
+    WIDE = "wide"
+    NAME = "name"
+    JSON = "json"
+    YAML = "yaml"
+    JSONPATH = "jsonpath"
 
-    return [
-        {
-            "namespace": r.namespace,
-            "link": r.name,
-            "provider": r.provider,
-            "ready": r.ready,
-            "account": r.account or None,
-            "expiresAt": stamp(r.expires_at),
-            "expiresIn": expires_in(r.expires_at, now=now),
-            "lastRefreshTime": stamp(r.last_refresh),
-            "lastRefresh": age(r.last_refresh, now=now),
-            "reason": r.reason or None,
-            "message": r.message or None,
-        }
-        for r in sort_rows(rows)
-    ]
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """``-o``: the format, and for ``jsonpath=TEMPLATE`` the template."""
+
+    kind: Output
+    template: str = ""
+
+    @property
+    def tabular(self) -> bool:
+        return self.kind in (Output.TABLE, Output.WIDE)
+
+
+OUTPUT_CHOICES = ("table", "wide", "name", "json", "yaml", "jsonpath=")
+
+
+def parse_output(text: str) -> OutputSpec:
+    """``-o table|wide|name|json|yaml|jsonpath=TEMPLATE`` (kubectl's ``jsonpath='{...}'`` too)."""
+    kind, eq, template = text.partition("=")
+    if kind == Output.JSONPATH and eq:
+        if not template:
+            raise InvalidInputError("-o jsonpath= needs a template, e.g. jsonpath='{.items[*].metadata.name}'")
+        from externalauth.cli import jsonpath
+
+        jsonpath.parse(template)  # a malformed template is a usage error, before the cluster is asked
+        return OutputSpec(Output.JSONPATH, template)
+    if not eq and kind in {o.value for o in Output} - {Output.JSONPATH}:
+        return OutputSpec(Output(kind))
+    raise InvalidInputError(f"invalid choice: {text[:60]!r} (choose from table, wide, name, json, yaml, "
+                            "jsonpath=TEMPLATE)")
+
+
+LINK_RESOURCE = "externalauthlink.externalauth.io"
+API_VERSION = "externalauth.io/v1alpha1"
+KIND = "ExternalAuthLink"
+
+
+def as_object(link: Mapping[str, Any]) -> dict[str, Any]:
+    """A link as ``kubectl get -o json`` prints it: with apiVersion and kind, without
+    ``metadata.managedFields`` (kubectl's ``--show-managed-fields=false``, its default)."""
+    obj = {"apiVersion": API_VERSION, "kind": KIND, **dict(link)}
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    obj["metadata"] = meta
+    return obj
+
+
+def as_list(links: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several links as kubectl prints a listing: a ``v1`` ``List`` with ``items``."""
+    ordered = sorted(links, key=lambda o: ((o.get("metadata") or {}).get("namespace") or "",
+                                           (o.get("metadata") or {}).get("name") or ""))
+    return {"apiVersion": "v1", "kind": "List", "items": [as_object(o) for o in ordered],
+            "metadata": {"resourceVersion": ""}}
+
+
+def object_name(link: Mapping[str, Any]) -> str:
+    """``-o name``: ``externalauthlink.externalauth.io/NAME``."""
+    return f"{LINK_RESOURCE}/{printable(str((link.get('metadata') or {}).get('name') or ''))}"
 
 
 def refresh_outcome(status: Mapping[str, Any]) -> tuple[bool, str]:

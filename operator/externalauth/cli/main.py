@@ -123,6 +123,26 @@ def _bind_address(text: str) -> tuple[str, int | None]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _output(text: str) -> object:
+    from externalauth.cli import formatting
+
+    try:
+        return formatting.parse_output(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _OutputChoices:
+    """``status -o``: any parsed value is a choice (:func:`_output` refused the others); the
+    listed ones are what completion offers."""
+
+    def __contains__(self, value: object) -> bool:
+        return not isinstance(value, str)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("table", "wide", "name", "json", "yaml", "jsonpath="))
+
+
 class _OutputFormats:
     """The ``--output-format`` choices, read from the model's enum only when argparse looks
     (a bad value, ``--help``, completion): not on every start."""
@@ -267,8 +287,11 @@ def _add_status(status: argparse.ArgumentParser) -> None:
     status.add_argument("link", metavar="LINK", nargs="?", type=_name("link"),
                         help="show this link in detail (conditions, times, last events)")
     status.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace (not with -n)")
-    status.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
-                        help="output format (default table; json/yaml: the rows, or the link object for LINK)")
+    status.add_argument("-o", "--output", type=_output, choices=_OutputChoices(), default="table", metavar="FORMAT",
+                        help="table (default), wide (more columns), name, json, yaml (the ExternalAuthLink "
+                             "objects as kubectl prints them: a List, or the object for LINK), or "
+                             "jsonpath=TEMPLATE (kubectl's, e.g. jsonpath='{.items[*].metadata.name}')")
+    status.add_argument("--no-headers", action="store_true", help="table and wide: no header line")
     status.add_argument("-w", "--watch", action="store_true",
                         help="after the first answer, print again on every change (a watch, until Ctrl-C)")
     add_kube_flags(status, after=True)

@@ -124,12 +124,61 @@ def test_render_table(header: list[str], body: list[list[str]], expected: str) -
     assert expected == formatting.render_table(header, body)
 
 
-def test_as_dicts_carries_times_and_human_forms() -> None:
-    obj = link(conditions=[cond("Ready", "True", "TokenCurrent")], account="alice",
-               expiresAt="2025-01-01T13:00:00Z")
-    [d] = formatting.as_dicts([formatting.row_for(obj)], now=NOW)
-    assert ("2025-01-01T13:00:00Z", "1h0m", "True", "alice") == (
-        d["expiresAt"], d["expiresIn"], d["ready"], d["account"])
+def test_wide_adds_the_secret_the_next_refresh_and_the_message() -> None:
+    obj = link(conditions=[cond("Ready", "False", "SecretInvalid", "key expiry:\n not RFC 3339")],
+               nextRefreshTime="2025-01-01T12:05:00Z")
+    text = formatting.table([formatting.row_for(obj)], now=NOW, all_namespaces=False, wide=True)
+    head, row = text.splitlines()
+    wanted = ["gh-token", "in", "5m", "key", "expiry:", "not", "RFC", "3339"]
+    assert (["SECRET", "NEXT", "REFRESH", "MESSAGE"], wanted) == (head.split()[-4:], row.split()[-8:])
+
+
+def test_no_headers_leaves_only_the_rows() -> None:
+    rows = [formatting.row_for(link("a")), formatting.row_for(link("b"))]
+    text = formatting.table(rows, now=NOW, all_namespaces=False, show_header=False)
+    assert ["a", "b"] == [line.split()[0] for line in text.splitlines()]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("table", formatting.OutputSpec(formatting.Output.TABLE), id="table"),
+    pytest.param("wide", formatting.OutputSpec(formatting.Output.WIDE), id="wide"),
+    pytest.param("name", formatting.OutputSpec(formatting.Output.NAME), id="name"),
+    pytest.param("json", formatting.OutputSpec(formatting.Output.JSON), id="json"),
+    pytest.param("yaml", formatting.OutputSpec(formatting.Output.YAML), id="yaml"),
+    pytest.param("jsonpath={.items[*].metadata.name}",
+                 formatting.OutputSpec(formatting.Output.JSONPATH, "{.items[*].metadata.name}"),
+                 id="jsonpath with its template"),
+    pytest.param("jsonpath={.a}={.b}", formatting.OutputSpec(formatting.Output.JSONPATH, "{.a}={.b}"),
+                 id="an = inside the template is the template's"),
+])
+def test_output_formats(text: str, expected: formatting.OutputSpec) -> None:
+    assert expected == formatting.parse_output(text)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param("xml", "invalid choice: 'xml'", id="an unknown format"),
+    pytest.param("jsonpath", "invalid choice", id="jsonpath without a template"),
+    pytest.param("jsonpath=", "needs a template", id="jsonpath= with an empty template"),
+    pytest.param("jsonpath={.items[0", "unclosed", id="a malformed template, before the cluster is asked"),
+    pytest.param("json=x", "invalid choice", id="json takes no value"),
+])
+def test_bad_output_formats(text: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        formatting.parse_output(text)
+
+
+def test_a_listing_prints_as_kubectls_list_without_managed_fields() -> None:
+    """json/yaml of several links: a v1 List of the objects, sorted, apiVersion and kind on each."""
+    b = link("b")
+    a = {**link("a"), "metadata": {"name": "a", "namespace": "alice", "managedFields": [{"manager": "x"}]}}
+    listed = formatting.as_list([b, a])
+    assert (("v1", "List"), ["a", "b"], [("externalauth.io/v1alpha1", "ExternalAuthLink")] * 2, None) == (
+        (listed["apiVersion"], listed["kind"]), [i["metadata"]["name"] for i in listed["items"]],
+        [(i["apiVersion"], i["kind"]) for i in listed["items"]], listed["items"][0]["metadata"].get("managedFields"))
+
+
+def test_name_output_is_the_resource_and_the_name() -> None:
+    assert "externalauthlink.externalauth.io/gh" == formatting.object_name(link("gh"))
 
 
 @pytest.mark.parametrize(("conditions", "ok", "text"), [
