@@ -14,9 +14,9 @@ from externalauth.kube.api import Kube
 from externalauth.model.bodies import RawBody
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
-from externalauth.oauth.exchanging import ExchangeResult, ProviderClient
+from externalauth.oauth.exchanging import ProviderClient
 from externalauth.policy import revocations
-from externalauth.policy.classifying import ValidationOutcome
+from externalauth.policy.classifying import ExchangeResult, ValidationOutcome
 
 P = ParamSpec("P")
 T = TypeVar("T")

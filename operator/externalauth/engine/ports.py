@@ -13,9 +13,8 @@ from typing import Any, Protocol
 from externalauth.model.bodies import RawBody
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
-from externalauth.oauth.exchanging import ExchangeResult
 from externalauth.policy import revocations
-from externalauth.policy.classifying import ValidationOutcome
+from externalauth.policy.classifying import ExchangeResult, ValidationOutcome
 
 
 class KubePort(Protocol):

@@ -34,10 +34,11 @@ from requests.auth import HTTPBasicAuth
 from externalauth.errors import DiscoveryError
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
-from externalauth.model.tokens import TokenSet, read_token_answer
+from externalauth.model.tokens import read_token_answer
 from externalauth.oauth import discovering, transport
 from externalauth.oauth.transport import TrustingAdapter, proxies_for, session_for, ssl_context
 from externalauth.policy import classifying, revocations, timing
+from externalauth.policy.classifying import ExchangeResult as ExchangeResult  # lives in the pure room
 from externalauth.providers import ClientAuth, Revocation
 
 log = logging.getLogger(__name__)
@@ -56,25 +57,6 @@ class AnswerObserver(Protocol):
     def rate_limit_remaining(self, endpoint: str, remaining: float) -> None: ...
 
     def clock_skew(self, seconds: float) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class ExchangeResult:
-    """What a refresh came to.
-
-    ``tokens``: only with SUCCESS; its refresh token is the new one, or the one sent when
-    the provider did not rotate it. ``refresh_token``: the new refresh token the answer
-    carried, if usable; with UNUSABLE_ANSWER it is all that could be salvaged (the old
-    one may be spent: store it if you can). ``notes``: what in the answer was not
-    believed (no values), for logs or an event. ``clock_skew``: the provider's clock
-    minus ours in seconds, from its Date header (None: no answer, or no usable Date);
-    :func:`classifying.skew_message` says it in a sentence when it matters."""
-
-    classified: classifying.Classified
-    tokens: TokenSet | None = None
-    refresh_token: SecretStr | None = None
-    notes: tuple[str, ...] = ()
-    clock_skew: float | None = None
 
 
 _TLS_MESSAGE = "could not verify the token endpoint's TLS certificate (check spec.caBundle)"

@@ -11,6 +11,8 @@ import math
 import re
 from collections.abc import Mapping
 
+from externalauth.model.secure import SecretStr
+from externalauth.model.tokens import TokenSet
 from externalauth.policy import timing
 from externalauth.policy.timing import MAX_RETRY_AFTER
 from externalauth.providers import ErrorMeaning, Quirks
@@ -146,6 +148,25 @@ def classify_token_answer(answer: TokenAnswer, *, quirks: Quirks | None = None) 
             f"the token endpoint answered HTTP {answer.status} {what}; the refresh token may already be spent",
         )
     return Classified(TokenVerdict.PERMANENT, f"the token endpoint answered HTTP {answer.status}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExchangeResult:
+    """What a refresh came to.
+
+    ``tokens``: only with SUCCESS; its refresh token is the new one, or the one sent when
+    the provider did not rotate it. ``refresh_token``: the new refresh token the answer
+    carried, if usable; with UNUSABLE_ANSWER it is all that could be salvaged (the old
+    one may be spent: store it if you can). ``notes``: what in the answer was not
+    believed (no values), for logs or an event. ``clock_skew``: the provider's clock
+    minus ours in seconds, from its Date header (None: no answer, or no usable Date);
+    :func:`classifying.skew_message` says it in a sentence when it matters."""
+
+    classified: Classified
+    tokens: TokenSet | None = None
+    refresh_token: SecretStr | None = None
+    notes: tuple[str, ...] = ()
+    clock_skew: float | None = None
 
 
 class ValidationVerdict(enum.StrEnum):
