@@ -4,6 +4,7 @@
 #   make unit      fast tier only (no control plane)
 #   make e2e       the e2e tier alone: a real node (root; skipped, loudly, without)
 #   make lint      ruff + mypy + import-linter
+#   make mutate    mutation testing of the §9 modules by the unit tier (slow; not in CI)
 #   make demo      hack/demo.py against a real control plane
 #   make image     the operator image (OCI layout + archive) with hack/build-image.sh (root)
 #
@@ -111,6 +112,17 @@ lint: venv
 	$(BIN)/lint-imports
 	$(call say,chart CRDs match crds/)
 	@hack/check-crds.sh
+
+# Mutation testing (docs/mutation.md): one module at a time, MUTATE_JOBS worker processes.
+#   make mutate MUTATE=engine/writing.py MUTATE_JOBS=2
+MUTATE ?=
+MUTATE_JOBS ?= 1
+.PHONY: mutate
+mutate: venv
+	$(call say,mutmut over the §9 modules$(if $(MUTATE), ($(MUTATE)),), killed by tests/unit only)
+	@$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[mutate]'
+	$(BIN)/python hack/mutate.py --jobs $(MUTATE_JOBS) $(MUTATE)
+	$(BIN)/python hack/mutate.py --summary
 
 .PHONY: image
 image:

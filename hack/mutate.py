@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Mutation testing of the code that enforces contract §9, killed by the unit tier alone.
+
+    make mutate                          # every module below, one at a time
+    make mutate MUTATE=engine/writing.py # one module (a path under operator/externalauth)
+    make mutate MUTATE_JOBS=2            # worker processes (default 1: the machine is shared)
+
+mutmut 3 (the ``mutate`` extra) mutates a copy of the source and runs, per mutant, only
+the unit tests that cover the mutated function, each in a forked process. It only finds
+code under ``src/``, so the run happens in a staging directory, ``build/mutate``, where
+``src/externalauth`` is a copy of ``operator/externalauth`` taken at the start, beside
+the repository's tests and the files they read. Results stay in
+``build/mutate/mutants`` (``make mutate`` again re-tests only what changed);
+``--summary`` prints the score per module, ``--results`` the surviving mutants,
+``--show NAME`` one mutant's diff.
+Not in CI: a full run takes tens of minutes (docs/mutation.md has the last score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / "build" / "mutate"
+PACKAGE = ROOT / "operator" / "externalauth"
+#: The modules that enforce §9 (one exchange per refresh token, persist first, compare-
+#: and-swap, dead grants, bounded rates): the engine's refresh path, the decisions and
+#: classification, claims and tokens, and the reader of token answers.
+MODULES = (
+    "engine/refreshing.py",
+    "engine/writing.py",
+    "engine/reconciler.py",
+    "engine/scheduling.py",
+    "policy/deciding.py",
+    "policy/timing.py",
+    "policy/classifying.py",
+    "model/claims.py",
+    "model/tokens.py",
+    "oauth/exchanging.py",
+)
+#: Repository files the unit tests read (the docs they check, the sources they walk).
+ALSO_COPY = ("docs", "operator", "README.md", "crds", "charts", "deploy", "examples", "hack", "bench",
+             "CHANGELOG.md", "Makefile", "sim")
+#: Unit tests that check the repository rather than behaviour (links in docs); they read
+#: files mutmut does not copy and cannot kill a mutant of the modules above.
+IGNORE = ("tests/unit/test_docs.py",)
+
+
+def _mutmut() -> Path:
+    exe = Path(sys.executable).parent / "mutmut"
+    if not exe.exists():
+        sys.exit("mutmut is not installed: pip install -e '.[mutate]' (or make venv MUTATE=1)")
+    return exe
+
+
+def _pyproject(only: list[str], jobs: int) -> str:
+    """The repository's pyproject.toml with a [tool.mutmut] section for this run."""
+    text = (ROOT / "pyproject.toml").read_text()
+    text = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", text)
+    quoted = ", ".join(f'"{p}"' for p in only)
+    ignores = ", ".join(f'"--ignore={p}"' for p in IGNORE)
+    also = ", ".join(f'"{p}"' for p in ALSO_COPY)
+    return text + f"""
+[tool.mutmut]
+source_paths = ["src/externalauth"]
+only_mutate = [{quoted}]
+also_copy = [{also}]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q"]
+pytest_add_cli_args_test_selection = ["tests/unit", {ignores}]
+use_git_change_detection = false
+# {jobs} worker(s)
+"""
+
+
+def stage(modules: list[str], jobs: int) -> None:
+    STAGE.mkdir(parents=True, exist_ok=True)
+    src = STAGE / "src" / "externalauth"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(PACKAGE, src, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("tests", *ALSO_COPY):
+        link = STAGE / name
+        if not link.is_symlink() and (ROOT / name).exists():
+            link.symlink_to(ROOT / name)
+    (STAGE / "pyproject.toml").write_text(_pyproject([f"src/externalauth/{m}" for m in modules], jobs))
+
+
+def run(modules: list[str], jobs: int) -> int:
+    for module in modules:
+        if not (PACKAGE / module).is_file():
+            sys.exit(f"no such module: operator/externalauth/{module} (one of: {', '.join(MODULES)})")
+    stage(modules, jobs)
+    exe = _mutmut()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    status = 0
+    for module in modules:
+        dotted = "externalauth." + module.removesuffix(".py").replace("/", ".")
+        print(f"\n==> mutmut run {dotted}.* (jobs {jobs})", flush=True)
+        status |= subprocess.call([str(exe), "run", "--max-children", str(jobs), f"{dotted}.*"],
+                                  cwd=STAGE, env=env)
+    return status
+
+
+def summary() -> int:
+    """Killed / survived / no tests per module, from mutmut's result files (a timeout
+    counts as killed: the mutant made the tests hang)."""
+    from mutmut.stats import status_by_exit_code  # the mutate extra
+
+    total: dict[str, int] = {}
+    print(f"{'module':34} {'mutants':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'score':>6}")
+    for meta in sorted((STAGE / "mutants" / "src").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        counts: dict[str, int] = {}
+        for code in codes.values():
+            status = status_by_exit_code[code]
+            status = "killed" if status in ("killed", "timeout", "caught by type check") else status
+            counts[status] = counts.get(status, 0) + 1
+            total[status] = total.get(status, 0) + 1
+        _row(str(meta.relative_to(STAGE / "mutants" / "src")).removesuffix(".meta"), counts)
+    _row("all", total)
+    return 0
+
+
+def _row(name: str, counts: dict[str, int]) -> None:
+    n = sum(counts.values())
+    killed = counts.get("killed", 0)
+    score = f"{100 * killed / n:.1f}%" if n else "-"
+    print(f"{name:34} {n:7} {killed:7} {counts.get('survived', 0):8} {counts.get('no tests', 0):8} {score:>6}"
+          + ("" if n == killed + counts.get("survived", 0) + counts.get("no tests", 0) else f"  {counts}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help=f"paths under operator/externalauth (default: {' '.join(MODULES)})")
+    parser.add_argument("--jobs", type=int, default=1, help="mutmut worker processes (default 1)")
+    parser.add_argument("--results", action="store_true", help="list the mutants of the last run that survived")
+    parser.add_argument("--show", metavar="MUTANT", help="the diff of one mutant")
+    parser.add_argument("--summary", action="store_true", help="the score of the last run, per module")
+    args = parser.parse_args(argv)
+    if args.summary:
+        return summary()
+    if args.results or args.show:
+        if not (STAGE / "mutants").is_dir():
+            sys.exit("no results yet: make mutate first")
+        command = ["results"] if args.results else ["show", args.show]
+        return subprocess.call([str(_mutmut()), *command], cwd=STAGE)
+    return run(list(args.modules) or list(MODULES), max(1, args.jobs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
