@@ -32,13 +32,14 @@ STAGE = ROOT / "build" / "mutate"
 PACKAGE = ROOT / "operator" / "externalauth"
 #: The modules that enforce §9 (one exchange per refresh token, persist first, compare-
 #: and-swap, dead grants, bounded rates): the engine's refresh path, the decisions and
-#: classification, claims and tokens, and the reader of token answers.
+#: classification, what outcomes mean, claims and tokens, and the reader of token answers.
 MODULES = (
     "engine/refreshing.py",
     "engine/writing.py",
     "engine/reconciler.py",
     "engine/scheduling.py",
     "policy/deciding.py",
+    "policy/effects.py",
     "policy/timing.py",
     "policy/classifying.py",
     "model/claims.py",
