@@ -14,6 +14,7 @@ import kopf
 from externalauth import GROUP, VERSION
 from externalauth.engine import starting
 from externalauth.kube import connecting
+from externalauth.policy import timing
 
 log = logging.getLogger("externalauth")
 
@@ -59,8 +60,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # No scanning of namespaces and CRDs: the resources are known and the namespaces
     # explicit, so the operator needs no RBAC on namespaces or CRDs (deploy/rbac.yaml).
     settings.scanning.disabled = True
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    settings.watching.server_timeout = timing.KOPF_WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = timing.KOPF_WATCH_CLIENT_TIMEOUT
     State.running = await starting.start(State.options)
 
 

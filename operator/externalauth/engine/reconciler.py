@@ -386,6 +386,6 @@ class Engine:
         grace = self.settings.shutdown_grace
         await self.scheduler.stop(grace=grace)
         await self.writer.drain(grace=grace)
-        await self.background.wait(timeout=5.0)
-        await self.recorder.drain(grace=5.0)
+        await self.background.wait(timeout=timing.BACKGROUND_GRACE)
+        await self.recorder.drain(grace=timing.BACKGROUND_GRACE)
         self.providers.close()

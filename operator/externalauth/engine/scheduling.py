@@ -15,10 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 
 from externalauth.engine.ports import Clock, SystemClock
+from externalauth.policy import timing
 
 log = logging.getLogger(__name__)
-#: A reconcile that crashed (a bug) is tried again after this long.
-CRASH_RETRY = dt.timedelta(seconds=30)
 
 
 class Scheduler:
@@ -114,7 +113,7 @@ class Scheduler:
                         raise
                     except Exception:
                         log.exception("reconcile of %s failed unexpectedly; retrying in 30s", key)
-                        self.schedule(key, self._clock.now() + CRASH_RETRY)
+                        self.schedule(key, self._clock.now() + timing.CRASH_RETRY)
                 if key not in self._rerun or self._stopped:
                     break
         finally:

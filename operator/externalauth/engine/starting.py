@@ -11,16 +11,15 @@ for all the events that arrived since the last one."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import itertools
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from externalauth import GROUP, VERSION, metrics
 from externalauth.engine.adapters import ThreadedKube, ThreadedProvider, run_blocking
+from externalauth.engine.inbox import Inbox
 from externalauth.engine.ports import ProviderPort
 from externalauth.engine.reconciler import Engine
 from externalauth.engine.settings import Settings
@@ -33,10 +32,9 @@ from externalauth.model.names import PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.oauth.exchanging import ProviderClient
+from externalauth.policy import timing
 
 log = logging.getLogger("externalauth")
-#: Longest wait for the first listing of the labelled Secrets.
-SYNC_TIMEOUT = 300.0
 LINKS = Resource(f"{GROUP}/{VERSION}", "externalauthlinks", "ExternalAuthLink")
 
 
@@ -120,7 +118,7 @@ async def start(options: Options) -> Running:
         watchers.append(watcher)
         threading.Thread(target=watcher.run, name=f"watch-{resource.plural}-{ns or 'all'}{'' if selector else '-all'}",
                          daemon=True).start()
-    await asyncio.wait_for(synced.wait(), timeout=SYNC_TIMEOUT)
+    await asyncio.wait_for(synced.wait(), timeout=timing.SYNC_TIMEOUT)
     scheduler_task = loop.create_task(engine.scheduler.run(), name="scheduler")
     engine.scheduler.start()
     if options.metrics_port:
@@ -130,63 +128,12 @@ async def start(options: Options) -> Running:
                    pools=[api_pool, provider_pool])
 
 
-#: Events waiting for the loop before a watch thread waits for room (bounds the memory of
-#: a first listing that outpaces the loop: 100,000 links and Secrets decoded at once).
-INBOX_LIMIT = 2000
-
-
-class Inbox:
-    """Events from the watch threads to the event loop, in batches: a thread appends and wakes
-    the loop only if no wake-up is pending, so a burst of events costs one wake-up. A full
-    inbox makes the watch threads wait (the API server holds the rest of the stream)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, limit: int = INBOX_LIMIT) -> None:
-        self._loop = loop
-        self._limit = limit
-        self._events: collections.deque[tuple[Callable[[str, RawBody], None], str, RawBody]] = collections.deque()
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._woken = False
-        self._closed = False
-
-    def sender(self, handler: Callable[[str, RawBody], None]) -> Callable[[str, RawBody], None]:
-        def send(kind: str, obj: RawBody) -> None:
-            with self._room:
-                while len(self._events) >= self._limit and not self._closed:
-                    self._room.wait(timeout=1.0)
-                if self._closed:
-                    return
-                self._events.append((handler, kind, obj))
-                if self._woken:
-                    return
-                self._woken = True
-            self._loop.call_soon_threadsafe(self._drain)
-        return send
-
-    def close(self) -> None:
-        """No more events: waiting watch threads return."""
-        with self._room:
-            self._closed = True
-            self._room.notify_all()
-
-    def _drain(self) -> None:
-        with self._room:
-            events, self._events = self._events, collections.deque()
-            self._woken = False
-            self._room.notify_all()
-        for handler, kind, obj in events:
-            try:
-                handler(kind, obj)
-            except Exception:
-                log.exception("an event of %s could not be handled", kind)
-
-
 async def _list_providers(engine: Engine) -> list[RawBody]:
     for attempt in itertools.count(1):
         try:
             return await engine.kube.list_providers()
         except TransientError as e:  # e.g. 429 "storage is (re)initializing" after a CRD install
-            wait = min(10.0, e.retry_after or 0.5 * attempt)
+            wait = timing.listing_retry(attempt, retry_after=e.retry_after)
             log.info("cannot list ExternalAuthProviders yet (%s); retrying in %.1fs", e, wait)
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ from typing import Any
 from externalauth.kube import translating
 from externalauth.kube.api import Kube
 from externalauth.kube.connecting import Response
+from externalauth.policy import timing
 
 log = logging.getLogger(__name__)
 Callback = Callable[[str, dict[str, Any]], None]
@@ -100,13 +101,16 @@ class Watcher:
                 if self.stopping.is_set():
                     break
                 failures += 1
-                wait = min(30.0, 0.5 * 2 ** min(failures, 6))
+                wait = timing.watch_retry(failures)
                 log.warning("%s failed: %s; retrying in %.1fs", self.name, type(e).__name__, wait)
                 self.stopping.wait(wait)
 
     def _watch(self, rv: str) -> str | None:
-        params = self._params(watch="true", resourceVersion=rv, allowWatchBookmarks="true", timeoutSeconds="290")
-        resp = self.kube.client.get(params=params, stream=True, timeout=(10, 320), **self._where())
+        params = self._params(watch="true", resourceVersion=rv, allowWatchBookmarks="true",
+                             timeoutSeconds=str(timing.WATCH_SERVER_TIMEOUT))
+        resp = self.kube.client.get(params=params, stream=True,
+                                    timeout=(timing.WATCH_CONNECT_TIMEOUT, timing.WATCH_READ_TIMEOUT),
+                                    **self._where())
         self._response = resp
         try:
             if resp.status_code == 410:

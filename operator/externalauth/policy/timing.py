@@ -36,6 +36,25 @@ VALIDATION_GRACE = dt.timedelta(seconds=30)
 RT_EXPIRING_SOON = dt.timedelta(days=7)
 #: Validation that got no verdict backs off from this base.
 VALIDATION_BACKOFF_BASE = 30.0
+#: A reconcile that crashed (a bug) is tried again after this long.
+CRASH_RETRY = dt.timedelta(seconds=30)
+
+# --- the operator's own housekeeping: start-up, shut-down, watches ------------------------
+#: Longest wait at start-up for the first listing of the labelled Secrets and the links.
+SYNC_TIMEOUT = 300.0
+#: At shut-down, longest wait for the events and provider reconciles still running (the
+#: token writes have their own, longer grace: ``Settings.shutdown_grace``).
+BACKGROUND_GRACE = 5.0
+#: How often a watch thread that waits for room in a full inbox looks whether it was closed.
+INBOX_WAIT = 1.0
+#: Our watches (links, Secrets): the API server ends a watch after WATCH_SERVER_TIMEOUT
+#: seconds; a connection silent for WATCH_READ_TIMEOUT is given up; connecting, sooner.
+WATCH_SERVER_TIMEOUT = 290
+WATCH_READ_TIMEOUT = 320.0
+WATCH_CONNECT_TIMEOUT = 10.0
+#: kopf's watch (the providers), in kopf's terms: the same, a little longer.
+KOPF_WATCH_SERVER_TIMEOUT = 300
+KOPF_WATCH_CLIENT_TIMEOUT = 330
 
 
 def fraction(seed: str) -> float:
@@ -140,3 +159,16 @@ def revocation_retry(*, attempt: int, retry_after: float | None) -> float:
     provider's Retry-After when longer (capped like every Retry-After)."""
     wait = min(30.0, 2.0 * 2 ** max(0, attempt - 1))
     return float(max(wait, capped_retry_after(retry_after))) if retry_after is not None else wait
+
+
+def watch_retry(failures: int) -> float:
+    """Seconds before a watch that failed ``failures`` times in a row starts again:
+    1 s doubling to 30 s."""
+    return min(30.0, 0.5 * 2.0 ** min(failures, 6))
+
+
+def listing_retry(attempt: int, *, retry_after: float | None) -> float:
+    """Seconds before listing the providers again at start-up (the API server may still be
+    initialising its storage after a CRD install): the server's Retry-After, else 0.5 s
+    more each attempt, at most 10 s."""
+    return min(10.0, retry_after or 0.5 * attempt)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
+from typing import Any
 
-from externalauth.engine.starting import Inbox
+from externalauth.engine.inbox import Inbox
 
 
 def test_a_full_inbox_makes_the_watch_thread_wait_for_the_loop() -> None:
@@ -16,19 +16,20 @@ def test_a_full_inbox_makes_the_watch_thread_wait_for_the_loop() -> None:
     in order."""
     loop = asyncio.new_event_loop()
     got: list[int] = []
+    all_arrived = loop.create_future()
+
+    def handle(kind: str, obj: Any) -> None:
+        got.append(obj["n"])
+        if len(got) == 10:
+            all_arrived.set_result(None)
+
     inbox = Inbox(loop, limit=3)
-    send = inbox.sender(lambda kind, obj: got.append(obj["n"]))  # type: ignore[index]
-    thread = threading.Thread(target=lambda: [send("ADDED", {"n": i}) for i in range(10)])  # type: ignore[typeddict-item]
+    send = inbox.sender(handle)
+    thread = threading.Thread(target=lambda: [send("ADDED", {"n": i}) for i in range(10)])  # type: ignore[typeddict-unknown-key]
     thread.start()
-    deadline = time.monotonic() + 10
-    while len(inbox._events) < 3:
-        assert time.monotonic() < deadline, "the thread never filled the inbox"
-        time.sleep(0.01)
-    time.sleep(0.05)
-    assert (3, True) == (len(inbox._events), thread.is_alive())  # waiting for room, not piling up
-    while len(got) < 10:
-        assert time.monotonic() < deadline, f"only {got} arrived"
-        loop.run_until_complete(asyncio.sleep(0.01))
+    assert inbox.wait_for_waiting(1, timeout=10), "the thread never waited for room"
+    assert (3, True) == (len(inbox), thread.is_alive())  # waiting for room, not piling up
+    loop.run_until_complete(asyncio.wait_for(all_arrived, 10))
     thread.join(5)
     assert list(range(10)) == got
     loop.close()
@@ -40,11 +41,8 @@ def test_a_closed_inbox_releases_a_waiting_thread() -> None:
     send = inbox.sender(lambda kind, obj: None)
     thread = threading.Thread(target=lambda: [send("ADDED", {}) for _ in range(3)])
     thread.start()
-    deadline = time.monotonic() + 10
-    while not inbox._events:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert inbox.wait_for_waiting(1, timeout=10), "the thread never waited for room"
     inbox.close()
     thread.join(5)
-    assert not thread.is_alive()
+    assert (False, 1) == (thread.is_alive(), len(inbox))
     loop.close()

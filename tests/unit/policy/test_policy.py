@@ -312,3 +312,21 @@ def test_an_unparsable_status_time_is_ignored_not_a_crash(value: str) -> None:
     as absent (security review, bad input 42)."""
     plan = decide(inp(memory=LinkMemory(), status={"lastRefreshTime": value, "lastValidationTime": value}))
     assert Action.VALIDATE == plan.action
+
+
+@pytest.mark.parametrize(("failures", "wait"), [
+    pytest.param(1, 1.0, id="a watch that failed once starts again after a second"),
+    pytest.param(3, 4.0, id="doubling"),
+    pytest.param(20, 30.0, id="at most 30 s"),
+])
+def test_watch_retry(failures: int, wait: float) -> None:
+    assert wait == timing.watch_retry(failures)
+
+
+@pytest.mark.parametrize(("attempt", "retry_after", "wait"), [
+    pytest.param(1, None, 0.5, id="listing the providers again: half a second more each attempt"),
+    pytest.param(3, 7.0, 7.0, id="the API server's Retry-After when it names one"),
+    pytest.param(100, None, 10.0, id="at most 10 s"),
+])
+def test_listing_retry(attempt: int, retry_after: float | None, wait: float) -> None:
+    assert wait == timing.listing_retry(attempt, retry_after=retry_after)
