@@ -237,6 +237,23 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                                 "provider>. Needs get on the link and on the Secret.")
     token.add_argument("link", metavar="LINK", type=_name("link"), help="the ExternalAuthLink")
     add_kube_flags(token, after=True)
+    gitcred = command("git-credential", "externalauth.cli.gitcredential:command",
+                      help="a git credential helper that answers from the mounted token Secret",
+                      description="git's credential helper protocol (git-credential(1)) for workspaces: "
+                                  "answers 'get' for the provider's host from the mounted token Secret's "
+                                  "files, read at each call (access_token, expiry, and git-credentials, netrc "
+                                  "or gh-hosts.yml for the host and user name); 'store' and 'erase' do "
+                                  "nothing. No network, no Kubernetes credentials. Set it up with: git config "
+                                  "--global credential.helper externalauth (the script "
+                                  "git-credential-externalauth, which starts faster) or '!externalauth "
+                                  "git-credential'.")
+    gitcred.add_argument("action", metavar="ACTION", choices=("get", "store", "erase"),
+                         help="get (answer), store or erase (do nothing)")
+    gitcred.add_argument("--secret-dir", metavar="DIR",
+                         help="where the token Secret is mounted (default: $EXTERNALAUTH_SECRET_DIR)")
+    gitcred.add_argument("--host", metavar="HOST", help="answer for this host (default: from the format keys)")
+    gitcred.add_argument("--username", metavar="USER",
+                         help="git's user name (default: from the format keys, else oauth2)")
     completion = command("completion", "externalauth.cli.completion:completion_command",
                          help="print a shell completion script",
                          description="Print the completion script for SHELL. bash: source <(externalauth "
@@ -413,6 +430,10 @@ def _fail(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["git-credential"] and not {"-h", "--help"} & set(argv):
+        from externalauth.cli import gitcredential  # git runs it per fetch: no parser, no kube client
+
+        return gitcredential.main(argv[1:])
     if argv[:1] == [COMPLETE]:
         from externalauth.cli import completion
 
