@@ -53,9 +53,13 @@ class Revoker:
         self._clock = clock
         self._settings = settings
         self._attempts: dict[LinkKey, _Attempts] = {}
+        #: Links whose revocation has ended (reported) while their finalizer may still be
+        #: on them: never revoked or reported twice, whatever triggers another look.
+        self._ended: set[LinkKey] = set()
 
     def forget(self, key: LinkKey) -> None:
         self._attempts.pop(key, None)
+        self._ended.discard(key)
 
     async def handle(self, key: LinkKey) -> tuple[bool, dt.datetime | None]:
         """Finalizer bookkeeping and revocation for the link ``key``, before it is decided.
@@ -103,9 +107,14 @@ class Revoker:
         except InvalidInputError:
             spec = None
         provider = spec.provider_name if spec is not None else ""
-        outcome, retry_after = await self._revoke(key, spec)
+        if key in self._ended:  # revoked or given up already: only the finalizer is left
+            if not await self._set_finalizers(key, body, [f for f in finalizers if f != REVOKE_FINALIZER]):
+                return self._clock.now() + timing.RETRY_SOON
+            return None
         deleted_at = _time((body.get("metadata") or {}).get("deletionTimestamp"))
         now = self._clock.now()
+        young = deleted_at is None or now - deleted_at < timing.REVOCATION_PROVIDER_GRACE
+        outcome, retry_after = await self._revoke(key, spec, young=young)
         if outcome.verdict is Verdict.TRANSIENT:
             attempts = self._attempts.setdefault(key, _Attempts())
             attempts.count += 1
@@ -119,9 +128,10 @@ class Revoker:
                 f"the provider could not be reached for {self._settings.revocation_deadline:g}s "
                 f"({outcome.message}); {self._manual(spec)}"))
         self._report(key, provider, outcome)
-        if not await self._set_finalizers(key, body, [f for f in finalizers if f != REVOKE_FINALIZER]):
-            return now + timing.RETRY_SOON  # reported again next time; rare (the link changed)
+        self._ended.add(key)
         self._attempts.pop(key, None)
+        if not await self._set_finalizers(key, body, [f for f in finalizers if f != REVOKE_FINALIZER]):
+            return now + timing.RETRY_SOON  # the link changed meanwhile: only the finalizer is left to do
         return None
 
     def _manual(self, spec: LinkSpec | None) -> str:
@@ -130,14 +140,16 @@ class Revoker:
             else "the provider's page of authorized applications"
         return revocations.manual_step(manual)
 
-    async def _revoke(self, key: LinkKey, spec: LinkSpec | None) -> tuple[revocations.Outcome, float | None]:
-        """One attempt: (outcome, the provider's Retry-After)."""
+    async def _revoke(self, key: LinkKey, spec: LinkSpec | None, *,
+                      young: bool) -> tuple[revocations.Outcome, float | None]:
+        """One attempt: (outcome, the provider's Retry-After). ``young``: the deletion is
+        recent, so a provider not known yet may still arrive (its watch lags the link's)."""
         if spec is None:
             return revocations.Outcome(Verdict.REFUSED, "the link's spec is invalid, so its grant is unknown"), None
         runtime = self._providers.get(spec.provider_name)
         if runtime is None or runtime.spec is None:
-            return revocations.Outcome(Verdict.REFUSED, f"ExternalAuthProvider {spec.provider_name} is not "
-                                                        "there or not valid"), None
+            return revocations.Outcome(Verdict.TRANSIENT if young else Verdict.REFUSED, (
+                f"ExternalAuthProvider {spec.provider_name} is not there or not valid")), None
         quirks = runtime.spec.quirks
         manual = revocations.manual_step(quirks.manual_revocation)
         client = runtime.client
@@ -182,9 +194,8 @@ class Revoker:
     def _report(self, key: LinkKey, provider: str, outcome: revocations.Outcome) -> None:
         if outcome.verdict is Verdict.REVOKED:
             metrics.REVOCATIONS.labels(provider, "revoked").inc()
-            log.info("ExternalAuthLink %s/%s: %s at provider %s", key[0], key[1], outcome.message, provider)
-            self._recorder.event(key, "Normal", EventReason.REVOKED,
-                                 f"{outcome.message} at provider {provider}")
+            log.info("ExternalAuthLink %s/%s: %s (provider %s)", key[0], key[1], outcome.message, provider)
+            self._recorder.event(key, "Normal", EventReason.REVOKED, f"{outcome.message} (provider {provider})")
             return
         result = "unsupported" if outcome.verdict is Verdict.UNSUPPORTED else "failed"
         metrics.REVOCATIONS.labels(provider, result).inc()

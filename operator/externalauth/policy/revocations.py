@@ -81,13 +81,13 @@ def classify(style: Revocation, *, status: int | None, error: str | None = None,
     if status is None:
         return Outcome(Verdict.TRANSIENT, "the revocation endpoint did not answer")
     if style is Revocation.GITHUB_GRANT and status == 204:
-        return Outcome(Verdict.REVOKED, "the grant was revoked")
+        return Outcome(Verdict.REVOKED, "revoked the grant at the provider")
     if style is Revocation.GITHUB_GRANT and status == 404:
         # No such authorization for this app: the token was already revoked or expired.
-        return Outcome(Verdict.REVOKED, "the grant was already gone at the provider")
+        return Outcome(Verdict.REVOKED, "the grant was already gone at the provider (revoked or expired)")
     if style is Revocation.RFC7009 and status == 200:
         # §2.2: 200 also for a token the server did not know (already revoked or expired).
-        return Outcome(Verdict.REVOKED, f"the {what} was revoked")
+        return Outcome(Verdict.REVOKED, f"revoked the {what} at the provider")
     if 300 <= status < 400:
         return Outcome(Verdict.REFUSED, f"the revocation endpoint answered HTTP {status}, a redirect, which is "
                                         "never followed (check spec.revocationURL)")

@@ -152,6 +152,9 @@ def reread_retry(attempt: int) -> float:
 #: How long a link with revokeOnDelete waits for its provider after deletion before the
 #: finalizer goes without a revocation (contract §2: a namespace deletion never hangs).
 REVOCATION_DEADLINE = dt.timedelta(minutes=5)
+#: A deleted link's provider that is not known (yet) is waited for this long: its watch
+#: may lag the link's (a provider created a moment before); after that, no revocation.
+REVOCATION_PROVIDER_GRACE = dt.timedelta(seconds=30)
 
 
 def revocation_retry(*, attempt: int, retry_after: float | None) -> float:

@@ -149,3 +149,33 @@ async def test_a_deleted_link_is_never_refreshed() -> None:
     rig.provider.revocation = revocations.Outcome(Verdict.TRANSIENT, "down")
     await rig.reconcile()
     assert [] == rig.steps("exchange")
+
+
+@run
+async def test_a_provider_not_known_yet_is_waited_for_briefly_then_the_link_goes() -> None:
+    rig = await _rig()
+    await rig.reconcile()
+    await rig.engine.on_provider("DELETED", copy.deepcopy(rig.kube.providers["gh"]))  # type: ignore[arg-type]
+    _delete(rig)
+    await rig.reconcile()
+    assert [REVOKE_FINALIZER] == _finalizers(rig)  # its watch may lag the link's
+    rig.clock.advance(31)
+    await rig.reconcile()
+    assert [] == _finalizers(rig)
+    await rig.settle()
+    assert ["RevocationFailed"] == rig.event_reasons()
+
+
+@run
+async def test_a_second_look_after_the_revocation_only_removes_the_finalizer() -> None:
+    rig = await _rig()
+    await rig.reconcile()
+    _delete(rig)
+    rig.kube.links[LINK]["metadata"]["resourceVersion"] = "stale"  # the finalizer write will conflict
+    await rig.reconcile()
+    assert [REVOKE_FINALIZER] == _finalizers(rig)
+    rig.engine.on_link("MODIFIED", copy.deepcopy(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    await rig.reconcile()
+    assert (1, []) == (len(rig.steps("revoke")), _finalizers(rig))
+    await rig.settle()
+    assert ["Revoked"] == rig.event_reasons()
