@@ -3,6 +3,7 @@
 Layout (imports only point downwards):
 
 * ``model``, ``policy``, ``providers`` — pure: no I/O, no clocks, no kopf, no network.
+* ``transport`` — I/O: the one HTTP stack (urllib3): TLS, proxies, deadlines, body caps.
 * ``oauth`` — I/O: calls to the provider (token exchange, validation, discovery, the sign-in
   flows) through one small transport; oauthlib prepares the refresh request.
 * ``kube`` — I/O: our own API-server client (credentials found as kubectl finds them),

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from externalauth.model.specs import parse_provider
 from externalauth.model.tokens import MAX_LIFETIME
 from externalauth.oauth.exchanging import ProviderClient
 from externalauth.policy.classifying import TokenVerdict, ValidationVerdict
+from tests.harness.proxy import ConnectProxy
 from tests.harness.simulator_fixtures import CLIENT_ID, CLIENT_SECRET
 
 NOW = dt.datetime.now(dt.UTC)
@@ -328,7 +329,7 @@ def test_an_unusable_answer_hands_back_a_new_refresh_token(make_simulator: Any) 
 
 
 def test_a_token_that_cannot_be_a_header_never_reaches_a_message(make_simulator: Any, every_log_line: Any) -> None:
-    """requests refuses a header value with a newline and puts the value in its exception message:
+    """http.client refuses a header value with a newline and puts the value in its exception message:
     the validation is Unreachable, and neither the log nor the outcome carries the token."""
     sim = make_simulator()
     token = f"gho_{CANARY}\r\nX-Injected: 1"
@@ -442,5 +443,76 @@ def test_an_issuer_that_does_not_answer_yet_is_tried_again_and_sends_no_token(
 
 
 def transport_no_answer() -> Exception:
-    from externalauth.oauth import transport
+    from externalauth import transport
     return transport.NoAnswer(transport.NoAnswerKind.UNREACHABLE, "ConnectionError")
+
+
+# --- through a CONNECT proxy (contract §9.15, security review finding 1) --------------------------
+@pytest.fixture
+def behind_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ConnectProxy]]:
+    """Start a CONNECT proxy on loopback and point HTTPS_PROXY at it (NO_PROXY cleared)."""
+    started: list[ConnectProxy] = []
+
+    def start(**kwargs: Any) -> ConnectProxy:
+        proxy = ConnectProxy(**kwargs)
+        started.append(proxy)
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.close()
+
+
+def test_a_ca_bundle_provider_refreshes_through_a_connect_proxy(make_simulator: Any, behind_proxy: Any) -> None:
+    """The tunnelled TLS is verified with the provider's caBundle (requests' proxy pool dropped it:
+    "could not verify the token endpoint's TLS certificate"), and the call went through the proxy."""
+    sim = make_simulator()
+    proxy = behind_proxy()
+    grant = sim.issue_grant(CLIENT_ID)
+    client = client_for(sim)
+    result = client.refresh(SecretStr(grant.refresh_token), now=NOW)
+    outcome = client.validate(SecretStr(grant.access_token), now=NOW)
+    origin = sim.url.split("://", 1)[1].rstrip("/")
+    assert (TokenVerdict.SUCCESS, ValidationVerdict.INVALID, {origin}) == (
+        result.classified.verdict, outcome.verdict, set(proxy.tunnels))
+
+
+def test_an_unknown_ca_behind_a_proxy_is_still_refused(make_simulator: Any, behind_proxy: Any) -> None:
+    sim = make_simulator()
+    proxy = behind_proxy()
+    grant = sim.issue_grant(CLIENT_ID)
+    result = client_for(sim, trust=False).refresh(SecretStr(grant.refresh_token), now=NOW)
+    assert (TokenVerdict.TRANSIENT, True, 1) == (
+        result.classified.verdict, "TLS certificate" in result.classified.message, len(proxy.tunnels))
+
+
+@pytest.mark.parametrize("where", [
+    pytest.param("connect", id="a proxy that trickles its CONNECT answer is cut at the deadline"),
+    pytest.param("tunnel", id="a proxy that trickles the tunnelled answer is cut at the deadline"),
+])
+def test_a_trickling_proxy_cannot_stretch_the_deadline(make_simulator: Any, behind_proxy: Any, where: str) -> None:
+    """One byte every 0.2 s: each read is in time, the 2 s deadline still ends the call as
+    transient (nothing consumed) well before the 60 s claim lease."""
+    sim = make_simulator()
+    behind_proxy(**{f"trickle_{where}": 0.2})
+    grant = sim.issue_grant(CLIENT_ID)
+    client = client_for(sim, deadline=2.0, read_timeout=20)
+    started = time.monotonic()
+    result = client.refresh(SecretStr(grant.refresh_token), now=NOW)
+    elapsed = time.monotonic() - started
+    assert result.classified.verdict in (TokenVerdict.TRANSIENT, TokenVerdict.UNUSABLE_ANSWER)
+    assert elapsed < 3.5, f"took {elapsed:.1f}s"
+
+
+def test_the_device_flow_goes_through_the_proxy(make_simulator: Any, behind_proxy: Any) -> None:
+    """`externalauth login`'s device flow honours HTTPS_PROXY (it went direct before)."""
+    from externalauth.oauth.device import DeviceFlow
+
+    sim = make_simulator()
+    proxy = behind_proxy()
+    spec = parse_provider("p", {"type": "github", "clientID": CLIENT_ID, "baseURL": sim.url, "caBundle": sim.ca_pem})
+    authorization = DeviceFlow(spec).start()
+    assert (True, 1) == (bool(authorization.user_code), len(proxy.tunnels))

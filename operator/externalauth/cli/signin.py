@@ -184,9 +184,9 @@ def _device(provider: ProviderSpec, args: argparse.Namespace, *, out: TextIO, er
 
 def _browser(provider: ProviderSpec, raw_spec: Mapping[str, Any], args: argparse.Namespace, *,
              out: TextIO, err: TextIO) -> tokmod.TokenSet:
+    from externalauth import transport
     from externalauth.oauth import pkce
     from externalauth.oauth.loopback import LoopbackReceiver
-    from externalauth.oauth.transport import TrustingAdapter, proxies_for, session_for, ssl_context
 
     endpoint = pkce.authorization_endpoint(provider, raw_spec)
     verifier = pkce.verifier_from(secrets.token_bytes(pkce.VERIFIER_BYTES))
@@ -215,13 +215,12 @@ def _browser(provider: ProviderSpec, raw_spec: Mapping[str, Any], args: argparse
         raise exits.TimedOut(f"no sign-in came back from the browser within {waited}; run login again")
     if callback.code is None:
         raise pkce.SignInError(f"sign-in failed: {callback.message}", error=callback.error)
-    session = session_for(TrustingAdapter(ssl_context(provider.ca_bundle), pool_size=1),
-                          proxies=proxies_for(provider.token_url))
+    pool = transport.Pool(transport.provider_context(provider.ca_bundle), maxsize=1)  # proxies honoured
     try:
         return pkce.exchange_code(provider, code=callback.code, verifier=verifier,
-                                  redirect_uri=receiver.redirect_uri, session=session, now=dt.datetime.now(dt.UTC))
+                                  redirect_uri=receiver.redirect_uri, pool=pool, now=dt.datetime.now(dt.UTC))
     finally:
-        session.close()
+        pool.close()
 
 
 def _open_browser(url: str) -> None:

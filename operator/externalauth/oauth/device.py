@@ -21,15 +21,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
-from requests.auth import HTTPBasicAuth
-
+from externalauth import transport
 from externalauth.errors import PermanentError, TransientError
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import TokenSet, read_token_answer
-from externalauth.oauth import transport
-from externalauth.oauth.transport import TrustingAdapter, session_for, ssl_context
 from externalauth.policy.classifying import safe_code
 from externalauth.providers import ClientAuth
 
@@ -137,7 +133,7 @@ class DeviceFlow:
         spec: ProviderSpec,
         *,
         client_secret: SecretStr | None = None,
-        session: requests.Session | None = None,
+        pool: transport.Pool | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 30.0,
@@ -149,7 +145,8 @@ class DeviceFlow:
             )
         self.spec = spec
         self.client_secret = client_secret
-        self.session = session or session_for(TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=2))
+        # Direct or through the environment's proxy (HTTPS_PROXY, NO_PROXY), trust kept either way.
+        self.pool = pool or transport.Pool(transport.provider_context(spec.ca_bundle), maxsize=2)
         self.sleep = sleep
         self.clock = clock
         self.timeout = timeout
@@ -164,11 +161,11 @@ class DeviceFlow:
         fields["client_id"] = self.spec.client_id
         if self.client_secret:
             if self.spec.quirks.client_auth is ClientAuth.BASIC:
-                auth = HTTPBasicAuth(self.spec.client_id, self.client_secret.reveal())
+                auth = (self.spec.client_id, self.client_secret.reveal())
             else:
                 fields["client_secret"] = self.client_secret.reveal()
         try:
-            answer = transport.fetch(self.session, "POST", url, data=fields, headers=JSON, auth=auth,
+            answer = transport.fetch(self.pool, "POST", url, form=fields, headers=JSON, auth=auth,
                                      deadline=self.timeout, connect_timeout=min(10.0, self.timeout),
                                      read_timeout=self.timeout)
         except transport.NoAnswer as e:

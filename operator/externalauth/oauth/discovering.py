@@ -14,9 +14,9 @@ import dataclasses
 import urllib.parse
 from collections.abc import Callable, Mapping
 
+from externalauth import transport
 from externalauth.errors import DiscoveryError, InvalidInputError
 from externalauth.model.specs import ProviderSpec, https_url
-from externalauth.oauth import transport
 
 WELL_KNOWN = "/.well-known/openid-configuration"
 #: Discovery is a small GET: it need not wait as long as a token call.

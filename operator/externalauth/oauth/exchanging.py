@@ -1,7 +1,7 @@
 """Token exchange and validation for one provider. I/O.
 
 The refresh request body is prepared by oauthlib (RFC 6749 §6); the call itself goes
-through :func:`transport.fetch`: no redirects followed, a capped body, an overall
+through :func:`externalauth.transport.fetch`: no redirects followed, a capped body, an overall
 deadline. The answer is read by :func:`tokens.read_token_answer`, which never
 raises: nothing after the provider's HTTP answer may raise out of
 :meth:`ProviderClient.refresh`, because the refresh token may already be spent.
@@ -27,16 +27,14 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-import requests
 from oauthlib.oauth2 import WebApplicationClient
-from requests.auth import HTTPBasicAuth
 
+from externalauth import transport
 from externalauth.errors import DiscoveryError
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import read_token_answer
-from externalauth.oauth import discovering, transport
-from externalauth.oauth.transport import TrustingAdapter, proxies_for, session_for, ssl_context
+from externalauth.oauth import discovering
 from externalauth.policy import classifying, revocations, timing
 from externalauth.policy.classifying import ExchangeResult as ExchangeResult  # lives in the pure room
 from externalauth.providers import ClientAuth, Revocation
@@ -68,8 +66,8 @@ _GATED_VALIDATION = ("the provider is rate-limiting validation; nothing is sent 
 
 class ProviderClient:
     """Talks to one provider's token and validation endpoints. Thread-safe: one shared
-    (thread-safe) connection pool, one session per URL that keeps no cookies (building a
-    session per call cost more CPU than the call's own HTTP work in the storm profile).
+    (thread-safe) :class:`~externalauth.transport.Pool` with the provider's TLS context, direct
+    or through the environment's proxy for each endpoint.
 
     ``connect_timeout`` and ``read_timeout`` bound each connect and each read;
     ``deadline`` bounds a whole call (token or validation), whatever the server does.
@@ -99,14 +97,12 @@ class ProviderClient:
         self._read_timeout = read_timeout
         self._deadline = deadline
         # K token calls and K validations may be in flight at once: a connection for each.
-        self._adapter = TrustingAdapter(ssl_context(spec.ca_bundle), pool_size=max(4, 2 * spec.max_concurrent))
-        self._proxies: dict[str, dict[str, str]] = {}
-        self._sessions: dict[str, requests.Session] = {}
+        self._pool = transport.Pool(transport.provider_context(spec.ca_bundle),
+                                    maxsize=max(4, 2 * spec.max_concurrent))
         self._gates: dict[str, float] = {}  # endpoint -> monotonic time before which nothing is sent
         self._lock = threading.Lock()  # the rate-limit gates
         self._discovery_lock = threading.Lock()  # one discovery at a time
         self._discovery_failed: tuple[float, str] | None = None  # (monotonic, message)
-        self._set_proxies()
         if spec.needs_discovery:
             self._discover()
 
@@ -114,19 +110,10 @@ class ProviderClient:
         return f"ProviderClient({self.spec.name!r})"
 
     def close(self) -> None:
-        self._adapter.close()
-
-    def _set_proxies(self) -> None:
-        self._sessions = {}
-        urls = (self.spec.token_url, self.spec.validate_url, self.spec.issuer_url)
-        self._proxies = {url: proxies_for(url) for url in urls if url}
+        self._pool.close()
 
     def _fetch(self, method: str, url: str, *, deadline: float | None = None, **kwargs: Any) -> transport.Answer:
-        session = self._sessions.get(url)
-        if session is None:
-            session = session_for(self._adapter, proxies=self._proxies.get(url) or proxies_for(url))
-            self._sessions[url] = session  # a race builds two; either is fine
-        return transport.fetch(session, method, url, deadline=deadline or self._deadline,
+        return transport.fetch(self._pool, method, url, deadline=deadline or self._deadline,
                                connect_timeout=self._connect_timeout, read_timeout=self._read_timeout, **kwargs)
 
     # --- discovery -----------------------------------------------------------------
@@ -150,7 +137,6 @@ class ProviderClient:
             return
         self.spec = discovering.resolve(self.spec, endpoints)
         self._discovery_failed = None
-        self._set_proxies()
 
     def _unresolved(self) -> str | None:
         """Why the spec cannot be used yet (discovery failed), retrying discovery when it
@@ -211,7 +197,7 @@ class ProviderClient:
         extra: dict[str, str] = {}
         auth = None
         if quirks.client_auth is ClientAuth.BASIC and self._secret:
-            auth = HTTPBasicAuth(self.spec.client_id, self._secret.reveal())
+            auth = (self.spec.client_id, self._secret.reveal())
         else:
             extra["client_id"] = self.spec.client_id
             if self._secret:
@@ -219,7 +205,7 @@ class ProviderClient:
         body = WebApplicationClient(self.spec.client_id).prepare_refresh_body(
             refresh_token=refresh_token.reveal(), scope=scope, **extra)
         return {
-            "data": dict(urllib.parse.parse_qsl(body, keep_blank_values=True)),
+            "form": dict(urllib.parse.parse_qsl(body, keep_blank_values=True)),
             "auth": auth,
             "headers": {"Accept": "application/json",
                         "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8"},
@@ -377,7 +363,7 @@ class ProviderClient:
             body = urllib.parse.urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded;charset=UTF-8"
         try:
-            answer = self._fetch(request.method, request.url, headers=headers, data=body)
+            answer = self._fetch(request.method, request.url, headers=headers, body=body)
         except Exception as e:  # NoAnswer, or a bug below us: no verdict, try again later
             self._observe("revoke", 0)
             log.info("provider %s: revocation endpoint failed: %s", self.spec.name,

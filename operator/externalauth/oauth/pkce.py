@@ -23,13 +23,11 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-import requests
-
+from externalauth import transport
 from externalauth.errors import InvalidInputError, PermanentError, TransientError
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import TokenSet, read_token_answer
-from externalauth.oauth import transport
 from externalauth.policy.classifying import safe_code
 from externalauth.providers import ProviderType
 
@@ -184,7 +182,7 @@ _EXCHANGE_ERRORS = {
 
 # --- I/O: the code exchange -------------------------------------------------------------------
 def exchange_code(spec: ProviderSpec, *, code: SecretStr, verifier: SecretStr, redirect_uri: str,
-                  session: requests.Session, now: dt.datetime, timeout: float = 30.0) -> TokenSet:
+                  pool: transport.Pool, now: dt.datetime, timeout: float = 30.0) -> TokenSet:
     """POST the code and the verifier to the token endpoint (RFC 7636 §4.5) as a public
     client (``client_id`` only); the tokens, or :class:`SignInError`/:class:`TransientError`."""
     fields = {
@@ -195,7 +193,7 @@ def exchange_code(spec: ProviderSpec, *, code: SecretStr, verifier: SecretStr, r
         "code_verifier": verifier.reveal(),
     }
     try:
-        answer = transport.fetch(session, "POST", spec.token_url, data=fields, headers=JSON, deadline=timeout,
+        answer = transport.fetch(pool, "POST", spec.token_url, form=fields, headers=JSON, deadline=timeout,
                                  connect_timeout=min(10.0, timeout), read_timeout=timeout)
     except transport.NoAnswer as e:
         raise _no_answer(e, timeout) from None

@@ -1,13 +1,15 @@
-"""RFC 8628 polling decisions, and the device flow against a scripted fake session."""
+"""RFC 8628 polling decisions, and the device flow against a scripted fake pool."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
-from collections.abc import Iterator
+import urllib.parse
 from typing import Any
 
 import pytest
+import urllib3
 
 from externalauth.model.specs import parse_provider
 from externalauth.oauth import device
@@ -39,39 +41,32 @@ def test_next_step(body: dict[str, Any], server_interval: Any, expected: tuple[S
     assert expected == (d.step, d.interval)
 
 
-class FakeResponse:
-    def __init__(self, body: dict[str, Any], status: int = 200) -> None:
-        self.status_code = status
-        self.headers = {"Content-Type": "application/json"}
-        self._raw = json.dumps(body).encode()
-
-    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
-        yield self._raw
-
-    def close(self) -> None:
-        pass
-
-
-class FakeSession:
-    """Answers each POST with the next scripted body (the transport's session seam)."""
+class FakePool:
+    """Answers each POST with the next scripted body, through the real ``transport.fetch`` (the
+    pool is the transport's seam: redirects off, form encoding and answer reading are ours)."""
 
     def __init__(self, answers: list[dict[str, Any]]) -> None:
         self.answers = answers
         self.posts: list[tuple[str, dict[str, str]]] = []
 
-    def request(self, method: str, url: str, *, data: dict[str, str], **kwargs: Any) -> FakeResponse:
-        assert ("POST", False) == (method, kwargs["allow_redirects"])
-        self.posts.append((url, data))
-        return FakeResponse(self.answers.pop(0))
+    def manager_for(self, url: str) -> FakePool:
+        return self
+
+    def urlopen(self, method: str, url: str, *, body: bytes, redirect: bool, retries: bool,
+                **kwargs: Any) -> urllib3.HTTPResponse:
+        assert ("POST", False, False) == (method, redirect, retries)
+        self.posts.append((url, dict(urllib.parse.parse_qsl(body.decode()))))
+        return urllib3.HTTPResponse(body=io.BytesIO(json.dumps(self.answers.pop(0)).encode()), status=200,
+                                    headers={"Content-Type": "application/json"}, preload_content=False)
 
 
-def flow(answers: list[dict[str, Any]]) -> tuple[device.DeviceFlow, FakeSession, list[float]]:
-    session = FakeSession(answers)
+def flow(answers: list[dict[str, Any]]) -> tuple[device.DeviceFlow, FakePool, list[float]]:
+    pool = FakePool(answers)
     slept: list[float] = []
     clock = iter(range(0, 10_000, 1))
-    f = device.DeviceFlow(SPEC, session=session, sleep=slept.append,  # type: ignore[arg-type]
+    f = device.DeviceFlow(SPEC, pool=pool, sleep=slept.append,  # type: ignore[arg-type]
                           clock=lambda: float(next(clock)))
-    return f, session, slept
+    return f, pool, slept
 
 
 START = {"device_code": "dc", "user_code": "ABCD-1234",
@@ -80,7 +75,7 @@ START = {"device_code": "dc", "user_code": "ABCD-1234",
 
 def test_the_flow_waits_the_interval_honours_slow_down_and_returns_the_tokens() -> None:
     """Pending, slow_down (+5 s), then a token: three polls at 2, 2 and 7 seconds."""
-    f, session, slept = flow([START, {"error": "authorization_pending"},
+    f, pool, slept = flow([START, {"error": "authorization_pending"},
                               {"error": "slow_down"},
                               {"access_token": "at", "refresh_token": "rt", "expires_in": 28800}])
     auth = f.start()
@@ -90,7 +85,7 @@ def test_the_flow_waits_the_interval_honours_slow_down_and_returns_the_tokens() 
         tokens.access_token.reveal(), tokens.refresh_token.reveal() if tokens.refresh_token else None,
         tokens.expiry)
     assert ["https://gh.example/login/device/code"] + ["https://gh.example/login/oauth/access_token"] * 3 \
-        == [u for u, _ in session.posts]
+        == [u for u, _ in pool.posts]
 
 
 @pytest.mark.parametrize("error", ["access_denied", "expired_token"])

@@ -1,19 +1,20 @@
 """Authorization code + PKCE: the challenge, the URL the browser opens, the redirect's verdict,
-the code exchange (against a scripted session), and the loopback listener (a real socket on
+the code exchange (against a scripted pool), and the loopback listener (a real socket on
 127.0.0.1)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import socket
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import urllib3
 
 from externalauth.errors import InvalidInputError, PermanentError
 from externalauth.model.secure import SecretStr
@@ -110,47 +111,41 @@ def test_the_redirect_verdict(query: str, expected: tuple[str | None, str | None
     assert expected == (got.code.reveal() if got.code else None, got.error)
 
 
-# --- the code exchange, through a scripted session (the transport's seam) ---------------------
-class FakeResponse:
-    def __init__(self, body: Any, status: int) -> None:
-        self.status_code = status
-        self.headers = {"Content-Type": "application/json"} if status < 300 or status >= 400 else {
-            "Location": "https://elsewhere.example/"}
-        self._raw = json.dumps(body).encode()
+# --- the code exchange, through a scripted pool (the transport's seam) ------------------------
+class FakePool:
+    """One scripted answer, read by the real ``transport.fetch``."""
 
-    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
-        yield self._raw
-
-    def close(self) -> None:
-        pass
-
-
-class FakeSession:
     def __init__(self, body: Any, status: int = 200) -> None:
-        self.answer = FakeResponse(body, status)
+        self.body, self.status = body, status
         self.sent: list[dict[str, Any]] = []
 
-    def request(self, method: str, url: str, **kwargs: Any) -> FakeResponse:
+    def manager_for(self, url: str) -> FakePool:
+        return self
+
+    def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.HTTPResponse:
         self.sent.append({"method": method, "url": url, **kwargs})
-        return self.answer
+        headers = {"Content-Type": "application/json"} if self.status < 300 or self.status >= 400 else {
+            "Location": "https://elsewhere.example/"}
+        return urllib3.HTTPResponse(body=io.BytesIO(json.dumps(self.body).encode()), status=self.status,
+                                    headers=headers, preload_content=False)
 
 
-def exchange(session: FakeSession) -> Any:
+def exchange(pool: FakePool) -> Any:
     return pkce.exchange_code(SPEC, code=SecretStr("the-code"), verifier=SecretStr("v" * 43),
-                              redirect_uri="http://127.0.0.1:5000/callback", session=session,  # type: ignore[arg-type]
+                              redirect_uri="http://127.0.0.1:5000/callback", pool=pool,  # type: ignore[arg-type]
                               now=NOW)
 
 
 def test_the_exchange_sends_the_code_and_verifier_as_a_public_client_and_never_follows_redirects() -> None:
-    session = FakeSession({"access_token": "at", "refresh_token": "rt", "expires_in": 3600})
-    tokens = exchange(session)
-    sent = session.sent[0]
+    pool = FakePool({"access_token": "at", "refresh_token": "rt", "expires_in": 3600})
+    tokens = exchange(pool)
+    sent = pool.sent[0]
     assert ("at", "rt", NOW + dt.timedelta(hours=1)) == (
         tokens.access_token.reveal(), tokens.refresh_token.reveal(), tokens.expiry)
-    assert ("POST", "https://gh.example/login/oauth/access_token", False, None) == (
-        sent["method"], sent["url"], sent["allow_redirects"], sent.get("auth"))
+    assert ("POST", "https://gh.example/login/oauth/access_token", False, False, None) == (
+        sent["method"], sent["url"], sent["redirect"], sent["retries"], sent["headers"].get("Authorization"))
     assert {"grant_type": "authorization_code", "code": "the-code", "redirect_uri": "http://127.0.0.1:5000/callback",
-            "client_id": "cid", "code_verifier": "v" * 43} == sent["data"]
+            "client_id": "cid", "code_verifier": "v" * 43} == dict(urllib.parse.parse_qsl(sent["body"].decode()))
 
 
 @pytest.mark.parametrize(("body", "status", "message"), [
@@ -166,7 +161,7 @@ def test_the_exchange_sends_the_code_and_verifier_as_a_public_client_and_never_f
 ])
 def test_an_exchange_that_brings_no_token_fails_with_a_safe_message(body: Any, status: int, message: str) -> None:
     with pytest.raises(PermanentError) as e:
-        exchange(FakeSession(body, status))
+        exchange(FakePool(body, status))
     assert (True, False, False) == (message in str(e.value), "the-code" in str(e.value), "\x1b" in str(e.value))
 
 

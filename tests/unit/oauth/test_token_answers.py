@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import pytest
-import requests
 
 from externalauth.model.tokens import MAX_LIFETIME, read_token_answer
 
@@ -104,20 +103,3 @@ def test_json_that_python_reads_as_infinity_is_unknown() -> None:
     payload = json.loads('{"access_token": "a", "expires_in": 1e999, "refresh_token_expires_in": NaN}')
     tokens = read_token_answer(payload, now=NOW).tokens
     assert tokens is not None and (None, None) == (tokens.expiry, tokens.refresh_token_expiry)
-
-
-def test_provider_sessions_keep_no_cookies() -> None:
-    """Sessions live as long as the provider client: a cookie a provider sets must never be
-    kept, or it would go back on every later call of every link."""
-    import http.client
-    import io
-
-    from requests.cookies import MockRequest, MockResponse
-
-    from externalauth.oauth.transport import TrustingAdapter, session_for, ssl_context
-
-    session = session_for(TrustingAdapter(ssl_context(None), pool_size=1))
-    request = requests.Request("POST", "https://provider.example/token").prepare()
-    message = http.client.parse_headers(io.BytesIO(b"Set-Cookie: sid=abc; Path=/\r\n\r\n"))
-    session.cookies.extract_cookies(MockResponse(message), MockRequest(request))  # type: ignore[no-untyped-call]
-    assert 0 == len(session.cookies)

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+from externalauth import transport
 from externalauth.errors import DiscoveryError, InvalidInputError
 from externalauth.model.specs import parse_provider
 from externalauth.model.tokens import read_token_answer
-from externalauth.oauth import discovering, transport
+from externalauth.oauth import discovering
 from externalauth.policy.classifying import (
     TokenAnswer,
     TokenVerdict,
