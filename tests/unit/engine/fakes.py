@@ -25,7 +25,6 @@ from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
 from externalauth.oauth.exchanging import ExchangeResult, read_answer
-from externalauth.oauth.transport import Answer
 from externalauth.policy import revocations
 from externalauth.policy.classifying import (
     TokenAnswer,
@@ -33,6 +32,7 @@ from externalauth.policy.classifying import (
     ValidationVerdict,
     classify_token_answer,
 )
+from externalauth.transport import Answer
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 
