@@ -7,6 +7,7 @@ import logging
 import os
 
 from externalauth.engine.settings import Settings
+from externalauth.errors import PermanentError
 from externalauth.policy import timing
 from externalauth.policy.sharding import Shard
 
@@ -14,7 +15,7 @@ from externalauth.policy.sharding import Shard
 def preflight(*, kubeconfig: str | None, context: str | None) -> None:
     """Fail fast, in one line, when the cluster is unreachable or the CRDs are missing."""
     from externalauth import GROUP, VERSION
-    from externalauth.errors import NotFoundError, PermanentError
+    from externalauth.errors import NotFoundError
     from externalauth.kube import api, connecting, translating
 
     client = connecting.connect(kubeconfig=kubeconfig, context=context, pool_size=2, timeout=10)
@@ -49,13 +50,19 @@ def run(
     shard: Shard | None = None,
     metrics_bind_address: str = "127.0.0.1",
 ) -> int:
+    if peering is not None:
+        # kopf's peering pauses kopf's watches only (the providers), never the engine's own
+        # watch threads: it would make a replica look paused while it refreshes. Replicas are
+        # all active, kept safe by the claim on each Secret and split by --shard.
+        raise PermanentError(f"--peering {peering} is not supported: every replica is active and "
+                             "kept safe by its claim on each Secret (use --shard I/N to split the work); "
+                             "drop --peering (--standalone is the default)")
     preflight(kubeconfig=kubeconfig, context=context)
     import kopf  # imported late: `externalauth --help` stays fast
 
     from externalauth import handlers, logs, memory_report
     from externalauth.kube import connecting
 
-    memory_report.install(lambda: handlers.State.running.engine if handlers.State.running else None)
 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
@@ -67,7 +74,7 @@ def run(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from externalauth.engine.starting import Options
 
-    handlers.State.options = Options(
+    operator = handlers.Operator(options=Options(
         namespaces=[] if all_namespaces else list(namespaces),
         kubeconfig=kubeconfig,
         context=context,
@@ -77,12 +84,13 @@ def run(
                           revocation_deadline=(revocation_timeout or timing.REVOCATION_DEADLINE).total_seconds(),
                           operator_namespace=operator_namespace or connecting.own_namespace(),
                           shard=shard or Shard()),
-    )
+    ))
+    memory_report.install(lambda: operator.running.engine if operator.running else None)
     kopf.run(
         clusterwide=all_namespaces or not namespaces,
         namespaces=() if all_namespaces or not namespaces else list(namespaces),
-        standalone=standalone or peering is None,
-        peering_name=peering,
+        standalone=True,  # never kopf peering (above): `--standalone` says what is always so
+        memo=handlers.memo(operator),
         # The probe listens where /metrics does: every address in a pod (the chart passes
         # 0.0.0.0), loopback for a process started by hand.
         liveness_endpoint=(f"http://{_url_host(metrics_bind_address)}:{liveness_port}/healthz"

@@ -27,6 +27,8 @@ def externalauth(*args: str) -> subprocess.CompletedProcess[str]:
     pytest.param(["--kubeconfig", "{closed}"], "cannot reach the Kubernetes API server", id="an unreachable cluster"),
     pytest.param(["--kubeconfig", "{closed}", "--context", "nope"], "no context 'nope'", id="an unknown context"),
     pytest.param(["--metrics-port", "99999"], "not a port number", id="a port out of range"),
+    pytest.param(["--kubeconfig", "{closed}", "--peering", "p"], "--peering p is not supported",
+                 id="kopf peering: it would pause kopf's watch only, and every replica is active"),
     pytest.param(["--validation-interval", "often"], "not a duration", id="a bad duration"),
     pytest.param(["-n", "a", "-A"], "not allowed with", id="a namespace and all namespaces"),
     pytest.param(["--metrics-bind-address", "a b"], "not an IP address or a host name",
