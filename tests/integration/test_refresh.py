@@ -237,6 +237,40 @@ def test_a_dead_grant_requires_reauth_and_recovers_when_the_user_signs_in(world:
     world.wait_condition("link", "Refreshable", "True")
 
 
+def test_a_replica_started_after_a_dead_grant_does_not_send_the_dead_token(world: World, make_operator: Any,
+                                                                           namespace: str) -> None:
+    """Issue 17: the dead-grant verdict is in the link's status (a salted digest, never the
+    token), so a replica started after the first one was killed sends the dead refresh
+    token zero more times (it used to send it once per new replica)."""
+    world.make_provider()
+    grant = world.sim.issue_grant(CLIENT_ID)
+    world.sim.revoke_grant(grant.refresh_token)
+    world.make_token_secret("tok", access=grant.access_token, refresh=grant.refresh_token, expires_in=DUE)
+    world.make_link("link", secret="tok")
+    first = make_operator(namespaces=[namespace])
+    world.wait_condition("link", "Refreshable", "False", "ReauthRequired")
+    wait_for(lambda: world.link("link").get("status", {}).get("deadGrantDigest"), timeout=30,
+             message="status.deadGrantDigest")
+    status = str(world.link("link")["status"])
+    assert grant.refresh_token not in status and grant.access_token not in status
+    assert 1 == world.sim.stats.token_calls
+    first.stop(sig=signal.SIGKILL)
+    second = make_operator(namespaces=[namespace])
+    # The new replica has decided the link once it counts it (the gauge is set after acting).
+    wait_for(lambda: links_counted(second, ready="false") == 1.0, timeout=60,
+             message="the new replica counts the link")
+    assert 1 == world.sim.stats.token_calls
+    world.wait_condition("link", "Refreshable", "False", "ReauthRequired")
+
+
+def links_counted(operator_: Any, *, ready: str) -> float | None:
+    """externalauth_links{ready=...} on the operator's /metrics (None: no such sample yet)."""
+    for line in operator_.metrics().splitlines():
+        if line.startswith("externalauth_links{") and f'ready="{ready}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def test_rejected_client_credentials_mark_the_provider_and_touch_no_token(world: World,
                                                                          operator: Any) -> None:
     """incorrect_client_credentials → provider CredentialsRejected, link

@@ -226,6 +226,8 @@ class Engine:
             formats_stale=facts.formats_stale,
             format_problem=facts.format_problem,
             token_digest=tokens.access_token.digest(uid) if tokens is not None else None,
+            refresh_digest=(tokens.refresh_token.digest(uid)
+                            if tokens is not None and tokens.refresh_token is not None else None),
             claimed_by=facts.claimed_by,
             claimed_until=facts.claimed_until,
             claimed_since=facts.claimed_since,

@@ -116,6 +116,7 @@ class LinkInput:
     secret_label: str | None = None  # ... the value it carries instead (None: no such label)
     secret_unwritable: str | None = None  # why the Secret could not take refreshed tokens
     token_digest: str | None = None  # the access token's salted digest (status.validatedTokenDigest)
+    refresh_digest: str | None = None  # the refresh token's salted digest (status.deadGrantDigest)
     claimed_by: str | None = None  # another replica's live claim on the Secret: its holder
     claimed_until: dt.datetime | None = None  # ... and when it ends
     claimed_since: dt.datetime | None = None  # ... and when it was taken (end minus the lease)
@@ -188,6 +189,12 @@ def _validated_condition(inp: LinkInput, fp: str, validating: bool) -> cond.Cond
                   existing.get("reason", ValidatedReason.PENDING), existing.get("message", ""))
     return _c(ConditionType.VALIDATED, Status.UNKNOWN, ValidatedReason.PENDING,
               "the token has not been validated yet")
+
+
+def _status_says_dead(inp: LinkInput) -> bool:
+    """Does the status say the provider declared this very refresh token dead (any replica,
+    before a restart included)? Then nobody sends it again until the Secret changes."""
+    return inp.refresh_digest is not None and inp.status.get("deadGrantDigest") == inp.refresh_digest
 
 
 def _status_vouches(inp: LinkInput) -> bool:
@@ -383,7 +390,7 @@ def facts_of(inp: LinkInput) -> Facts:
         due=timing.due_at(expiry=tokens.expiry, refresh_before=spec.refresh_before, issued_at=issued,
                           seed=f"{inp.uid}/{format_time(tokens.expiry) if tokens.expiry else ''}"),
         expired=tokens.expiry is not None and tokens.expiry <= now,
-        reauth=refresh_fp is not None and mem.dead_grant_fingerprint == refresh_fp,
+        reauth=refresh_fp is not None and (mem.dead_grant_fingerprint == refresh_fp or _status_says_dead(inp)),
         # A failure is about the refresh token that failed: once the Secret holds another one
         # (another replica or the user refreshed it), the retry decides afresh (issue #11.5).
         failure=mem.failure if mem.failure is not None and mem.failure.refresh_fingerprint in (
@@ -606,6 +613,8 @@ def status_fields(f: Facts, *, action: Action, next_refresh: dt.datetime | None)
             format_time(tokens.refresh_token_expiry) if tokens.refresh_token_expiry else None
         ),
         "nextRefreshTime": (format_time(next_refresh) if next_refresh and not f.never_refreshed else None),
+        # The dead-grant verdict, where every replica sees it; gone once the token changed.
+        "deadGrantDigest": f.inp.refresh_digest if f.reauth else None,
     }
     if mem.last_refresh is not None:
         fields["lastRefreshTime"] = format_time(mem.last_refresh)

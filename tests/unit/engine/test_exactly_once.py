@@ -264,3 +264,31 @@ async def test_github_errors_with_http_200_are_errors() -> None:
     await rig.reconcile()
     assert before == rig.kube.secrets[SECRET]["data"]
     assert ("False", "ReauthRequired") == rig.condition("Refreshable")
+
+
+# --- dead-grant verdicts survive a replica change --------------------------------------
+@run
+async def test_a_replica_started_after_a_dead_grant_does_not_send_the_dead_token_again() -> None:
+    """The verdict is in the link's status (a salted digest of the refresh token, never the
+    token): a replica that never saw the dead grant leaves the Secret alone, until a new
+    sign-in writes another refresh token; then it refreshes and the verdict goes away."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.answer = lambda rt, n: error(400, "invalid_grant")
+    await rig.reconcile()
+    status = rig.kube.links[LINK]["status"]
+    assert status.get("deadGrantDigest") and "refresh-0" not in str(status)
+    rig.clock.advance(600)
+    later = rig.replica("later")
+    await rig.show(later)
+    later.scheduler.forget(LINK)
+    await later.reconcile_link(LINK)
+    assert ["refresh-0"] == rig.provider.exchanged
+    assert ("False", "ReauthRequired") == rig.condition("Refreshable")
+    rig.kube.edit_secret(SECRET, {"data": {"refresh_token": b64("refresh-new")}})  # signed in again
+    later.on_secret("MODIFIED", rig.kube.secrets[SECRET])  # type: ignore[arg-type]
+    rig.provider.answer = lambda rt, n: success("access-new", "refresh-newer")
+    later.scheduler.forget(LINK)
+    await later.reconcile_link(LINK)
+    assert ["refresh-0", "refresh-new"] == rig.provider.exchanged
+    assert "deadGrantDigest" not in rig.kube.links[LINK]["status"]
