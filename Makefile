@@ -7,6 +7,7 @@
 #   make mutate    mutation testing of the §9 modules by the unit tier (slow; not in CI)
 #   make demo      hack/demo.py against a real control plane
 #   make image     the operator image (OCI layout + archive) with hack/build-image.sh (root)
+#   make lock      requirements/operator.lock: the image's dependencies, pinned and hashed
 #
 # Works on a fresh clone with only Go and Python >= 3.11 installed: Python
 # packages come from PyPI, kube-apiserver/etcd/kubectl are built from the Go
@@ -123,6 +124,20 @@ mutate: venv
 	@$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[mutate]'
 	$(BIN)/python hack/mutate.py --jobs $(MUTATE_JOBS) $(MUTATE)
 	$(BIN)/python hack/mutate.py --summary
+
+# requirements/operator.lock: the image's Python dependencies (the base package's and the
+# `operator` extra's), pinned with the sha256 of every published file; the image build
+# and the Containerfile install it with pip --require-hashes. Re-run after changing the
+# dependencies in pyproject.toml (tests/unit/test_release_files.py says when it is stale).
+# requirements/build.lock: the build backend (setuptools, wheel) the Containerfile uses.
+.PHONY: lock
+lock: venv
+	$(call say,requirements/operator.lock (uv pip compile --generate-hashes))
+	$(BIN)/uv pip compile pyproject.toml --quiet --extra operator --generate-hashes \
+	  --python-version 3.11 --python-platform linux --no-emit-package externalauth-operator \
+	  --custom-compile-command 'make lock' --output-file requirements/operator.lock
+	$(BIN)/uv pip compile requirements/build.in --quiet --generate-hashes --python-version 3.11 \
+	  --python-platform linux --custom-compile-command 'make lock' --output-file requirements/build.lock
 
 .PHONY: image
 image:

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Build the operator image from packages, with no registry and no base image:
 #   1. a Debian bookworm rootfs made with debootstrap (--variant=minbase, python3 and
-#      ca-certificates) from this machine's configured apt mirror, cached;
-#   2. the project wheel and its runtime dependencies installed into it with pip
-#      (binary wheels for CPython 3.11 / glibc only; no compiler in the image);
+#      ca-certificates) from this machine's configured apt mirror, every Release file
+#      checked against Debian's archive keyring (--keyring, --force-check-gpg), then
+#      bookworm-security and bookworm-updates added and upgraded; cached per ISO week
+#      (the cache key holds the week, so security updates arrive within 7 days);
+#   2. the project wheel and its runtime dependencies installed into it with pip:
+#      dependencies exactly as pinned and hashed in requirements/operator.lock
+#      (--require-hashes; `make lock` regenerates it), binary wheels for CPython 3.11 /
+#      glibc only (no compiler in the image); the provider simulator (sim/) is its own
+#      distribution and is not installed;
 #   3. stripped (docs, man pages, locales, apt caches) and byte-compiled (the root
 #      filesystem is read-only in the pod, so .pyc files cannot be written later);
 #   4. packed with umoci as an OCI image layout: user 65532 (non-root), entrypoint
@@ -16,8 +22,16 @@
 #
 #   sudo hack/build-image.sh         # root: debootstrap, chroot and umoci need it
 #
+# The Containerfile at the repository's root builds the same image with buildah/docker
+# (same base suite, lock file, user, entrypoint and environment); the release workflow
+# uses it (.github/workflows/release.yaml).
+#
 # Environment:
 #   DEBIAN_MIRROR  (default: the first URI of /etc/apt/sources.list*, else deb.debian.org)
+#   DEBIAN_SECURITY_MIRROR (default: the first .../debian-security URI there, else
+#                  deb.debian.org/debian-security)
+#   DEBIAN_KEYRING (default /usr/share/keyrings/debian-archive-keyring.gpg)
+#   IMAGE_WEEK     (default: this ISO week, e.g. 2026-W49) the base's cache key
 #   EXTERNALAUTH_CACHE (default ~/.cache/externalauth)
 set -euo pipefail
 
@@ -26,6 +40,9 @@ REPO=$(pwd)
 SUITE=bookworm
 PY=3.11  # bookworm's python3
 INCLUDE=python3,ca-certificates
+KEYRING=${DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
+LOCK=requirements/operator.lock
+WEEK=${IMAGE_WEEK:-$(date -u +%G-W%V)}
 IMAGE_NAME=externalauth-operator
 CACHE_ROOT=${EXTERNALAUTH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/externalauth}
 CACHE="$CACHE_ROOT/image"
@@ -41,6 +58,13 @@ for tool in debootstrap umoci; do
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null || die "cannot install $tool"
   }
 done
+if [[ ! -f "$KEYRING" ]]; then
+  say "installing debian-archive-keyring (apt) ..."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debian-archive-keyring >/dev/null \
+    || die "no Debian archive keyring at $KEYRING"
+fi
+[[ -f "$LOCK" ]] || die "$LOCK is missing (make lock)"
+grep -q -- '--hash=sha256:' "$LOCK" || die "$LOCK has no hashes"
 
 mirror() {
   if [[ -n "${DEBIAN_MIRROR:-}" ]]; then echo "$DEBIAN_MIRROR"; return; fi
@@ -51,11 +75,20 @@ mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 MIRROR=$(mirror)
+security_mirror() {
+  if [[ -n "${DEBIAN_SECURITY_MIRROR:-}" ]]; then echo "$DEBIAN_SECURITY_MIRROR"; return; fi
+  local uri
+  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ && $2 ~ /debian-security\/?$/ {print $2; exit}')
+  [[ -n "$uri" ]] || uri=$(grep -hE '^deb +(\[[^]]*\] +)?https?://' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+    | sed -E 's/^deb +(\[[^]]*\] +)?//' | awk '$1 ~ /debian-security\/?$/ {print $1; exit}')
+  echo "${uri:-http://deb.debian.org/debian-security}"
+}
+SECURITY_MIRROR=$(security_mirror)
 
 # Content hash of every input: this script, the package metadata and its source.
 inputs_hash() {
-  { echo "$SUITE $INCLUDE $MIRROR"
-    find hack/build-image.sh pyproject.toml README.md operator -type f \
+  { echo "$SUITE $INCLUDE $MIRROR $SECURITY_MIRROR $WEEK"
+    find hack/build-image.sh pyproject.toml README.md "$LOCK" operator -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -not -path '*.egg-info/*' -print0 \
       | sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16
@@ -80,13 +113,29 @@ start=$SECONDS
 WORK=$(mktemp -d "$CACHE/.work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# 1. The base rootfs, cached as a tarball keyed by suite, packages and mirror.
-BASE="$CACHE/base-$SUITE-$(echo "$SUITE $INCLUDE $MIRROR" | sha256sum | cut -c1-12).tar"
+# 1. The base rootfs, cached as a tarball keyed by suite, packages, mirrors and the ISO
+#    week: a new week builds a new base, with that week's security updates.
+BASE="$CACHE/base-$SUITE-$WEEK-$(echo "$SUITE $INCLUDE $MIRROR $SECURITY_MIRROR" | sha256sum | cut -c1-12).tar"
 ROOTFS="$WORK/rootfs"
 if [[ ! -f "$BASE" ]]; then
-  say "debootstrap $SUITE (minbase + $INCLUDE) from $MIRROR (about a minute) ..."
-  nice -n 10 debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$WORK/base" "$MIRROR" \
+  say "debootstrap $SUITE (minbase + $INCLUDE) from $MIRROR, signatures checked with $KEYRING (about a minute) ..."
+  nice -n 10 debootstrap --variant=minbase --include="$INCLUDE" --keyring="$KEYRING" --force-check-gpg \
+    "$SUITE" "$WORK/base" "$MIRROR" \
     >"$WORK/debootstrap.log" 2>&1 || { tail -n 30 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
+  # The security and updates suites, checked against the archive keyring the base got
+  # from debian-archive-keyring (apt's trusted.gpg.d), then everything upgraded.
+  printf 'deb %s %s main\n' "$MIRROR" "$SUITE" "$MIRROR" "$SUITE-updates" "$SECURITY_MIRROR" "$SUITE-security" \
+    >"$WORK/base/etc/apt/sources.list"
+  say "apt-get upgrade from $SUITE-security and $SUITE-updates ..."
+  cp /etc/resolv.conf "$WORK/base/etc/resolv.conf" 2>/dev/null || true
+  upgraded=0
+  { chroot "$WORK/base" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+      && chroot "$WORK/base" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+        apt-get -y -q -o Dpkg::Options::=--force-confold upgrade; } >"$WORK/upgrade.log" 2>&1 || upgraded=$?
+  (( upgraded == 0 )) || { tail -n 30 "$WORK/upgrade.log" >&2; die "apt-get upgrade in the base failed"; }
+  grep -E '^[0-9]+ upgraded' "$WORK/upgrade.log" | sed 's/^/[image] /' >&2 || true
+  chroot "$WORK/base" apt-get clean
+  : >"$WORK/base/etc/resolv.conf"
   tar --numeric-owner -C "$WORK/base" -cf "$BASE.tmp" . && mv "$BASE.tmp" "$BASE"
   rm -rf "$WORK/base"
   say "base rootfs after $((SECONDS - start))s"
@@ -103,13 +152,18 @@ SITE="$ROOTFS/usr/local/lib/python$PY/dist-packages"
 # glibc 2.36 (bookworm) runs every manylinux wheel up to manylinux_2_36; pip wants them listed.
 PLATFORMS=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
 for minor in $(seq 5 36); do PLATFORMS+=(--platform "manylinux_2_${minor}_x86_64"); done
-say "installing it and its dependencies into the rootfs ..."
-# The operator extra: the base package is only the CLI (kopf, oauthlib and
-# prometheus-client come with [operator]).
+say "installing its dependencies from $LOCK (--require-hashes) and it into the rootfs ..."
+# The lock pins the base package's and the operator extra's dependencies (kopf,
+# oauthlib, prometheus-client and theirs) with the hashes of every published file:
+# pip refuses any file whose hash is not listed. The wheel itself, built here from
+# this checkout, goes in after them with --no-deps.
 WHEEL=$(ls "$WORK"/wheels/*.whl)
-"${PIP[@]}" install --quiet --no-compile --no-warn-script-location --disable-pip-version-check \
-  --target "$SITE" --only-binary=:all: --implementation cp --python-version "$PY" --abi "cp${PY/./}" \
-  "${PLATFORMS[@]}" "${WHEEL}[operator]" >&2
+TARGET=(--quiet --no-compile --no-warn-script-location --disable-pip-version-check
+  --only-binary=:all: --implementation cp --python-version "$PY" --abi "cp${PY/./}" "${PLATFORMS[@]}")
+"${PIP[@]}" install "${TARGET[@]}" --target "$SITE" --require-hashes -r "$LOCK" >&2
+"${PIP[@]}" install "${TARGET[@]}" --target "$WORK/project" --no-deps "$WHEEL" >&2
+cp -a "$WORK/project/." "$SITE/"
+[[ ! -e "$SITE/providersim" ]] || die "providersim (the test simulator) is in the image"
 # pip's --target writes console scripts with this machine's interpreter in the shebang:
 # drop them and write the image's own.
 rm -rf "$SITE/bin"
@@ -140,6 +194,7 @@ say "byte-compiling with the image's python3 ..."
 chroot "$ROOTFS" /usr/bin/python3 -m compileall -q "/usr/lib/python$PY" "/usr/local/lib/python$PY/dist-packages" >&2 \
   || die "compileall failed"
 chroot "$ROOTFS" /usr/bin/python3 -c 'import externalauth.cli.main, kopf' || die "the operator does not import in the image"
+if chroot "$ROOTFS" /usr/bin/python3 -c 'import providersim' 2>/dev/null; then die "providersim imports in the image"; fi
 rootfs_mb=$(du -sm "$ROOTFS" | cut -f1)
 
 # 4. Pack: one layer, the config, the tag.

@@ -1,6 +1,9 @@
-"""The operator image (hack/build-image.sh) runs the operator as the chart runs it: as a
-non-root user, on a read-only root filesystem with a writable /tmp, answering /healthz,
-and stopping promptly on SIGTERM as PID 1.
+"""The operator image runs the operator as the chart runs it: as a non-root user, on a
+read-only root filesystem with a writable /tmp, answering /healthz, and stopping promptly
+on SIGTERM as PID 1. Every test runs on both builds of the image: hack/build-image.sh's
+and the Containerfile's (what the release workflow publishes), built here with buildah
+from hack/build-image.sh's debootstrap base imported as a local image (BASE_IMAGE), so
+no registry is needed.
 
 The image is unpacked with umoci and run with runc (the runtime a kubelet's containerd
 uses), sharing the host's network namespace so that the container reaches the test
@@ -30,6 +33,7 @@ from tests.harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_IMAGE = REPO / "hack" / "build-image.sh"
+CONTAINERFILE = REPO / "Containerfile"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 STARTED = "externalauth operator started"
 
@@ -43,23 +47,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def image(request: pytest.FixtureRequest) -> Path:
-    """The OCI layout directory of the image, built (or found in the cache) now."""
-    if os.geteuid() != 0:
-        pytest.skip("the image test needs root (debootstrap, chroot, runc): NOT run on this machine")
-    missing = [t for t in ("runc", "umoci") if shutil.which(t) is None]
+def _apt_install(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing and shutil.which("apt-get"):
         subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    missing = [t for t in ("runc", "umoci") if shutil.which(t) is None]
+    missing = [t for t in tools if shutil.which(t) is None]
     assert not missing, f"{missing} not installed and apt-get could not install them"
+
+
+def _run_shown(request: pytest.FixtureRequest, cmd: list[str], what: str) -> str:
+    """Run ``cmd``, its stderr shown on the terminal as it comes; its stdout returned."""
     log: collections.deque[str] = collections.deque(maxlen=60)
     capman = request.config.pluginmanager.getplugin("capturemanager")
 
-    def build() -> tuple[int, str]:
-        proc = subprocess.Popen(["bash", str(BUILD_IMAGE)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, bufsize=1)
+    def run() -> tuple[int, str]:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         assert proc.stderr is not None and proc.stdout is not None
         for line in proc.stderr:
             log.append(line.rstrip("\n"))
@@ -68,11 +71,53 @@ def image(request: pytest.FixtureRequest) -> Path:
 
     if capman is not None:
         with capman.global_and_fixture_disabled():
-            rc, out = build()
+            rc, out = run()
     else:
-        rc, out = build()
+        rc, out = run()
     if rc != 0:
-        pytest.fail("hack/build-image.sh failed:\n" + "\n".join(log), pytrace=False)
+        pytest.fail(f"{what} failed:\n" + "\n".join(log), pytrace=False)
+    return out
+
+
+@pytest.fixture(scope="module", params=["hack/build-image.sh", "Containerfile"])
+def image(request: pytest.FixtureRequest, script_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The OCI layout directory of the image, from one build or the other."""
+    if request.param == "hack/build-image.sh":
+        return script_image
+    _apt_install("buildah")
+    # hack/build-image.sh's debootstrap base (bookworm, signatures checked, security
+    # updates) as a local image: the Containerfile's BASE_IMAGE without a registry.
+    base_tar = max(script_image.parent.parent.glob("base-bookworm-*.tar"), key=lambda p: p.stat().st_mtime)
+    tag = secrets.token_hex(4)
+    base, built = f"localhost/externalauth-base:test-{tag}", f"localhost/externalauth-operator:test-{tag}"
+    layout = tmp_path_factory.mktemp("containerfile") / "oci"
+    ctr = _run_shown(request, ["buildah", "from", "scratch"], "buildah from").strip()
+    try:
+        _run_shown(request, ["buildah", "add", "--quiet", ctr, str(base_tar), "/"], "buildah add")
+        _run_shown(request, ["buildah", "commit", "--quiet", "--rm", ctr, base], "buildah commit")
+        # chroot isolation: no cgroup setup (RUN steps need no more here); the host's
+        # CA bundle for pip where a proxy inspects TLS to the package index.
+        cert = Path("/etc/ssl/certs/ca-certificates.crt")
+        cert_args = ["-v", f"{cert}:/etc/ssl/host-ca.crt:ro", "--build-arg", "PIP_CERT=/etc/ssl/host-ca.crt"] \
+            if cert.exists() else []
+        _run_shown(request, ["buildah", "bud", "--isolation", "chroot", "--pull=never", "--network", "host",
+                             "--layers=false", *cert_args, "--build-arg", f"BASE_IMAGE={base}",
+                             "--build-arg", f"VERSION={VERSION}", "-f", str(CONTAINERFILE), "-t", built, str(REPO)],
+                   "buildah bud -f Containerfile")
+        _run_shown(request, ["buildah", "push", "--quiet", built, f"oci:{layout}:{VERSION}"], "buildah push")
+    finally:
+        subprocess.run(["buildah", "rm", ctr], capture_output=True)
+        subprocess.run(["buildah", "rmi", "--force", built, base], capture_output=True)
+    return layout
+
+
+@pytest.fixture(scope="module")
+def script_image(request: pytest.FixtureRequest) -> Path:
+    """The OCI layout directory of hack/build-image.sh's image, built (or found in the cache) now."""
+    if os.geteuid() != 0:
+        pytest.skip("the image test needs root (debootstrap, chroot, runc): NOT run on this machine")
+    _apt_install("runc", "umoci")
+    out = _run_shown(request, ["bash", str(BUILD_IMAGE)], "hack/build-image.sh")
     return Path(out.split()[-1]) / "oci"
 
 
@@ -142,6 +187,25 @@ def test_the_image_config_is_non_root_with_the_operator_as_entrypoint(container:
     assert process["args"] == ["/usr/local/bin/externalauth", "run"]
     # umoci turns the image's labels into the runtime annotations
     assert container.config["annotations"]["org.opencontainers.image.version"] == VERSION
+
+
+def test_the_image_holds_the_locked_dependencies_and_no_simulator(container: Container) -> None:
+    """requirements/operator.lock is what pip installed (--require-hashes), and the provider
+    simulator (its own distribution, sim/) is not in the image."""
+    site = container.bundle / "rootfs" / "usr" / "local" / "lib" / "python3.11" / "dist-packages"
+    installed = {}
+    for meta in site.glob("*.dist-info/METADATA"):
+        fields = dict(line.split(": ", 1) for line in meta.read_text().splitlines()[:20] if ": " in line)
+        installed[fields["Name"].lower().replace("_", "-")] = fields["Version"]
+    locked = {}
+    for line in (REPO / "requirements" / "operator.lock").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, _, version = line.split(" ")[0].partition("==")
+            locked[name.lower().replace("_", "-")] = version
+    assert installed.pop("externalauth-operator") == VERSION
+    assert installed == locked
+    assert list(site.glob("providersim*")) == []
+    assert list((container.bundle / "rootfs").glob("usr/**/providersim")) == []
 
 
 def test_the_image_runs_the_operator_read_only_and_stops_on_sigterm(
