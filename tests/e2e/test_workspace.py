@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,8 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
         "hostNetwork": True,
         "metrics": {"port": _free_port(), "bindAddress": "127.0.0.1"},
         "health": {"port": _free_port()},
-        "operator": {"extraEnv": [
+        # A namespace deleted with a link whose provider is down waits this long (default 5m).
+        "operator": {"extraArgs": ["--revocation-timeout=20s"], "extraEnv": [
             {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
             {"name": "KUBERNETES_SERVICE_PORT", "value": str(cluster.node.apiserver_port)},
         ]},
@@ -267,3 +269,37 @@ def test_the_builtin_edit_and_view_roles_grant_links_through_aggregation(cluster
     asked = [("bob", "create", links), ("bob", "patch", links, "--subresource=status"), ("bob", "get", providers),
              ("carol", "list", links), ("carol", "create", links), ("carol", "get", providers)]
     assert ["yes", "no", "yes", "yes", "no", "yes"] == [can(*q) for q in asked]
+
+
+def test_deleting_a_namespace_never_hangs_on_an_unreachable_provider(cluster: Cluster,
+                                                                     release: dict[str, Any]) -> None:
+    """A link with revokeOnDelete whose provider does not answer: deleting its namespace (the
+    namespace controller deletes the link, whose finalizer holds it) ends once the operator
+    gives up after --revocation-timeout (20s here), with a RevocationFailed event on the way
+    (contract §2, §9.17)."""
+    ns, provider = "leaving", "unreachable"
+    cluster.kubectl("create", "secret", "generic", f"{provider}-client", "-n", OPERATOR_NS,
+                    "--from-literal=clientSecret=s")
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthProvider", "metadata": {"name": provider},
+        # Nothing listens on port 9 of loopback: every call is refused at once.
+        "spec": {"type": "gitlab", "clientID": "c", "baseURL": "https://127.0.0.1:9", "validateURL": "",
+                 "clientSecretRef": {"namespace": OPERATOR_NS, "name": f"{provider}-client",
+                                     "key": "clientSecret"}}}))
+    cluster.node.create_namespace(ns)
+    cluster.kubectl("create", "secret", "generic", "tok", "-n", ns, "--from-literal=access_token=at",
+                    "--from-literal=refresh_token=rt", "--from-literal=expiry=2099-01-01T00:00:00Z")
+    cluster.kubectl("label", "secret", "tok", "-n", ns, f"externalauth.io/provider={provider}")
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink", "metadata": {"name": "link"},
+        "spec": {"providerName": provider, "secretName": "tok", "revokeOnDelete": True, "validate": False}}))
+    wait_for(lambda: "externalauth.io/revoke" in cluster.get("externalauthlink", "link", ns)["metadata"].get(
+        "finalizers", []), timeout=60, message="the revoke finalizer on the link")
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    wait_for(lambda: cluster.node.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=180,
+             message=f"namespace {ns} to be deleted")
+    # The event could not be posted into a terminating namespace; the metric says it.
+    [args] = [c["args"] for c in release["spec"]["containers"] if c["name"] == "operator"]
+    port = next(a.split("=", 1)[1] for a in args if a.startswith("--metrics-port="))
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert f'externalauth_revocations_total{{provider="{provider}",result="failed"}} 1.0' in metrics

@@ -90,6 +90,9 @@ class Caches:
         self.secrets.pop(key, None)
         return self._readers_of(key)
 
+    def links_of_secret(self, key: LinkKey) -> frozenset[LinkKey]:
+        return frozenset(self._links_by_secret.get(key, ()))
+
     def _readers_of(self, key: LinkKey) -> Affected:
         return Affected(links=frozenset(self._links_by_secret.get(key, ())),
                         providers=frozenset(self._providers_by_secret.get(key, ())))

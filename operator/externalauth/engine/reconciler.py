@@ -107,7 +107,9 @@ class Engine:
         if namespace != self.settings.operator_namespace and not self.settings.shard.serves(namespace):
             return
         if kind == "DELETED":
-            affected = self.caches.forget_secret(bodies.key_of(body))
+            key = bodies.key_of(body)
+            self.revoker.secret_deleted(key, self.caches.secrets.get(key))
+            affected = self.caches.forget_secret(key)
         else:
             affected = self.caches.store_secret(body)
         self._schedule(affected)

@@ -57,9 +57,27 @@ class Revoker:
         #: on them: never revoked or reported twice, whatever triggers another look.
         self._ended: set[LinkKey] = set()
 
+        #: Token Secrets deleted while a link that revokes on deletion still needed them
+        #: (a namespace being deleted takes the Secret and the link at once): their last
+        #: cached copy, kept in memory only until that link is gone.
+        self._orphans: dict[LinkKey, RawBody] = {}
+
     def forget(self, key: LinkKey) -> None:
         self._attempts.pop(key, None)
         self._ended.discard(key)
+        self._orphans = {k: v for k, v in self._orphans.items() if self._needed(k)}
+
+    def secret_deleted(self, key: LinkKey, cached: RawBody | None) -> None:
+        """A token Secret is gone: keep what it held if a link with our finalizer reads it."""
+        if cached is not None and self._needed(key):
+            self._orphans[key] = cached
+
+    def _needed(self, secret: LinkKey) -> bool:
+        for link in self._caches.links_of_secret(secret):
+            meta = (self._caches.links.get(link) or {}).get("metadata") or {}
+            if REVOKE_FINALIZER in (meta.get("finalizers") or []):
+                return True
+        return False
 
     async def handle(self, key: LinkKey) -> tuple[bool, dt.datetime | None]:
         """Finalizer bookkeeping and revocation for the link ``key``, before it is decided.
@@ -162,6 +180,9 @@ class Revoker:
                 f"{manual}")), None
         secret_key = (key[0], spec.secret_name)
         secret = self._caches.secrets.get(secret_key)
+        orphan = secret is None and secret_key in self._orphans
+        if orphan:
+            secret = self._orphans[secret_key]
         if secret is None or bodies.labels_of(secret).get(PROVIDER_LABEL) != spec.provider_name:
             return revocations.Outcome(Verdict.REFUSED, (
                 f"the Secret {spec.secret_name} is gone or not opted in, so no token is left to revoke "
@@ -172,7 +193,7 @@ class Revoker:
                 f"the Secret {spec.secret_name} holds no usable token: {manual}")), None
         async with self._writer.lock(secret_key):
             held = None
-            if tokens.refresh_token is not None:
+            if tokens.refresh_token is not None and not orphan:  # no claim on a Secret that is gone
                 claimed = await self._writer.claim(secret_key, tokens.refresh_token)
                 if claimed.state is ClaimState.HELD_ELSEWHERE:
                     held = claimed.claim

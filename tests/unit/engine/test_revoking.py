@@ -179,3 +179,34 @@ async def test_a_second_look_after_the_revocation_only_removes_the_finalizer() -
     assert (1, []) == (len(rig.steps("revoke")), _finalizers(rig))
     await rig.settle()
     assert ["Revoked"] == rig.event_reasons()
+
+
+@run
+async def test_a_token_secret_deleted_before_its_link_still_revokes_the_grant() -> None:
+    """A namespace being deleted takes the Secret and the link at once: the Secret's last
+    copy is kept (in memory) for the link that revokes on deletion."""
+    rig = await _rig()
+    await rig.reconcile()
+    gone = rig.kube.secrets.pop(SECRET)
+    rig.engine.on_secret("DELETED", copy.deepcopy(gone))  # type: ignore[arg-type]
+    _delete(rig)
+    await rig.reconcile()
+    assert (["revoke refresh-0 access-0"], []) == (rig.steps("revoke", full=True), rig.steps("claim"))
+    assert [] == _finalizers(rig)
+    await rig.settle()
+    assert ["Revoked"] == rig.event_reasons()
+    rig.engine.on_link("DELETED", copy.deepcopy(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    assert {} == rig.engine.revoker._orphans
+
+
+@run
+async def test_a_deleted_secret_no_link_revokes_with_is_not_kept() -> None:
+    rig = await _rig()
+    rig.kube.links[LINK]["spec"]["revokeOnDelete"] = False
+    rig.kube.bump(rig.kube.links[LINK])
+    rig.engine.on_link("MODIFIED", copy.deepcopy(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    await rig.reconcile()
+    assert [] == _finalizers(rig)
+    gone = rig.kube.secrets.pop(SECRET)
+    rig.engine.on_secret("DELETED", copy.deepcopy(gone))  # type: ignore[arg-type]
+    assert {} == rig.engine.revoker._orphans
