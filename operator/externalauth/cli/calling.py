@@ -117,12 +117,25 @@ class Cluster:
         """(type, link) events after ``resource_version``, for at most ``seconds`` (the API
         server ends the watch then). Bookmarks are not yielded. :class:`WatchExpired` on 410."""
         where = f"{namespace}/{name}" if namespace and name else f"in {namespace or 'all namespaces'}"
-        what = f"watching ExternalAuthLink {where}"
+        selector = f"metadata.name={name}" if name else None
+        yield from self._watch(f"watching ExternalAuthLink {where}", version=API, namespace=namespace,
+                               url="externalauthlinks", selector=selector, resource_version=resource_version,
+                               seconds=seconds)
+
+    def watch_events(self, namespace: str, *, selector: str, resource_version: str,
+                     seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, event) for the core/v1 events in ``namespace`` that match the field ``selector``."""
+        yield from self._watch(f"watching the events in {namespace}", version="v1", namespace=namespace,
+                               url="events", selector=selector, resource_version=resource_version,
+                               seconds=seconds)
+
+    def _watch(self, what: str, *, version: str, namespace: str | None, url: str, selector: str | None,
+               resource_version: str, seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
         params = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(max(1, seconds))}
-        if name:
-            params["fieldSelector"] = f"metadata.name={name}"
-        resp = self._send("GET", what, version=API, namespace=namespace, url="externalauthlinks", params=params,
+        if selector:
+            params["fieldSelector"] = selector
+        resp = self._send("GET", what, version=version, namespace=namespace, url=url, params=params,
                           stream=True, timeout=(10, max(1, seconds) + 30))
         with contextlib.closing(resp):
             if resp.status_code == 410:
@@ -155,6 +168,20 @@ class Cluster:
         return self._call("PATCH", f"updating ExternalAuthLink {namespace}/{name}", version=API,
                           namespace=namespace, url=f"externalauthlinks/{name}",
                           data=json.dumps(patch), headers=MERGE)
+
+    def delete_link(self, namespace: str, name: str, *, uid: str | None) -> None:
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self._call("DELETE", f"deleting ExternalAuthLink {namespace}/{name}", version=API, namespace=namespace,
+                   url=f"externalauthlinks/{name}", data=json.dumps(body), headers=JSON)
+
+    def list_events(self, namespace: str, *, selector: str) -> tuple[list[dict[str, Any]], str]:
+        """The core/v1 events matching the field ``selector``, and the list's resourceVersion."""
+        body = self._call("GET", f"listing the events in {namespace}", namespace=namespace, url="events",
+                          params={"fieldSelector": selector})
+        items = [i for i in body.get("items") or [] if isinstance(i, dict)]
+        return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
 
     def link_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The events about one link, oldest first."""

@@ -237,6 +237,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                                 "provider>. Needs get on the link and on the Secret.")
     token.add_argument("link", metavar="LINK", type=_name("link"), help="the ExternalAuthLink")
     add_kube_flags(token, after=True)
+    logout = command("logout", "externalauth.cli.logout:logout_command",
+                     help="unlink: revoke the grant, delete the link and the Secret login created",
+                     description="Unlink LINK: the operator revokes the grant at the provider (spec.revokeOnDelete, "
+                                 "then the link is deleted and this command waits for the Revoked or "
+                                 "RevocationFailed event), then the token Secret that externalauth login created "
+                                 "for the link is deleted (a Secret login did not create is kept). Non-zero when "
+                                 "the grant was not revoked, with what to do by hand. Needs get, patch and delete "
+                                 "on the link, list and watch on events, and delete on the Secret.")
+    logout.add_argument("link", metavar="LINK", type=_name("link"), help="the ExternalAuthLink")
+    logout.add_argument("--keep-secret", action="store_true", help="do not delete the token Secret")
+    logout.add_argument("--timeout", type=_timeout, default="6m", metavar="DURATION",
+                        help="how long to wait for the operator's revocation (default 6m: it tries for up to 5m)")
+    add_kube_flags(logout, after=True)
     gitcred = command("git-credential", "externalauth.cli.gitcredential:command",
                       help="a git credential helper that answers from the mounted token Secret",
                       description="git's credential helper protocol (git-credential(1)) for workspaces: "

@@ -14,7 +14,7 @@ from typing import Any
 
 from externalauth.errors import InvalidInputError
 from externalauth.model import tokens as tokmod
-from externalauth.model.names import PROVIDER_LABEL
+from externalauth.model.names import LOGIN_ANNOTATION, PROVIDER_LABEL
 
 API_VERSION = "externalauth.io/v1alpha1"
 
@@ -44,11 +44,13 @@ def plan_secret(
     provider: str,
     token_data: Mapping[str, str | None],
     force: bool,
+    link: str | None = None,
 ) -> SecretPlan:
     """Decide the Secret write. ``token_data`` is base64 data from ``render_token_keys``
     (plus output-format keys; None: a key to remove).
     The Secret is labelled ``externalauth.io/provider=<provider>``: it opts in to that
-    provider, and to no other (contract §3).
+    provider, and to no other (contract §3). A Secret it creates is annotated
+    ``externalauth.io/created-by-login-for=<link>``: ``logout`` deletes only such a Secret.
 
     Token keys the new grant does not have (say, no ``refresh_token``) are removed,
     so that an old refresh token is never paired with a new access token.
@@ -58,7 +60,8 @@ def plan_secret(
             "apiVersion": "v1",
             "kind": "Secret",
             "type": tokmod.SECRET_TYPE,
-            "metadata": {"name": name, "namespace": namespace, "labels": {PROVIDER_LABEL: provider}},
+            "metadata": {"name": name, "namespace": namespace, "labels": {PROVIDER_LABEL: provider},
+                         **({"annotations": {LOGIN_ANNOTATION: link}} if link else {})},
             "data": _present(token_data),
         })
     if not is_token_secret(existing) and not force:
@@ -121,3 +124,24 @@ def link_patch(*, provider: str, secret: str, formats: Sequence[str] = ()) -> di
     """Points an existing link at the provider and Secret (and sets ``formats``, which already
     include the link's own); its other fields stay."""
     return {"spec": _link_spec(provider=provider, secret=secret, formats=formats)}
+
+
+def secret_to_delete(link: Mapping[str, Any], secret: Mapping[str, Any] | None, *,
+                     keep: bool) -> tuple[bool, str]:
+    """``logout``: whether the link's Secret goes with it, and what to say about it. Only a
+    Secret that ``login`` created for this link (its annotation) and that is still opted in
+    to the link's provider is deleted; a Secret a user made, or shares, is kept."""
+    meta = link.get("metadata") or {}
+    spec = link.get("spec") or {}
+    name, link_name = str(spec.get("secretName") or ""), str(meta.get("name") or "")
+    if not name or secret is None:
+        return False, f"Secret {name or '(none)'} was not there"
+    if keep:
+        return False, f"Secret {name} kept (--keep-secret)"
+    smeta = secret.get("metadata") or {}
+    if (smeta.get("annotations") or {}).get(LOGIN_ANNOTATION) != link_name:
+        return False, (f"Secret {name} kept: externalauth login did not create it for this link "
+                       f"(no annotation {LOGIN_ANNOTATION}={link_name}); delete it yourself if it is not needed")
+    if (smeta.get("labels") or {}).get(PROVIDER_LABEL) != spec.get("providerName"):
+        return False, f"Secret {name} kept: it is no longer opted in to provider {spec.get('providerName')}"
+    return True, f"Secret {name} deleted"

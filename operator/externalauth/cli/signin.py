@@ -142,7 +142,7 @@ def login_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
                                   token=tokens.access_token)
     data: dict[str, str | None] = {**tokmod.render_token_keys(tokens), **rendering.keys}
     how_secret = _write_secret(cluster, namespace=ns, name=secret_name, provider_name=provider.name,
-                               data=data, force=args.force)
+                               data=data, force=args.force, link=link)
     how_link = _write_link(cluster, namespace=ns, name=link, provider=provider.name, secret=secret_name,
                            formats=[f.value for f in wanted])
     print(f"Secret {ns}/{secret_name} {how_secret}; ExternalAuthLink {ns}/{link} {how_link}.", file=out, flush=True)
@@ -239,11 +239,11 @@ def _open_browser(url: str) -> None:
 
 # --- writes ------------------------------------------------------------------------------------
 def _write_secret(cluster: Cluster, *, namespace: str, name: str, provider_name: str,
-                  data: Mapping[str, str | None], force: bool) -> str:
+                  data: Mapping[str, str | None], force: bool, link: str) -> str:
     for _ in range(5):
         existing = cluster.get_secret(namespace, name)
         plan = plans.plan_secret(existing, namespace=namespace, name=name, provider=provider_name,
-                                 token_data=data, force=force)
+                                 token_data=data, force=force, link=link)
         try:
             if plan.write is plans.Write.CREATE:
                 cluster.create_secret(namespace, plan.body)

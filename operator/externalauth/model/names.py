@@ -13,6 +13,9 @@ PROVIDER_LABEL = f"{PREFIX}provider"
 REVOKE_FINALIZER = f"{PREFIX}revoke"
 #: The label an earlier version put on Secrets itself; it opts nothing in any more.
 LEGACY_MANAGED_LABEL = f"{PREFIX}managed"
+#: Annotation ``externalauth login`` puts on a token Secret it created, naming the link it
+#: created it for: ``externalauth logout LINK`` deletes only such a Secret (never one a user made).
+LOGIN_ANNOTATION = f"{PREFIX}created-by-login-for"
 #: Annotation on an ExternalAuthLink: any new value asks for one refresh now (contract §5).
 REFRESH_ANNOTATION = f"{PREFIX}refresh-requested"
 #: Annotation on a token Secret: the cross-replica claim ``<holder>;<unix-until>`` (contract §5).

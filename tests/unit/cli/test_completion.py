@@ -24,7 +24,8 @@ BIN = str(Path(sys.executable).parent)
 
 
 @pytest.mark.parametrize(("words", "current", "values", "need"), [
-    pytest.param([], "", ["login", "refresh", "status", "token", "git-credential", "completion", "run"], Need.NONE,
+    pytest.param([], "", ["login", "refresh", "status", "token", "logout", "git-credential", "completion", "run"],
+                 Need.NONE,
                  id="the commands first"),
     pytest.param([], "st", ["status"], Need.NONE, id="a command by its start"),
     pytest.param([], "--v", ["--version"], Need.NONE, id="a top-level flag"),
