@@ -240,26 +240,30 @@ class Engine:
         return inp, body
 
     async def _look_at_secret(self, key: LinkKey, spec: LinkSpec, provider: ProviderSpec) -> SecretFacts:
-        """What the link's token Secret says, as far as the link may read it."""
+        """What the link's token Secret says, as far as the link may read it: all reads
+        first (the Secret, its claim, the account), then what they mean."""
+        account = self._account(key)
         secret, label, found = await self._token_secret((key[0], spec.secret_name), spec.provider_name)
         facts = SecretFacts(found=found, label=label, opted_in=label == spec.provider_name)
         if secret is None or not facts.opted_in:
             return facts
-        try:
-            facts.tokens = tokmod.parse_secret_data(secret.get("data"), secret_type=secret.get("type"))
-        except InvalidInputError as e:
-            facts.error = str(e)
-        else:
-            rendering = self._formats(key, facts.tokens, spec, provider)
-            data = secret.get("data") or {}
-            facts.formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())
-            facts.format_problem = rendering.problem
-            facts.unwritable = sizes.unwritable(secret, extra=rendering.keys)
         claim = self.writer.claim_of(secret)
         if claim is not None and claim.holder != self.holder:
             facts.claimed_by = claim.holder
             facts.claimed_until = dt.datetime.fromtimestamp(claim.until, dt.UTC)
             facts.claimed_since = facts.claimed_until - dt.timedelta(seconds=self.settings.claim_lease)
+        try:
+            facts.tokens = tokmod.parse_secret_data(secret.get("data"), secret_type=secret.get("type"))
+        except InvalidInputError as e:
+            facts.error = str(e)
+            return facts
+        rendering = formats.render_all(list(spec.output_formats), host=provider.host,
+                                       username=provider.quirks.git_username, token=facts.tokens.access_token,
+                                       account=account)
+        data = secret.get("data") or {}
+        facts.formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())
+        facts.format_problem = rendering.problem
+        facts.unwritable = sizes.unwritable(secret, extra=rendering.keys)
         return facts
 
     async def _act(self, key: LinkKey, inp: deciding.LinkInput, plan: deciding.Plan) -> None:
@@ -279,19 +283,14 @@ class Engine:
 
             result = await self.refresher.refresh(secret_key, provider=provider.name,
                                                   consumed=tokens.refresh_token, render=render)
-            self.providers.note_clock_skew(provider.name, result.clock_skew)
-            if result.seconds is not None:
-                metrics.REFRESH_DURATION.labels(provider.name).observe(result.seconds)
-            if result.unsaved is not None:
-                metrics.UNSAVED_DURATION.labels(provider.name).observe(result.unsaved)
-            memory, acted = self._memory(key), self._latest_request(key)
-            rejected_until = await self._tell_provider(provider.name, effects.client_news(result.outcome))
-            self._apply(key, provider.name, effects.refresh_effects(result, effects.Context(
-                memory=memory, now=self.clock.now(), acted=acted,
-                consumed_fp=tokens.refresh_token.fingerprint(), seed=f"{key}",
-                backoff_base=self.settings.backoff_base, backoff_cap=self.settings.backoff_cap,
-                asked_at=inp.now if plan.requested else None, rejected_until=rejected_until,
-                rt_warned=self._warned_rt.get(key))))
+            memory, acted, warned = self._memory(key), self._latest_request(key), self._warned_rt.get(key)
+            rejected_until = await self._tell_provider(provider.name, skew=result.clock_skew,
+                                                       news=effects.client_news(result.outcome))
+            done = effects.refresh_effects(result, effects.Context(
+                memory=memory, now=self.clock.now(), acted=acted, consumed_fp=tokens.refresh_token.fingerprint(),
+                seed=f"{key}", backoff_base=self.settings.backoff_base, backoff_cap=self.settings.backoff_cap,
+                asked_at=inp.now if plan.requested else None, rejected_until=rejected_until, rt_warned=warned))
+            self._apply(key, provider.name, done)
         elif plan.action is Action.WRITE_FORMATS:
             await self.writer.write_formats(secret_key, access_token=tokens.access_token,
                                             data=self._formats(key, tokens, spec, provider).keys)
@@ -300,29 +299,41 @@ class Engine:
                                                     access_token=tokens.access_token)
             if outcome is None:
                 return
-            metrics.VALIDATION_TOTAL.labels(provider.name, outcome.verdict.value).inc()
-            self.providers.note_clock_skew(provider.name, outcome.clock_skew)
-            account = inp.status.get("account")
-            self._apply(key, provider.name, effects.validation_effects(
-                outcome, memory=self._memory(key), access_fp=tokens.access_token.fingerprint(),
+            memory, account = self._memory(key), inp.status.get("account")
+            await self._tell_provider(provider.name, skew=outcome.clock_skew, news=None)
+            done = effects.validation_effects(
+                outcome, memory=memory, access_fp=tokens.access_token.fingerprint(),
                 digest=tokens.access_token.digest(inp.uid), now=self.clock.now(), seed=f"{key}/v",
-                cap=self.settings.backoff_cap, status_account=account if isinstance(account, str) else None))
+                cap=self.settings.backoff_cap, status_account=account if isinstance(account, str) else None)
+            self._apply(key, provider.name, done)
 
-    async def _tell_provider(self, provider: str, news: effects.ClientNews | None) -> dt.datetime | None:
-        """What a refresh learnt about the provider's OAuth client; its links are decided
-        again when that changes their lot. Returns the provider's backoff, if rejected."""
-        if news is effects.ClientNews.ACCEPTED and await self.providers.client_accepted(provider):
-            self._schedule(Affected(links=self.caches.links_of_provider(provider)))
+    async def _tell_provider(self, provider: str, *, skew: float | None,
+                             news: effects.ClientNews | None) -> dt.datetime | None:
+        """What an answer taught about the provider: its clock, and whether it takes its
+        OAuth client; its links are decided again when that changes their lot. Returns the
+        provider's backoff, if it rejected the client."""
+        self.providers.note_clock_skew(provider, skew)
+        until = None
+        if news is effects.ClientNews.ACCEPTED:
+            changed = await self.providers.client_accepted(provider)
         elif news is effects.ClientNews.REJECTED:
-            until = await self.providers.client_rejected(provider)
-            self._schedule(Affected(links=self.caches.links_of_provider(provider)))
-            return until
-        return None
+            until, changed = await self.providers.client_rejected(provider), True
+        else:
+            return None
+        for link in self.caches.links_of_provider(provider) if changed else ():
+            self.scheduler.schedule(link)
+        return until
 
     def _apply(self, key: LinkKey, provider: str, done: effects.Effects) -> None:
         """The one place where an outcome changes the link's memory, metrics and events:
         what it means was decided by :mod:`externalauth.policy.effects`."""
         self.memory[key] = done.memory
+        if done.refresh_seconds is not None:
+            metrics.REFRESH_DURATION.labels(provider).observe(done.refresh_seconds)
+        if done.unsaved_seconds is not None:
+            metrics.UNSAVED_DURATION.labels(provider).observe(done.unsaved_seconds)
+        if done.verdict is not None:
+            metrics.VALIDATION_TOTAL.labels(provider, done.verdict).inc()
         if done.count is not None:
             metrics.REFRESH_TOTAL.labels(provider, done.count).inc()
         if done.lost is not None:

@@ -92,6 +92,9 @@ class Effects:
     lost: str | None = None  # externalauth_tokens_lost_total{reason}
     events: tuple[Event, ...] = ()
     rt_warned: str | None = None  # the refresh token's expiry just warned about (said once)
+    refresh_seconds: float | None = None  # externalauth_refresh_duration_seconds
+    unsaved_seconds: float | None = None  # externalauth_refresh_unsaved_seconds
+    verdict: str | None = None  # externalauth_validation_total{result}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +119,10 @@ def refresh_effects(r: Refresh, ctx: Context) -> Effects:
     if ctx.asked_at is not None and r.sent:  # requests are rate-limited by what they cost
         mem = remembering.asked(mem, now=ctx.asked_at)
     mean = _MEANINGS.get(r.outcome)
-    return mean(r, ctx, mem) if mean is not None else Effects(mem)
     # RACED, CLAIMED_ELSEWHERE, NO_CLIENT: nothing to remember; the loop decides again on
     # what the caches hold now.
+    done = mean(r, ctx, mem) if mean is not None else Effects(mem)
+    return dataclasses.replace(done, refresh_seconds=r.seconds, unsaved_seconds=r.unsaved)
 
 
 def _persisted(r: Refresh, ctx: Context, mem: LinkMemory) -> Effects:
@@ -216,4 +220,5 @@ def validation_effects(outcome: ValidationOutcome, *, memory: LinkMemory, access
     assert after.validation is not None
     previous, reason = memory.validation, after.validation.reason
     said = reason == ValidatedReason.VALID or (previous is not None and previous.reason == reason)
-    return Effects(after, events=() if said else (_warning(EventReason.VALIDATION_FAILED, outcome.message),))
+    return Effects(after, verdict=outcome.verdict.value,
+                   events=() if said else (_warning(EventReason.VALIDATION_FAILED, outcome.message),))

@@ -158,3 +158,15 @@ def test_validation_effects(previous: ValidatedReason | None, verdict: Validatio
                                       seed="ns/l/v", cap=300.0, status_account=None)
     assert done.memory.validation is not None
     assert expected == (done.memory.validation.reason, [e.reason for e in done.events])
+
+
+def test_a_refresh_reports_how_long_it_took_and_how_long_the_token_was_unsaved() -> None:
+    done = effects.refresh_effects(Refresh(RefreshOutcome.PERSISTED, tokens=NEW, stored=True, seconds=0.3,
+                                           unsaved=0.1), ctx())
+    assert (0.3, 0.1, None) == (done.refresh_seconds, done.unsaved_seconds, done.verdict)
+
+
+def test_a_validation_is_counted_by_its_verdict() -> None:
+    done = effects.validation_effects(_verdict(ValidationVerdict.RATE_LIMITED), memory=LinkMemory(), access_fp=FP,
+                                      digest=None, now=NOW, seed="s", cap=300.0, status_account=None)
+    assert ("rate_limited", None) == (done.verdict, done.count)
