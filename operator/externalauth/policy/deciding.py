@@ -593,11 +593,13 @@ NOT_READY: tuple[Callable[[Facts], cond.Condition | None], ...] = (
 
 def wake_at(f: Facts, *, action: Action, next_refresh: dt.datetime | None) -> dt.datetime | None:
     """With nothing to do, the link is looked at again at the earliest of its next refresh,
-    its next validation and its expiry (so that Ready flips to TokenExpired on time)."""
+    its next validation and its expiry (so that Ready flips to TokenExpired on time). An
+    expired token that will be refreshed waits for its refresh, not for a validation (one
+    overdue would wake the link at once, again and again, until the refresh)."""
     if action is not Action.NONE:
         return next_refresh
     wake = next_refresh
-    if f.validating:
+    if f.validating and not (f.expired and not f.never_refreshed):
         wake = _earliest(wake, f.validation_at)
     if not f.expired and f.tokens.expiry is not None:
         wake = _earliest(wake, f.tokens.expiry)

@@ -235,6 +235,10 @@ WAKES: list[WakeRow] = [
      NOW + dt.timedelta(hours=1)),
     ("nothing to do: wake at expiry when it comes first", inp(tokens=tokens(expires_in=60, refresh=None)),
      Action.NONE, None, NOW + 60 * S),
+    ("an expired token that will be refreshed: wake for the refresh, not an overdue validation",
+     inp(tokens=tokens(expires_in=-5), memory=LinkMemory(validation=Validation(
+         reason=ValidatedReason.VALID, message="m", at=NOW - dt.timedelta(hours=2),
+         token_fingerprint=SecretStr("a1").fingerprint()))), Action.NONE, NOW + 30 * S, NOW + 30 * S),
     ("nothing to do for an expired token without validation: on the next event",
      inp(tokens=tokens(expires_in=-1, refresh=None),
          spec=parse_link({"providerName": "gh", "secretName": "tok", "validate": False})), Action.NONE, None, None),

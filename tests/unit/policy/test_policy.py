@@ -236,6 +236,12 @@ CHAIN: list[Row] = [
     ("ready is false for a token the provider rejected",
      inp(memory=LinkMemory(validation=validated(reason=ValidatedReason.INVALID))),
      Action.NONE, ("False", "TokenRejected"), NOT_YET_DUE, ("False", "Invalid"), NEXT_VALIDATION),
+    ("an expired token waiting out a backoff is not validated first: wake when the backoff ends, "
+     "not at the overdue validation (that was a busy loop)",
+     inp(tokens=tokens(expires_in=-5), memory=LinkMemory(failure=BACKOFF, validation=Validation(
+         reason=ValidatedReason.VALID, message="m", at=NOW - dt.timedelta(hours=2),
+         token_fingerprint=SecretStr("a1").fingerprint()))),
+     Action.NONE, ("False", "TokenExpired"), ("False", "RetryingTransientError"), VALID, NOW + 30 * S),
     ("secret missing: look again later",
      inp(secret_found=False, tokens=None), Action.NONE, ("False", "SecretNotFound"), None, None, NOW + 30 * S),
     ("secret invalid: wait for it to change",
