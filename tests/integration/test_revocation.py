@@ -65,13 +65,17 @@ def test_deleting_a_link_revokes_its_grant_at_the_provider(make_world: Any, oper
     assert 0 == stats.exchanges_by_refresh_token.get(tokens["refresh_token"], 0)  # never refreshed on the way out
 
 
-def test_a_type_without_revocation_says_what_to_do_by_hand(make_world: Any, operator: Any) -> None:
-    kind = TYPES["bitbucket-cloud"]
-    world = make_world(profile=kind.profile)
+@pytest.mark.parametrize(("name", "manual"), [("bitbucket-cloud", "App authorizations"),
+                                              ("gitea", "Authorized OAuth2 Applications"),
+                                              ("azure-devops-entra", "myapps.microsoft.com")])
+def test_a_type_without_revocation_says_what_to_do_by_hand(make_world: Any, operator: Any, name: str,
+                                                           manual: str) -> None:
+    kind = TYPES[name]
+    world = make_world(profile=kind.profile, **kind.sim)
     make_provider(world, kind)
     tokens = _unlink(world, kind)
     message = _event(world, "RevocationFailed").message
-    assert "no revocation endpoint" in message and "App authorizations" in message
+    assert "no revocation endpoint" in message and manual in message
     assert (0, True) == (world.sim.stats.revocation_calls, _live(world, tokens["access_token"]))
     assert tokens["access_token"] not in message and tokens["refresh_token"] not in message
 

@@ -321,15 +321,16 @@ class ProviderClient:
         url = self.spec.revocation_url
         if url is None or style is Revocation.NONE:
             return revocations.Outcome(revocations.Verdict.UNSUPPORTED, "the provider has no revocation endpoint")
-        outcomes = []
+        outcomes, whats = [], []
         for request in revocations.plan(style, url, refresh_token=refresh_token, access_token=access_token):
             outcome = self._revoke_one(style, request, now=now)
             outcomes.append(outcome)
+            whats.append(request.what)
             if outcome.verdict is not revocations.Verdict.REVOKED:
                 break
         if not outcomes:
             return revocations.Outcome(revocations.Verdict.REFUSED, "the Secret holds no token to revoke")
-        return revocations.combine(outcomes)
+        return revocations.combine(outcomes, whats)
 
     def _discover_revocation(self) -> str | None:
         """Read the issuer's revocation endpoint, which refreshes never need (so it is not

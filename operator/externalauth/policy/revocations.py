@@ -103,12 +103,14 @@ def classify(style: Revocation, *, status: int | None, error: str | None = None,
     return Outcome(Verdict.REFUSED, f"the revocation endpoint refused the request: HTTP {status}{code}")
 
 
-def combine(outcomes: list[Outcome]) -> Outcome:
+def combine(outcomes: list[Outcome], whats: list[str] | None = None) -> Outcome:
     """One outcome for a revocation made of several requests: the first that did not
-    revoke, else the last."""
+    revoke; else one that names everything revoked (``whats``, in order)."""
     for outcome in outcomes:
         if outcome.verdict is not Verdict.REVOKED:
             return outcome
+    if whats and len(outcomes) > 1:
+        return Outcome(Verdict.REVOKED, f"revoked the {' and the '.join(whats)} at the provider")
     return outcomes[-1]
 
 

@@ -89,3 +89,11 @@ def test_a_generic_provider_with_an_issuer_discovers_its_revocation_endpoint_onl
                                 "tokenURL": "https://idp.test/token", "validateURL": "",
                                 "deviceAuthorizationURL": "https://idp.test/device"})
     assert (None, True, False) == (spec.revocation_url, spec.discover_revocation, spec.needs_discovery)
+
+
+def test_a_revocation_of_two_tokens_names_both_and_stops_at_the_first_failure() -> None:
+    revoked = revocations.Outcome(Verdict.REVOKED, "revoked the refresh token at the provider")
+    down = revocations.Outcome(Verdict.TRANSIENT, "the revocation endpoint answered HTTP 503")
+    assert "revoked the refresh token and the access token at the provider" == revocations.combine(
+        [revoked, revoked], ["refresh token", "access token"]).message
+    assert down == revocations.combine([revoked, down], ["refresh token", "access token"])
