@@ -126,7 +126,9 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """docs/install.md section 3 on this node: helm install with the values of a node whose API
     server is on loopback; the CRDs Established; the Deployment rolled out. Returns the pod."""
     values = {
-        "image": {"pullPolicy": "Never"},  # imported with ctr (docs/install.md section 1)
+        # the image built here, imported with ctr (docs/install.md section 1); the chart's
+        # default is the published ghcr.io image
+        "image": {"repository": "localhost/externalauth-operator", "pullPolicy": "Never"},
         "hostNetwork": True,
         "metrics": {"port": _free_port(), "bindAddress": "127.0.0.1"},
         "health": {"port": _free_port()},

@@ -27,6 +27,7 @@ import yaml
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.waiting import wait_for
+from tests.harness.world import b64
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "externalauth-operator"
@@ -54,6 +55,21 @@ EVERYTHING_ON: dict[str, Any] = {
     "metrics": {"serviceMonitor": {"enabled": True}},
 }
 NAMESPACED: dict[str, Any] = {"watchNamespaces": ["team-a", "team-b"]}
+#: What a cluster with prometheus-operator serves (ServiceMonitor and PrometheusRule are
+#: rendered only where their API exists: `helm template --api-versions ...`).
+MONITORING = ("monitoring.coreos.com/v1",)
+#: Every value issue 18/19 added, switched on.
+EVERY_NEW_VALUE: dict[str, Any] = {
+    "shards": 2,
+    "proxy": {"httpsProxy": "http://proxy.corp.example:3128", "noProxy": ".svc,.cluster.local"},
+    "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+    "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+    "networkPolicy": {"defaultEgress": {"enabled": True, "apiServerTo": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}},
+    "extraObjects": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "corp-ca"}, "data": {"ca.pem": "x"}},
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-extra\ndata: {}\n",
+    ],
+}
 
 
 # -- tools -------------------------------------------------------------------
@@ -84,8 +100,9 @@ class Tools:
         return str(path)
 
     def template(self, values: dict[str, Any] | None = None, *, release: str = "ea",
-                 namespace: str = RELEASE_NS) -> list[dict[str, Any]]:
+                 namespace: str = RELEASE_NS, apis: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         args = ["template", release, str(CHART), "--namespace", namespace]
+        args += [f"--api-versions={a}" for a in apis]
         if values:
             args += ["--values", self.values_file(values)]
         return [d for d in yaml.safe_load_all(self.helm(*args).stdout) if d]
@@ -207,6 +224,7 @@ def test_crds_follow_crds_enabled_and_crds_keep(tools: Tools, values: dict[str, 
     pytest.param(NAMESPACED, id="the namespaced values lint clean"),
     pytest.param({**EVERYTHING_ON, **NAMESPACED, "operator": {"logFormat": "json", "logLevel": "debug"}},
                  id="every optional part switched on lints clean"),
+    pytest.param(EVERY_NEW_VALUE, id="shards, proxy, extra volumes and objects, default egress lint clean"),
 ])
 def test_helm_lint_strict(tools: Tools, values: dict[str, Any]) -> None:
     args = ["lint", "--strict", str(CHART)]
@@ -228,6 +246,15 @@ def test_helm_lint_strict(tools: Tools, values: dict[str, Any]) -> None:
     pytest.param({"operator": {"logFormat": "xml"}}, "logFormat", id="a log format the operator lacks is rejected"),
     pytest.param({"watchNamespaces": ["Team_A"]}, "watchNamespaces",
                  id="a namespace that is not a DNS label is rejected"),
+    pytest.param({"shards": 0}, "shards", id="zero shards are rejected"),
+    pytest.param({"proxy": {"httpsProxy": "proxy.corp.example:3128"}}, "httpsProxy",
+                 id="a proxy without a scheme is rejected"),
+    pytest.param({"admissionPolicy": {"validationActions": ["Block"]}}, "validationActions",
+                 id="an admission action Kubernetes lacks is rejected"),
+    pytest.param({"networkPolicy": {"defaultEgress": {"enabled": True, "dnsServers": []}}},
+                 "additional properties 'dnsServers' not allowed", id="a misspelt egress value is rejected"),
+    pytest.param({"extraVolumeMounts": [{"name": "x"}]}, "mountPath",
+                 id="a volume mount without a path is rejected"),
 ])
 def test_values_schema_rejects(tools: Tools, values: dict[str, Any], message: str) -> None:
     res = tools.helm("template", "ea", str(CHART), "--values", tools.values_file(values), check=False)
@@ -387,11 +414,118 @@ def test_user_roles_aggregate_to_edit_and_view_and_providers_are_readable(tools:
     assert {r for _, r, _ in rule_set(reader["rules"])} == {"externalauthproviders"}
 
 
+# -- image, shards, monitoring, extras (issues 18, 19) -------------------------------
+
+
+@pytest.mark.parametrize(("values", "image"), [
+    pytest.param({}, "ghcr.io/externalauth/externalauth-operator:{v}", id="the default image is the published one"),
+    pytest.param({"image": {"repository": "localhost/externalauth-operator"}}, "localhost/externalauth-operator:{v}",
+                 id="repository points at a locally built image"),
+    pytest.param({"image": {"tag": "dev"}}, "ghcr.io/externalauth/externalauth-operator:dev", id="tag overrides"),
+    pytest.param({"image": {"tag": "dev", "digest": "sha256:" + "a" * 64}},
+                 "ghcr.io/externalauth/externalauth-operator@sha256:" + "a" * 64, id="a digest wins over the tag"),
+])
+def test_the_image_is_the_published_one_unless_overridden(tools: Tools, values: dict[str, Any], image: str) -> None:
+    package = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert container(tools.template(values))["image"] == image.format(v=package)
+
+
+def test_chart_yaml_says_where_the_project_lives_and_which_kubernetes_it_needs() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    home = "https://github.com/externalauth/externalauth-operator"
+    assert chart["home"] == home and home in chart["sources"]
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+    assert chart["maintainers"] and all(m.get("name") for m in chart["maintainers"])
+    assert chart["annotations"]["org.opencontainers.image.source"] == home
+    assert f"ghcr.io/externalauth/externalauth-operator:{chart['appVersion']}" in chart["annotations"][
+        "artifacthub.io/images"]
+
+
+def test_one_shard_is_one_deployment_without_a_shard_flag(tools: Tools) -> None:
+    deployment = one(tools.template(), "Deployment")
+    assert deployment["metadata"]["name"] == "ea-externalauth-operator"
+    assert [a for a in container([deployment])["args"] if a.startswith("--shard")] == []
+
+
+def test_n_shards_are_n_deployments_each_serving_its_own_shard(
+        tools: Tools, capsys: pytest.CaptureFixture[str]) -> None:
+    from externalauth.cli.main import build_parser
+
+    deployments = by_kind(tools.template({"shards": 3, "replicaCount": 2}), "Deployment")
+    assert [d["metadata"]["name"] for d in deployments] == [f"ea-externalauth-operator-shard-{i}" for i in range(3)]
+    selectors = []
+    for i, d in enumerate(deployments):
+        args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert [a for a in args if a.startswith("--shard")] == [f"--shard={i}/3"]
+        assert d["spec"]["replicas"] == 2
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        selector = d["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= labels.items() and selector["externalauth.io/shard"] == str(i)
+        selectors.append(selector)
+        try:
+            parsed = build_parser().parse_args(args)
+        except SystemExit:
+            pytest.fail(f"externalauth rejects the shard's arguments {args}:\n{capsys.readouterr().err}")
+        assert (parsed.shard.index, parsed.shard.count) == (i, 3)
+    # no Deployment selects another shard's pods
+    assert len({tuple(sorted(s.items())) for s in selectors}) == 3
+
+
+@pytest.mark.parametrize(("apis", "kinds"), [
+    pytest.param((), set(), id="without prometheus-operator's API neither monitor is rendered"),
+    pytest.param(MONITORING, {"ServiceMonitor", "PrometheusRule"}, id="with its API both are rendered"),
+])
+def test_monitors_are_rendered_only_where_their_api_exists(tools: Tools, apis: tuple[str, ...],
+                                                           kinds: set[str]) -> None:
+    docs = tools.template(EVERYTHING_ON, apis=apis)
+    assert {d["kind"] for d in docs} & {"ServiceMonitor", "PrometheusRule"} == kinds
+
+
+def test_proxy_extra_volumes_and_extra_objects_are_rendered(tools: Tools) -> None:
+    docs = tools.template({**EVERY_NEW_VALUE, "shards": 1,
+                           "operator": {"extraEnv": [{"name": "EXTRA", "value": "1"}]}})
+    c = container(docs)
+    assert c["env"] == [{"name": "HTTPS_PROXY", "value": "http://proxy.corp.example:3128"},
+                        {"name": "NO_PROXY", "value": ".svc,.cluster.local"}, {"name": "EXTRA", "value": "1"}]
+    assert c["volumeMounts"][-1] == {"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["volumes"][-1] == {"name": "corp-ca", "configMap": {"name": "corp-ca"}}
+    names = {d["metadata"]["name"] for d in by_kind(docs, "ConfigMap")}
+    assert {"corp-ca", "ea-extra"} <= names
+    assert "env" not in container(tools.template())
+
+
+def test_metrics_are_open_only_to_the_monitoring_namespace_and_egress_only_when_asked(tools: Tools) -> None:
+    policy = one(tools.template(), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+    policy = one(tools.template(EVERY_NEW_VALUE), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    ports = [sorted((p["protocol"], p["port"]) for p in rule["ports"]) for rule in policy["egress"]]
+    assert ports == [[("TCP", 53), ("UDP", 53)], [("TCP", 6443)], [("TCP", 443)]]
+    assert policy["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert "to" not in policy["egress"][2]  # providers: anywhere on 443
+
+
+def test_the_admission_policy_binds_the_operator_service_account(tools: Tools) -> None:
+    docs = tools.template()
+    policy, binding = one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f"'system:serviceaccount:{RELEASE_NS}:ea-externalauth-operator'" in condition["expression"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    vap = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert {d["kind"] for d in tools.template({"admissionPolicy": {"enabled": False}})} & vap == set()
+
+
+
 # -- alerts and dashboard ------------------------------------------------------
 
 
 def _rules(tools: Tools) -> dict[str, Any]:
-    rule: dict[str, Any] = one(tools.template({"prometheusRule": {"enabled": True}}), "PrometheusRule")["spec"]
+    rule: dict[str, Any] = one(tools.template({"prometheusRule": {"enabled": True}}, apis=MONITORING),
+                               "PrometheusRule")["spec"]
     return rule
 
 
@@ -418,7 +552,7 @@ def test_every_alert_has_a_unit_test_in_which_it_fires(tools: Tools) -> None:
 def test_alerts_can_be_switched_off_one_by_one(tools: Tools) -> None:
     off = {"prometheusRule": {"enabled": True, "alerts": {"tokensLost": {"enabled": False, "for": "0m",
                                                                          "severity": "critical"}}}}
-    rule = one(tools.template(off), "PrometheusRule")
+    rule = one(tools.template(off, apis=MONITORING), "PrometheusRule")
     assert "ExternalAuthTokensLost" not in {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
 
 
@@ -427,7 +561,7 @@ def _metric_names(expr: str) -> set[str]:
 
 
 def test_alerts_and_the_dashboard_use_only_contract_metrics(tools: Tools) -> None:
-    docs = tools.template(EVERYTHING_ON)
+    docs = tools.template(EVERYTHING_ON, apis=MONITORING)
     exprs = [r["expr"] for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
     dashboard = json.loads(next(iter(one(docs, "ConfigMap")["data"].values())))
     exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
@@ -448,6 +582,7 @@ def _apply_dry_run(kubectl: Callable[..., Any], docs: list[dict[str, Any]]) -> s
 @pytest.mark.parametrize("values", [
     pytest.param({}, id="the default render is accepted by the API server"),
     pytest.param(NAMESPACED, id="the namespaced render is accepted by the API server"),
+    pytest.param(EVERY_NEW_VALUE, id="shards, proxy, extras and default egress are accepted by the API server"),
 ])
 def test_rendered_manifests_pass_a_server_side_dry_run(
         tools: Tools, kubectl: Callable[..., Any], values: dict[str, Any]) -> None:
@@ -598,3 +733,86 @@ def test_the_operator_serves_its_namespace_under_the_namespaced_rbac_and_nothing
     assert ["no"] * 4 == denied
     assert "no" == control_plane.kubectl("auth", "can-i", "list", "secrets", "--all-namespaces",
                                          kubeconfig=kubeconfig, check=False).stdout.strip()
+
+
+# -- the admission policy on the real API server ------------------------------------------
+
+
+def _service_account_kubeconfig(cp: ControlPlane, namespace: str, name: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount itself (a TokenRequest token)."""
+    token = cp.kubectl("create", "token", name, "-n", namespace, "--duration=3600s").stdout.strip()
+    admin = yaml.safe_load(Path(cp.kubeconfig).read_text())
+    cluster = admin["clusters"][0]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cluster["name"], "user": name}}],
+        "current-context": name}))
+    path.chmod(0o600)
+    return path
+
+
+def test_the_admission_policy_lets_the_operator_refresh_and_refuses_its_account_anything_else(
+        tools: Tools, control_plane: ControlPlane, world: Any, tmp_path: Path) -> None:
+    """Issue 18: the chart's ValidatingAdmissionPolicy, installed on the real API server.
+    The operator, run as the chart's ServiceAccount (a real token) under the chart's
+    RBAC, refreshes a link; the same account is refused a change to another data key,
+    another annotation or the label of that Secret, and any change to an unlabelled
+    Secret it may patch by RBAC. The cluster admin is not affected."""
+    from tests.harness.operator_fixtures import OperatorProcess
+
+    release = f"vap-{world.ns[-6:]}"
+    sa = f"{release}-externalauth-operator"
+    kinds = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    docs = [d for d in tools.template({"watchNamespaces": [world.ns], "crds": {"enabled": False}},
+                                      release=release, namespace=world.ns) if d["kind"] in kinds]
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= {d["kind"] for d in docs}
+    manifest = yaml.safe_dump_all(docs)
+    control_plane.kubectl("apply", "-f", "-", input=manifest)
+    try:
+        kubeconfig = _service_account_kubeconfig(control_plane, world.ns, sa, tmp_path / "sa.kubeconfig")
+        for name in ("probe", "plain"):
+            world.core.create_namespaced_secret(world.ns, {
+                "metadata": {"name": name}, "data": {"access_token": b64("not the operator's")}})
+
+        def patch(name: str, body: dict[str, Any], *, as_admin: bool = False) -> subprocess.CompletedProcess[str]:
+            res: subprocess.CompletedProcess[str] = control_plane.kubectl(
+                "patch", "secret", name, "-n", world.ns, "--type=merge", "-p", json.dumps(body),
+                kubeconfig=None if as_admin else kubeconfig, check=False)
+            return res
+
+        # The policy takes effect when the API server has loaded it: wait for the first refusal.
+        wait_for(lambda: "denied request" in patch("probe", {"data": {"access_token": b64("probe")}}).stderr,
+                 timeout=60, message="the admission policy to refuse the unlabelled Secret")
+
+        world.make_provider()
+        before = world.make_token_secret("tok", expires_in=300)
+        world.make_link("link", secret="tok")
+        op = OperatorProcess(kubeconfig=str(kubeconfig), namespaces=[world.ns], log_path=tmp_path / "op.log")
+        try:
+            op.start()
+            wait_for(lambda: world.secret_data("tok")["refresh_token"] != before["refresh_token"], timeout=60,
+                     message=lambda: f"the refresh under the admission policy; log:\n{op.logs()[-3000:]}")
+            world.wait_condition("link", "Ready", "True")
+        finally:
+            op.stop()
+        assert "denied request" not in op.logs()
+
+        refused = {
+            "another data key": patch("tok", {"data": {"password": b64("x")}}),
+            "another annotation": patch("tok", {"metadata": {"annotations": {"example.com/owner": "mallory"}}}),
+            "the opt-in label": patch("tok", {"metadata": {"labels": {"externalauth.io/provider": None}}}),
+            "an unlabelled Secret": patch("plain", {"data": {"access_token": b64("x")}}),
+        }
+        for what, res in refused.items():
+            assert res.returncode != 0 and "denied request" in res.stderr, f"{what}: {res.stdout}{res.stderr}"
+        assert "password" in refused["another data key"].stderr
+        assert world.secret_data("plain")["access_token"] == "not the operator's"
+        assert "password" not in world.secret_data("tok")
+        # what the operator does is allowed to the account, and the admin is not bound by it
+        assert patch("tok", {"data": {"scope": b64("repo")},
+                             "metadata": {"annotations": {"externalauth.io/note": "x"}}}).returncode == 0
+        assert patch("plain", {"data": {"password": b64("x")}}, as_admin=True).returncode == 0
+    finally:
+        control_plane.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest, check=False)
