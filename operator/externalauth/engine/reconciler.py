@@ -29,12 +29,12 @@ from externalauth.engine.settings import Settings
 from externalauth.engine.validating import Validator
 from externalauth.engine.writing import SecretWriter
 from externalauth.errors import ExternalAuthError, InvalidInputError
-from externalauth.model import bodies, formats, sizes
+from externalauth.model import bodies, sizes
 from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import MAX_REFRESH_REQUEST, PROVIDER_LABEL, REFRESH_ANNOTATION, LinkKey
 from externalauth.model.reasons import EventReason
-from externalauth.model.specs import LinkSpec, ProviderSpec, parse_link
+from externalauth.model.specs import LinkSpec, ProviderSpec, parse_link, render_formats
 from externalauth.policy import deciding, effects, remembering, timing
 from externalauth.policy.deciding import Action, LinkMemory
 
@@ -257,9 +257,7 @@ class Engine:
         except InvalidInputError as e:
             facts.error = str(e)
             return facts
-        rendering = formats.render_all(list(spec.output_formats), host=provider.host,
-                                       username=provider.quirks.git_username, token=facts.tokens.access_token,
-                                       account=account)
+        rendering = render_formats(spec, provider, token=facts.tokens.access_token, account=account)
         data = secret.get("data") or {}
         facts.formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())
         facts.format_problem = rendering.problem
@@ -272,6 +270,7 @@ class Engine:
         assert inp.provider is not None and inp.provider.spec is not None
         provider = inp.provider.spec
         secret_key = (key[0], spec.secret_name)
+        account = self._account(key)
         if plan.action is Action.REFRESH:
             assert tokens.refresh_token is not None
             log.info("ExternalAuthLink %s/%s: refreshing (%s)", key[0], key[1], plan.why)
@@ -279,7 +278,8 @@ class Engine:
             def render(new: tokmod.TokenSet) -> dict[str, str | None]:
                 # Token keys and format keys in one write: a pod never sees a format key
                 # that disagrees with access_token.
-                return {**tokmod.render_token_keys(new), **self._formats(key, new, spec, provider).keys}
+                return {**tokmod.render_token_keys(new),
+                        **render_formats(spec, provider, token=new.access_token, account=account).keys}
 
             result = await self.refresher.refresh(secret_key, provider=provider.name,
                                                   consumed=tokens.refresh_token, render=render)
@@ -292,8 +292,8 @@ class Engine:
                 asked_at=inp.now if plan.requested else None, rejected_until=rejected_until, rt_warned=warned))
             self._apply(key, provider.name, done)
         elif plan.action is Action.WRITE_FORMATS:
-            await self.writer.write_formats(secret_key, access_token=tokens.access_token,
-                                            data=self._formats(key, tokens, spec, provider).keys)
+            data = render_formats(spec, provider, token=tokens.access_token, account=account).keys
+            await self.writer.write_formats(secret_key, access_token=tokens.access_token, data=data)
         elif plan.action is Action.VALIDATE:
             outcome = await self.validator.validate(provider=provider.name,
                                                     access_token=tokens.access_token)
@@ -387,13 +387,6 @@ class Engine:
             return mem.validation.account
         account = ((self.caches.links.get(key) or {}).get("status") or {}).get("account")
         return account if isinstance(account, str) else None
-
-    def _formats(self, key: LinkKey, tokens: tokmod.TokenSet, spec: LinkSpec,
-                 provider: ProviderSpec) -> formats.Rendering:
-        """The outputFormats keys for ``tokens`` (None: remove that key, with the problem)."""
-        return formats.render_all(list(spec.output_formats), host=provider.host,
-                                  username=provider.quirks.git_username,
-                                  token=tokens.access_token, account=self._account(key))
 
     # --- lifecycle -------------------------------------------------------------------
     async def drain(self) -> None:

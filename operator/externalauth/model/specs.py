@@ -14,8 +14,10 @@ from typing import Any
 
 from externalauth import providers
 from externalauth.errors import InvalidInputError
+from externalauth.model import formats
 from externalauth.model.durations import parse_duration
 from externalauth.model.formats import OutputFormat
+from externalauth.model.secure import SecretStr
 
 DEFAULT_REFRESH_BEFORE = dt.timedelta(minutes=15)
 DEFAULT_MAX_CONCURRENT = 10
@@ -192,3 +194,11 @@ def parse_link(spec: Mapping[str, Any] | None) -> LinkSpec:
         output_formats=formats,
         revoke_on_delete=spec.get("revokeOnDelete", False) is True,
     )
+
+
+def render_formats(link: LinkSpec, provider: ProviderSpec, *, token: SecretStr,
+                   account: str | None) -> formats.Rendering:
+    """The outputFormats keys a link asks for, for ``token`` at its provider (None: remove
+    that key, with the problem)."""
+    return formats.render_all(list(link.output_formats), host=provider.host,
+                              username=provider.quirks.git_username, token=token, account=account)
