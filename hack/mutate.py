@@ -8,9 +8,8 @@
 mutmut 3 (the ``mutate`` extra) mutates a copy of the source and runs, per mutant, only
 the unit tests that cover the mutated function, each in a forked process. It only finds
 code under ``src/``, so the run happens in a staging directory, ``build/mutate``, where
-``src/externalauth`` is a copy of ``operator/externalauth`` taken at the start, beside
-the repository's tests and the files they read. Results stay in
-``build/mutate/mutants`` (``make mutate`` again re-tests only what changed);
+``src/externalauth`` and ``tests`` are copies taken at the start, beside the files the
+tests read. Results stay in ``build/mutate/mutants`` until the next run;
 ``--summary`` prints the score per module, ``--results`` the surviving mutants,
 ``--show NAME`` one mutant's diff.
 Not in CI: a full run takes tens of minutes (docs/mutation.md has the last score).
@@ -33,6 +32,8 @@ PACKAGE = ROOT / "operator" / "externalauth"
 #: The modules that enforce §9 (one exchange per refresh token, persist first, compare-
 #: and-swap, dead grants, bounded rates): the engine's refresh path, the decisions and
 #: classification, what outcomes mean, claims and tokens, and the reader of token answers.
+#: ``module:function`` mutates one function only (the rest of exchanging.py is HTTP I/O,
+#: tested against the simulator, not by the unit tier).
 MODULES = (
     "engine/refreshing.py",
     "engine/writing.py",
@@ -44,7 +45,7 @@ MODULES = (
     "policy/classifying.py",
     "model/claims.py",
     "model/tokens.py",
-    "oauth/exchanging.py",
+    "oauth/exchanging.py:read_answer",
 )
 #: Repository files the unit tests read (the docs they check, the sources they walk).
 ALSO_COPY = ("docs", "operator", "README.md", "crds", "charts", "deploy", "examples", "hack", "bench",
@@ -76,36 +77,46 @@ also_copy = [{also}]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q"]
 pytest_add_cli_args_test_selection = ["tests/unit", {ignores}]
 use_git_change_detection = false
+# Log statements: their wording is not behaviour (what they must never contain is the
+# canary tests' job); mutating them only adds noise.
+do_not_mutate_patterns = ['^\\s*log\\.(debug|info|warning|error|exception)\\(']
 # {jobs} worker(s)
 """
 
 
-def stage(modules: list[str], jobs: int) -> None:
+def stage(modules: list[str], jobs: int, *, keep: bool) -> None:
+    """A snapshot of the source and the tests (a run takes long; the tree may change)."""
+    if not keep and STAGE.exists():
+        shutil.rmtree(STAGE)
     STAGE.mkdir(parents=True, exist_ok=True)
-    src = STAGE / "src" / "externalauth"
-    if src.exists():
-        shutil.rmtree(src)
-    shutil.copytree(PACKAGE, src, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("tests", *ALSO_COPY):
+    for source, target in ((PACKAGE, STAGE / "src" / "externalauth"), (ROOT / "tests", STAGE / "tests")):
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ALSO_COPY:
         link = STAGE / name
         if not link.is_symlink() and (ROOT / name).exists():
             link.symlink_to(ROOT / name)
     (STAGE / "pyproject.toml").write_text(_pyproject([f"src/externalauth/{m}" for m in modules], jobs))
 
 
-def run(modules: list[str], jobs: int) -> int:
+def run(modules: list[str], jobs: int, *, keep: bool) -> int:
+    files = []
     for module in modules:
-        if not (PACKAGE / module).is_file():
-            sys.exit(f"no such module: operator/externalauth/{module} (one of: {', '.join(MODULES)})")
-    stage(modules, jobs)
+        path = module.partition(":")[0]
+        if not (PACKAGE / path).is_file():
+            sys.exit(f"no such module: operator/externalauth/{path} (one of: {', '.join(MODULES)})")
+        files.append(path)
+    stage(files, jobs, keep=keep)
     exe = _mutmut()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     status = 0
     for module in modules:
-        dotted = "externalauth." + module.removesuffix(".py").replace("/", ".")
-        print(f"\n==> mutmut run {dotted}.* (jobs {jobs})", flush=True)
-        status |= subprocess.call([str(exe), "run", "--max-children", str(jobs), f"{dotted}.*"],
-                                  cwd=STAGE, env=env)
+        path, _, function = module.partition(":")
+        dotted = "externalauth." + path.removesuffix(".py").replace("/", ".")
+        names = f"{dotted}.x_{function}__mutmut_*" if function else f"{dotted}.*"
+        print(f"\n==> mutmut run {names} (jobs {jobs})", flush=True)
+        status |= subprocess.call([str(exe), "run", "--max-children", str(jobs), names], cwd=STAGE, env=env)
     return status
 
 
@@ -144,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", action="store_true", help="list the mutants of the last run that survived")
     parser.add_argument("--show", metavar="MUTANT", help="the diff of one mutant")
     parser.add_argument("--summary", action="store_true", help="the score of the last run, per module")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the last run's mutants and results (default: start afresh)")
     args = parser.parse_args(argv)
     if args.summary:
         return summary()
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("no results yet: make mutate first")
         command = ["results"] if args.results else ["show", args.show]
         return subprocess.call([str(_mutmut()), *command], cwd=STAGE)
-    return run(list(args.modules) or list(MODULES), max(1, args.jobs))
+    return run(list(args.modules) or list(MODULES), max(1, args.jobs), keep=args.keep)
 
 
 if __name__ == "__main__":
