@@ -14,6 +14,7 @@ import concurrent.futures
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -123,17 +124,49 @@ def summed(operators: Iterable[Any], name: str) -> float:
 
 
 def kill_window(operators: Iterable[Any]) -> dict[str, float]:
-    """The kill window as the surviving replicas measured it: the mean time a new token
-    lived only in memory (provider's answer → Secret write landed), and the mean exchange
-    + persist (the whole window's upper bound: a rotating provider spends the old token
-    somewhere inside its own answer time)."""
+    """The kill window as the surviving replicas measured it: the time a new token lived
+    only in memory (provider's answer → Secret write landed: mean, p50, p99), and the mean
+    exchange + persist (the whole window's upper bound: a rotating provider spends the old
+    token somewhere inside its own answer time)."""
     ops = list(operators)
     out = {}
     for label, metric in (("unsaved", "externalauth_refresh_unsaved_seconds"),
                           ("exchange_and_persist", "externalauth_refresh_duration_seconds")):
         count = summed(ops, metric + "_count")
         out[f"{label}_mean_ms"] = round(1000 * summed(ops, metric + "_sum") / count, 1) if count else 0.0
+    buckets = histogram_buckets(ops, "externalauth_refresh_unsaved_seconds")
+    for q in (0.5, 0.99):
+        out[f"unsaved_p{round(q * 100)}_ms"] = round(1000 * histogram_quantile(q, buckets), 1)
     return out
+
+
+def histogram_buckets(operators: Iterable[Any], name: str) -> list[tuple[float, float]]:
+    """A histogram's cumulative buckets (upper bound, count), summed over the operators."""
+    counts: dict[float, float] = {}
+    for op in operators:
+        for line in (op.metrics() or "").splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = re.search(r'le="([^"]+)"', line)
+                if le is not None:
+                    bound = float(le.group(1))
+                    counts[bound] = counts.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return sorted(counts.items())
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus' histogram_quantile: linear within the bucket the rank falls in (the
+    last finite bound when it falls in +Inf); 0 without observations."""
+    if not buckets or buckets[-1][1] == 0:
+        return 0.0
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 0.0)
+        lower, below = bound, count
+    return lower
 
 
 def start_replicas(make_operator: Any, namespace: str, n: int) -> list[Any]:

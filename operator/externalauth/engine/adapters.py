@@ -30,14 +30,21 @@ async def run_blocking(pool: ThreadPoolExecutor, fn: Callable[P, T], /,
 
 
 class ThreadedKube:
-    """:class:`~externalauth.engine.ports.KubePort` over the blocking :class:`Kube`."""
+    """:class:`~externalauth.engine.ports.KubePort` over the blocking :class:`Kube`.
 
-    def __init__(self, kube: Kube, pool: ThreadPoolExecutor) -> None:
+    Urgent calls (persists of new tokens and their re-reads) run in ``urgent_pool``, a
+    pool of their own: a backlog of status writes, events and claims in ``pool`` cannot
+    hold back a token that so far lives only in memory (the kill window)."""
+
+    def __init__(self, kube: Kube, pool: ThreadPoolExecutor, *,
+                 urgent_pool: ThreadPoolExecutor | None = None) -> None:
         self.kube = kube
         self._pool = pool
+        self._urgent_pool = urgent_pool or pool
 
-    async def get_secret(self, namespace: str, name: str) -> RawBody | None:
-        body = await run_blocking(self._pool, self.kube.get_secret, namespace, name)
+    async def get_secret(self, namespace: str, name: str, *, urgent: bool = False) -> RawBody | None:
+        pool = self._urgent_pool if urgent else self._pool
+        body = await run_blocking(pool, self.kube.get_secret, namespace, name)
         return cast(RawBody, body) if body is not None else None
 
     async def get_secret_metadata(self, namespace: str, name: str) -> RawBody | None:
@@ -45,8 +52,9 @@ class ThreadedKube:
         return cast(RawBody, body) if body is not None else None
 
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
-                           *, resource_version: str | None) -> RawBody:
-        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_secret, namespace, name,
+                           *, resource_version: str | None, urgent: bool = False) -> RawBody:
+        pool = self._urgent_pool if urgent else self._pool
+        return cast(RawBody, await run_blocking(pool, self.kube.patch_secret, namespace, name,
                                   dict(patch), resource_version=resource_version))
 
     async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> RawBody:

@@ -21,14 +21,19 @@ class KubePort(Protocol):
     """The API-server calls the engine makes (reads come from watches; these are the
     writes, plus the re-reads a compare-and-swap needs)."""
 
-    async def get_secret(self, namespace: str, name: str) -> RawBody | None: ...
+    async def get_secret(self, namespace: str, name: str, *, urgent: bool = False) -> RawBody | None:
+        """The Secret, or None. ``urgent``: the re-read of a persist (see :meth:`patch_secret`)."""
+        ...
 
     async def get_secret_metadata(self, namespace: str, name: str) -> RawBody | None:
         """The Secret's metadata only (never its data), or None when it does not exist."""
         ...
 
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
-                           *, resource_version: str | None) -> RawBody: ...
+                           *, resource_version: str | None, urgent: bool = False) -> RawBody:
+        """``urgent``: the persist of new tokens, which lives only in memory until it lands
+        (a hard kill loses it): it never queues behind other API-server calls."""
+        ...
 
     async def patch_link_status(self, namespace: str, name: str,
                                 status: Mapping[str, Any]) -> RawBody: ...

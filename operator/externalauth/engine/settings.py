@@ -17,6 +17,7 @@ class Settings:
     backoff_base: float = 2.0
     backoff_cap: float = 300.0
     api_threads: int = 16  # blocking API-server calls in flight
+    persist_threads: int = 8  # persists of new tokens: a pool of their own, never queued behind others
     provider_threads: int = 64  # blocking provider calls in flight (all providers)
     concurrency: int = 512  # links reconciled at once
     shutdown_grace: float = 60.0

@@ -72,6 +72,8 @@ async def start(options: Options) -> Running:
     settings = options.settings
     kube = Kube(connecting.connect(kubeconfig=options.kubeconfig, context=options.context))
     api_pool = ThreadPoolExecutor(settings.api_threads, thread_name_prefix="externalauth-api")
+    # Persists of new tokens never wait behind status writes, events or claims (issue 17).
+    persist_pool = ThreadPoolExecutor(settings.persist_threads, thread_name_prefix="externalauth-persist")
     provider_pool = ThreadPoolExecutor(settings.provider_threads, thread_name_prefix="externalauth-provider")
 
     async def make_client(spec: ProviderSpec, secret: SecretStr | None) -> ProviderPort:
@@ -82,7 +84,8 @@ async def start(options: Options) -> Running:
                                     deadline=settings.provider_deadline)
         return ThreadedProvider(client, provider_pool)
 
-    engine = Engine(ThreadedKube(kube, api_pool), make_client=make_client, settings=settings)
+    engine = Engine(ThreadedKube(kube, api_pool, urgent_pool=persist_pool), make_client=make_client,
+                    settings=settings)
     loop = asyncio.get_running_loop()
 
     # Providers first (few objects), so links never flap to ProviderNotFound at start.
@@ -125,7 +128,7 @@ async def start(options: Options) -> Running:
         metrics.serve(options.metrics_port, options.metrics_address)
     log.info("externalauth operator started (holder %s, shard %s)", engine.holder, settings.shard)
     return Running(engine=engine, watchers=watchers, inbox=inbox, scheduler_task=scheduler_task,
-                   pools=[api_pool, provider_pool])
+                   pools=[api_pool, persist_pool, provider_pool])
 
 
 async def _list_providers(engine: Engine) -> list[RawBody]:

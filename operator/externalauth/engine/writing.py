@@ -178,12 +178,12 @@ class SecretWriter:
         while True:
             attempt += 1
             try:
-                body = await self._kube.patch_secret(*key, patch,
+                body = await self._kube.patch_secret(*key, patch, urgent=True,
                                                      resource_version=bodies.resource_version(base))
             except ConflictError:
                 metrics.SECRET_WRITE_CONFLICTS.inc()
                 try:
-                    fresh = await self._kube.get_secret(*key)
+                    fresh = await self._kube.get_secret(*key, urgent=True)
                 except ExternalAuthError:
                     await self._clock.sleep(timing.reread_retry(attempt))
                     continue
@@ -203,7 +203,7 @@ class SecretWriter:
                 # Believed only when a read agrees: a restarting API server must not make
                 # the operator drop a token it holds.
                 try:
-                    gone = await self._kube.get_secret(*key) is None
+                    gone = await self._kube.get_secret(*key, urgent=True) is None
                 except ExternalAuthError:
                     gone = False
                 if not gone:

@@ -114,6 +114,7 @@ class SecretWrite:
     resource_version: str | None  # the precondition it carried (None: none)
     stored_version: str | None  # the Secret's resourceVersion when it arrived (None: no Secret)
     result: str  # "ok", "409", "404", "422", or the error it was failed with
+    urgent: bool = False  # asked to go ahead of other API calls (a persist)
 
 
 class UnconditionalWrite(AssertionError):
@@ -142,6 +143,7 @@ class FakeKube:
         #: When set, persists wait for it (``persists_waiting`` counts them): a slow write.
         self.persist_gate: asyncio.Event | None = None
         self.persists_waiting = 0
+        self.urgent_reads = 0  # Secret reads asked to go ahead of other API calls
 
     def bump(self, body: dict[str, Any]) -> None:
         body.setdefault("metadata", {})["resourceVersion"] = str(next(self._rv))
@@ -178,9 +180,10 @@ class FakeKube:
         return (self.secrets[key]["metadata"].get("annotations") or {}).get(CLAIM_ANNOTATION)
 
     # --- KubePort -----------------------------------------------------------------------
-    async def get_secret(self, namespace: str, name: str) -> RawBody | None:
+    async def get_secret(self, namespace: str, name: str, *, urgent: bool = False) -> RawBody | None:
         await asyncio.sleep(0)
         self.journal.append(f"get {namespace}/{name}")
+        self.urgent_reads += urgent
         if self.fail_reads:
             self.fail_reads -= 1
             raise TransientError("API server unreachable")
@@ -194,12 +197,12 @@ class FakeKube:
         return {"metadata": copy.deepcopy(body["metadata"])} if body is not None else None
 
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
-                           *, resource_version: str | None) -> RawBody:
+                           *, resource_version: str | None, urgent: bool = False) -> RawBody:
         await asyncio.sleep(0)
         key = (namespace, name)
         what = _kind(patch)
         if resource_version is None and not self.allow_unconditional:
-            self._wrote(what, key, None, "refused")
+            self._wrote(what, key, None, "refused", urgent)
             raise UnconditionalWrite(f"{what} of Secret {namespace}/{name} without a resourceVersion")
         if what == "persist" and self.persist_gate is not None:
             self.persists_waiting += 1
@@ -209,32 +212,33 @@ class FakeKube:
             self.before_secret_patch(key, patch)
         if self.fail_writes and what == "persist":
             error = self.fail_writes.pop(0)
-            self._wrote(what, key, resource_version, type(error).__name__)
+            self._wrote(what, key, resource_version, type(error).__name__, urgent)
             self.journal.append(f"{what} {namespace}/{name} {type(error).__name__}")
             raise error
         body = self.secrets.get(key)
         if body is None:
-            self._wrote(what, key, resource_version, "404")
+            self._wrote(what, key, resource_version, "404", urgent)
             self.journal.append(f"{what} {namespace}/{name} 404")
             raise NotFoundError("writing Secret: not found")
         if resource_version is not None and body["metadata"]["resourceVersion"] != resource_version:
-            self._wrote(what, key, resource_version, "409")
+            self._wrote(what, key, resource_version, "409", urgent)
             self.journal.append(f"{what} {namespace}/{name} 409")
             raise ConflictError("writing Secret: conflict")
         if body.get("immutable") and "data" in patch:
-            self._wrote(what, key, resource_version, "422")
+            self._wrote(what, key, resource_version, "422", urgent)
             self.journal.append(f"{what} {namespace}/{name} 422")
             raise RejectedError("writing Secret: the API server answered 422 field is immutable")
-        self._wrote(what, key, resource_version, "ok")
+        self._wrote(what, key, resource_version, "ok", urgent)
         self.journal.append(f"{what} {namespace}/{name}")
         _merge(body, patch)
         self.bump(body)
         return copy.deepcopy(body)  # type: ignore[return-value]
 
-    def _wrote(self, kind: str, key: tuple[str, str], resource_version: str | None, result: str) -> None:
+    def _wrote(self, kind: str, key: tuple[str, str], resource_version: str | None, result: str,
+               urgent: bool) -> None:
         body = self.secrets.get(key)
         stored = body["metadata"]["resourceVersion"] if body is not None else None
-        self.writes.append(SecretWrite(kind, key, resource_version, stored, result))
+        self.writes.append(SecretWrite(kind, key, resource_version, stored, result, urgent))
 
     def writes_of(self, kind: str) -> list[SecretWrite]:
         return [w for w in self.writes if w.kind == kind]

@@ -292,3 +292,24 @@ async def test_a_replica_started_after_a_dead_grant_does_not_send_the_dead_token
     await later.reconcile_link(LINK)
     assert ["refresh-0", "refresh-new"] == rig.provider.exchanged
     assert "deadGrantDigest" not in rig.kube.links[LINK]["status"]
+
+
+# --- persists first: the kill window ---------------------------------------------------
+@run
+async def test_persists_and_their_re_reads_ask_to_go_ahead_of_other_api_calls() -> None:
+    """The persist of new tokens (and the re-read after its 409) are marked urgent, so the
+    real port runs them in a pool of their own; claims, releases and status writes are not."""
+    rig = Rig()
+    await rig.standard()
+    edited = False
+
+    def user_edits_once(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        nonlocal edited
+        if "access_token" in (patch.get("data") or {}) and not edited:
+            edited = True
+            rig.kube.edit_secret(key, {"data": {"note": b64("x")}})
+
+    rig.kube.before_secret_patch = user_edits_once
+    await rig.reconcile()
+    assert [("claim", False), ("persist", True), ("persist", True)] == [(w.kind, w.urgent) for w in rig.kube.writes]
+    assert 1 == rig.kube.urgent_reads
