@@ -1,6 +1,8 @@
-"""``externalauth git-credential get|store|erase`` (also installed as ``git-credential-externalauth``,
-so that ``git config credential.helper externalauth`` works): a git credential helper that
-answers from the mounted token Secret's files. No network, no Kubernetes credentials.
+"""``externalauth git-credential get|store|erase``: a git credential helper that answers from the
+mounted token Secret's files. No network, no Kubernetes credentials. ``git config
+credential.helper externalauth`` runs ``scripts/git-credential-externalauth`` (installed beside
+the command), a POSIX sh fast path that starts no program for the common answer and hands
+everything else to this module, the reference (the unit tables run against both).
 
 At each call it reads ``--secret-dir`` (default ``$EXTERNALAUTH_SECRET_DIR``): ``access_token``
 (the password), ``expiry`` (RFC 3339: ``password_expiry_utc``, so that git 2.41 and later,
@@ -15,9 +17,8 @@ operator owns the token). A missing file or an unusable token is one line on std
 exit 1 (git then goes on without it).
 
 Start-up matters (git runs a helper for every fetch): this module imports nothing but
-``os`` and ``sys`` (``datetime`` only when there is an expiry), and the console script
-``git-credential-externalauth`` enters here without the rest of the command line
-(docs/benchmarks.md has the figure against ``git credential-store get``).
+``os`` and ``sys`` (``datetime`` only when there is an expiry), and ``externalauth
+git-credential`` enters here before the command line parser is built.
 """
 
 from __future__ import annotations
@@ -141,12 +142,17 @@ def expiry_seconds(text: str) -> int:
     return int(moment.timestamp())
 
 
+def wanted(request: Mapping[str, str]) -> bool:
+    """Only https requests that name a host are answered (the token never goes over plain http)."""
+    return request.get("protocol", "") == "https" and bool(request.get("host"))
+
+
 def answer(request: Mapping[str, str], files: Mapping[str, str], *, host: str | None = None,
            username: str | None = None) -> str:
     """What ``get`` prints for ``request``, given the Secret's ``files`` (name → content; a
     missing file is not in it). Empty when the request is not for the provider's host.
     :class:`HelperError` when the files cannot be used."""
-    if request.get("protocol", "") != "https":
+    if not wanted(request):
         return ""
     known: list[tuple[str, str | None]] = []
     if host:
@@ -238,7 +244,7 @@ def run(argv: Sequence[str], *, stdin: TextIO, stdout: TextIO, stderr: TextIO,
         print(f"{USAGE}\n{PROG}: error: give the action: get, store or erase", file=stderr)
         return 2
     request = read_request(stdin.readlines())  # read whole, so that git never writes into a closed pipe
-    if action != "get":
+    if action != "get" or not wanted(request):
         return 0  # store, erase: the operator owns the token; any other action is ignored, as git asks
     directory = options.get("secret-dir") or environ.get(ENV_DIR, "")
     try:
@@ -254,13 +260,9 @@ def run(argv: Sequence[str], *, stdin: TextIO, stdout: TextIO, stderr: TextIO,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``git-credential-externalauth ACTION`` (git runs ``git credential-externalauth get``)."""
+    """``externalauth git-credential ACTION...`` (``argv``: what follows ``git-credential``)."""
     return run(sys.argv[1:] if argv is None else argv, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr,
                environ=os.environ)
-
-
-def console() -> None:
-    sys.exit(main())
 
 
 def command(args: object) -> int:

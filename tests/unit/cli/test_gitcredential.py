@@ -5,8 +5,10 @@ keeps it fast."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +34,7 @@ def run(request: str, files: dict[str, str] | None, *args: str, env: dict[str, s
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.mark.parametrize(("request_text", "files", "args", "expected"), [
+GET_CASES = [
     pytest.param(REQUEST, {"access_token": TOKEN + "\n", **GIT_CREDENTIALS, **EXPIRY}, (),
                  f"username=x-access-token\npassword={TOKEN}\npassword_expiry_utc=1796504400\n",
                  id="the provider's host: user from git-credentials, password from access_token, expiry"),
@@ -68,12 +70,16 @@ def run(request: str, files: dict[str, str] | None, *args: str, env: dict[str, s
     pytest.param(REQUEST, {"access_token": TOKEN, **GIT_CREDENTIALS, "expiry": "2026-12-05T22:00:00.5+01:00\n"}, (),
                  f"username=x-access-token\npassword={TOKEN}\npassword_expiry_utc=1796504400\n",
                  id="an expiry with a fraction and an offset"),
-])
-def test_get(request_text: str, files: dict[str, str], args: tuple[str, ...], expected: str) -> None:
-    assert (0, expected, "") == run(request_text, files, *args)
-
-
-@pytest.mark.parametrize(("files", "env", "message"), [
+    pytest.param(REQUEST, {"access_token": "  " + TOKEN + "  \n", **GIT_CREDENTIALS, "expiry": "2024-02-29T00:00:00Z"},
+                 (), f"username=x-access-token\npassword={TOKEN}\npassword_expiry_utc=1709164800\n",
+                 id="surrounding blanks are not part of the token; a leap day"),
+    pytest.param("protocol=https\n\n", {"access_token": TOKEN, **GIT_CREDENTIALS}, (), "",
+                 id="a request without a host gets nothing"),
+    pytest.param(REQUEST, {"access_token": TOKEN, "git-credentials": "https://oauth2:t@gitlab.com\n",
+                           "netrc": "machine github.com login x-access-token password t\n"}, (),
+                 f"username=x-access-token\npassword={TOKEN}\n", id="netrc names the host git-credentials does not"),
+]
+ERROR_CASES = [
     pytest.param({**GIT_CREDENTIALS}, None, "no access_token file", id="the access_token file is missing"),
     pytest.param({"access_token": TOKEN}, None, "no git-credentials, netrc or gh-hosts.yml",
                  id="no format file and no --host: the host is unknown"),
@@ -85,12 +91,79 @@ def test_get(request_text: str, files: dict[str, str], args: tuple[str, ...], ex
     pytest.param({"access_token": "", **GIT_CREDENTIALS}, None, "empty", id="an empty token"),
     pytest.param({"access_token": TOKEN, **GIT_CREDENTIALS, "expiry": "tomorrow"}, None, "not an RFC 3339 time",
                  id="an expiry that is not a time"),
-])
+    pytest.param({"access_token": TOKEN, **GIT_CREDENTIALS, "expiry": "2026-02-30T00:00:00Z"}, None,
+                 "not an RFC 3339 time", id="an expiry on a day that does not exist"),
+    pytest.param({"access_token": TOKEN, "git-credentials": "https://x\x01y:t@github.com\n"}, None,
+                 "user name holds whitespace or control characters", id="a user name with a control character"),
+]
+
+
+@pytest.mark.parametrize(("request_text", "files", "args", "expected"), GET_CASES)
+def test_get(request_text: str, files: dict[str, str], args: tuple[str, ...], expected: str) -> None:
+    assert (0, expected, "") == run(request_text, files, *args)
+
+
+@pytest.mark.parametrize(("files", "env", "message"), ERROR_CASES)
 def test_get_with_files_it_cannot_use_is_one_line_and_exit_1(
         files: dict[str, str] | None, env: dict[str, str] | None, message: str) -> None:
     code, out, err = run(REQUEST, files, env=env)
     assert (1, "", True, 1) == (code, out, message in err, len(err.splitlines())), err
     assert TOKEN not in err
+
+
+# --- the sh fast path (git-credential-externalauth) gives the same answers ----------------------
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "git-credential-externalauth"
+
+
+def run_script(tmp_path: Path, request: str, files: dict[str, str] | None, *args: str,
+               env: dict[str, str] | None = None, action: str = "get") -> tuple[int, str, str]:
+    secret = tmp_path / "token"
+    if files is not None:
+        secret.mkdir()
+        for name, content in files.items():
+            (secret / name).write_text(content)
+    environ = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    environ |= {"EXTERNALAUTH_SECRET_DIR": str(secret)} if env is None else env
+    r = subprocess.run(["sh", str(SCRIPT), *args, *([action] if action else [])], input=request,
+                       capture_output=True, text=True, env=environ, timeout=30, check=False)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(("request_text", "files", "args", "expected"), GET_CASES)
+def test_the_script_answers_get_as_the_command_does(tmp_path: Path, request_text: str, files: dict[str, str],
+                                                    args: tuple[str, ...], expected: str) -> None:
+    assert (0, expected, "") == run_script(tmp_path, request_text, files, *args)
+
+
+@pytest.mark.parametrize(("files", "env", "message"), ERROR_CASES)
+def test_the_script_refuses_what_the_command_refuses(tmp_path: Path, files: dict[str, str] | None,
+                                                     env: dict[str, str] | None, message: str) -> None:
+    code, out, err = run_script(tmp_path, REQUEST, files, env=env)
+    assert (1, "", True, 1) == (code, out, message in err, len(err.splitlines())), err
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    pytest.param(["store"], 0, id="store does nothing"),
+    pytest.param(["erase"], 0, id="erase does nothing"),
+    pytest.param(["--help"], 0, id="--help is the command's"),
+    pytest.param([], 2, id="no action is a usage mistake"),
+])
+def test_the_script_other_actions(tmp_path: Path, args: list[str], code: int) -> None:
+    got, out, _ = run_script(tmp_path, REQUEST, {"access_token": TOKEN, **GIT_CREDENTIALS}, *args[:-1],
+                             action=args[-1] if args else "")
+    assert (code, TOKEN in out) == (got, False)
+
+
+def test_the_script_starts_no_program_on_the_common_path(tmp_path: Path) -> None:
+    """With PATH empty but sh itself, the common answer still comes: no cat, tr, date or python."""
+    secret = tmp_path / "token"
+    secret.mkdir()
+    for name, content in {"access_token": TOKEN, **GIT_CREDENTIALS, **EXPIRY}.items():
+        (secret / name).write_text(content)
+    r = subprocess.run(["/bin/sh", str(SCRIPT), "get"], input=REQUEST, capture_output=True, text=True, timeout=30,
+                       env={"PATH": "/nonexistent", "EXTERNALAUTH_SECRET_DIR": str(secret)}, check=False)
+    assert (0, f"username=x-access-token\npassword={TOKEN}\npassword_expiry_utc=1796504400\n") == (
+        r.returncode, r.stdout), r.stderr
 
 
 @pytest.mark.parametrize("action", ["store", "erase", "capability"])
