@@ -17,7 +17,7 @@ import kopf
 
 from externalauth import GROUP, VERSION
 from externalauth.engine import starting
-from externalauth.kube import connecting
+from externalauth.kube import kopf_login
 from externalauth.policy import timing
 
 log = logging.getLogger("externalauth")
@@ -43,7 +43,7 @@ def _operator(memo: Any) -> Operator:
     return operator
 
 
-_login = connecting.KopfLogin()
+_login = kopf_login.KopfLogin()
 
 
 @kopf.on.login()
@@ -53,20 +53,7 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     or expires (an exec plugin's ``expirationTimestamp``)."""
     options = _operator(memo).options
     info = _login(kubeconfig=options.kubeconfig, context=options.context)
-    return kopf.ConnectionInfo(
-        server=info.server,
-        ca_path=info.ca_path,
-        ca_data=info.ca_data,
-        insecure=info.insecure,
-        token=info.token,
-        expiration=info.expiration,
-        certificate_path=info.certificate_path,
-        certificate_data=info.certificate_data,
-        private_key_path=info.private_key_path,
-        private_key_data=info.private_key_data,
-        default_namespace=info.default_namespace,
-        proxy_url=info.proxy_url,
-    )
+    return kopf.ConnectionInfo(**info.keywords())
 
 
 @kopf.on.startup()

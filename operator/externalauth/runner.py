@@ -16,9 +16,10 @@ def preflight(*, kubeconfig: str | None, context: str | None) -> None:
     """Fail fast, in one line, when the cluster is unreachable or the CRDs are missing."""
     from externalauth import GROUP, VERSION
     from externalauth.errors import NotFoundError
-    from externalauth.kube import api, connecting, translating
+    from externalauth.kube import api, connection, kopf_login, translating
 
-    client = connecting.connect(kubeconfig=kubeconfig, context=context, pool_size=2, timeout=10)
+    client = connection.connect(kubeconfig=kubeconfig, context=context, pool_size=2, timeout=10)
+    kopf_login.refuse_impersonation(client.config)
     what = f"checking that the API server serves {GROUP}/{VERSION}"
     try:
         translating.json_object(api.send(client, "GET", what=what, version=f"{GROUP}/{VERSION}"), what=what)
@@ -61,7 +62,7 @@ def run(
     import kopf  # imported late: `externalauth --help` stays fast
 
     from externalauth import handlers, logs, memory_report
-    from externalauth.kube import connecting
+    from externalauth.kube import config
 
 
     if kubeconfig:
@@ -82,7 +83,7 @@ def run(
         metrics_address=metrics_bind_address,
         settings=Settings(validation_interval=validation_interval,
                           revocation_deadline=(revocation_timeout or timing.REVOCATION_DEADLINE).total_seconds(),
-                          operator_namespace=operator_namespace or connecting.own_namespace(),
+                          operator_namespace=operator_namespace or config.own_namespace(),
                           shard=shard or Shard()),
     ))
     memory_report.install(lambda: operator.running.engine if operator.running else None)

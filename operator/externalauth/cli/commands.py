@@ -22,9 +22,9 @@ from typing import Any, TextIO
 
 import yaml
 
-from externalauth.cli import describing, exits, formatting, jsonpath, kubeflags
-from externalauth.cli.calling import Cluster, WatchExpired
+from externalauth.cli import describing, exits, formatting, jsonpath, kubeflags, namespaces
 from externalauth.errors import NotFoundError
+from externalauth.kube.api import Kube, WatchExpired
 from externalauth.model.durations import format_duration
 from externalauth.model.names import REFRESH_ANNOTATION
 
@@ -66,7 +66,7 @@ class Change:
     listed: tuple[dict[str, Any], ...] = ()
 
 
-def follow(cluster: Cluster, namespace: str | None, *, name: str | None, resource_version: str,
+def follow(cluster: Kube, namespace: str | None, *, name: str | None, resource_version: str,
            until: float | None, clock: Callable[[], float] = time.monotonic) -> Iterator[Change]:
     """Changes after ``resource_version`` until ``until`` (monotonic; None: forever), watching
     again whenever the API server ends a watch, listing again after a 410 Gone."""
@@ -89,8 +89,8 @@ def new_request_value(now: dt.datetime) -> str:
 
 
 def refresh_command(args: argparse.Namespace) -> int:
-    cluster = Cluster.open(kubeflags.from_args(args))
-    ns, name = cluster.namespace(args.namespace), args.link
+    cluster = namespaces.connect(kubeflags.from_args(args))
+    ns, name = namespaces.of_command(cluster, args.namespace), args.link
     value = new_request_value(_now())
     try:
         patched = cluster.patch_link(ns, name, {"metadata": {"annotations": {REFRESH_ANNOTATION: value}}})
@@ -128,7 +128,7 @@ def _provider_of(link: dict[str, Any]) -> str:
     return formatting.printable(str((link.get("spec") or {}).get("providerName") or "PROVIDER"))
 
 
-def _wait_for_request(cluster: Cluster, ns: str, name: str, *, value: str, link: dict[str, Any],
+def _wait_for_request(cluster: Kube, ns: str, name: str, *, value: str, link: dict[str, Any],
                       until: float) -> dict[str, Any] | None:
     """The link's status once the operator echoed ``value`` (None when ``until`` passed),
     learnt from a watch that starts at the annotation write itself: nothing is missed."""
@@ -147,14 +147,14 @@ def status_command(args: argparse.Namespace) -> int:
     if args.all_namespaces and args.namespace:
         raise exits.CommandError("-n/--namespace is not allowed with -A/--all-namespaces",
                                  code=exits.ExitCode.USAGE)
-    cluster = Cluster.open(kubeflags.from_args(args))
+    cluster = namespaces.connect(kubeflags.from_args(args))
     show = _Shower(output=args.output, headers=not args.no_headers, watch=args.watch, out=sys.stdout)
     if args.link is not None:
         if args.all_namespaces:
             raise exits.CommandError("status LINK shows one link: give its namespace with -n, not -A",
                                      code=exits.ExitCode.USAGE)
-        return _one(cluster, cluster.namespace(args.namespace), args.link, show=show)
-    namespace = None if args.all_namespaces else cluster.namespace(args.namespace)
+        return _one(cluster, namespaces.of_command(cluster, args.namespace), args.link, show=show)
+    namespace = None if args.all_namespaces else namespaces.of_command(cluster, args.namespace)
     return _many(cluster, namespace, show=show)
 
 
@@ -192,7 +192,7 @@ class _Shower:
         return "".join(formatting.object_name(i) + "\n" for i in items)
 
 
-def _one(cluster: Cluster, ns: str, name: str, *, show: _Shower) -> int:
+def _one(cluster: Kube, ns: str, name: str, *, show: _Shower) -> int:
     items, rv = cluster.list_links(ns, name=name)
     if not items:
         raise NotFoundError(f"ExternalAuthLink {ns}/{name} not found")
@@ -215,7 +215,7 @@ def _one(cluster: Cluster, ns: str, name: str, *, show: _Shower) -> int:
     return exits.code_for_link(link.get("status") or {})
 
 
-def _many(cluster: Cluster, namespace: str | None, *, show: _Shower) -> int:
+def _many(cluster: Kube, namespace: str | None, *, show: _Shower) -> int:
     items, rv = cluster.list_links(namespace)
     links = {_name(i): i for i in items}
     where = "any namespace" if namespace is None else f"namespace {namespace}"

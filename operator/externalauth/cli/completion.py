@@ -37,19 +37,19 @@ def flag_value(words: Sequence[str], *names: str) -> str | None:
 
 def cluster_names(need: completing.Need, words: Sequence[str]) -> list[str]:
     """Names from the cluster for a completion; none when it cannot be asked quickly."""
-    from externalauth.cli.calling import Cluster
+    from externalauth.cli import namespaces
 
     try:
         groups = tuple(g for i, g in enumerate(words[1:]) if words[i] == "--as-group")
         flags = kubeflags.KubeFlags(kubeconfig=flag_value(words, "--kubeconfig"),
                                     context=flag_value(words, "--context"),
                                     as_user=flag_value(words, "--as"), as_groups=groups)
-        cluster = Cluster.open(flags, timeout=CLUSTER_TIMEOUT)
+        cluster = namespaces.connect(flags, timeout=CLUSTER_TIMEOUT)
         if need is completing.Need.PROVIDER:
             return cluster.list_names("externalauthproviders")
         if need is completing.Need.NAMESPACE:
             return cluster.list_names("namespaces")
-        links, _ = cluster.list_links(cluster.namespace(flag_value(words, "-n", "--namespace")))
+        links, _ = cluster.list_links(namespaces.of_command(cluster, flag_value(words, "-n", "--namespace")))
         return sorted(str((link.get("metadata") or {}).get("name") or "") for link in links)
     except (ExternalAuthError, OSError, ValueError):
         return []

@@ -24,10 +24,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from externalauth.cli import exits, formatting, kubeflags, plans
-from externalauth.cli.calling import Cluster, WatchExpired
+from externalauth.cli import exits, formatting, kubeflags, namespaces, plans
 from externalauth.cli.commands import follow
 from externalauth.errors import NotFoundError
+from externalauth.kube.api import Kube, WatchExpired
 from externalauth.model.durations import format_duration
 from externalauth.model.names import REVOKE_FINALIZER
 from externalauth.model.reasons import EventReason
@@ -60,8 +60,8 @@ def _has_finalizer(link: Mapping[str, Any]) -> bool:
 
 
 def logout_command(args: argparse.Namespace) -> int:
-    cluster = Cluster.open(kubeflags.from_args(args))
-    ns, name = cluster.namespace(args.namespace), args.link
+    cluster = namespaces.connect(kubeflags.from_args(args))
+    ns, name = namespaces.of_command(cluster, args.namespace), args.link
     until = time.monotonic() + args.timeout.total_seconds()
     waited = format_duration(args.timeout)
     try:
@@ -111,7 +111,7 @@ def logout_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_for_finalizer(cluster: Cluster, ns: str, name: str, link: dict[str, Any], *, until: float) -> bool:
+def _wait_for_finalizer(cluster: Kube, ns: str, name: str, link: dict[str, Any], *, until: float) -> bool:
     if _has_finalizer(link):
         return True
     rv = str(_meta(link).get("resourceVersion") or "")
@@ -124,7 +124,7 @@ def _wait_for_finalizer(cluster: Cluster, ns: str, name: str, link: dict[str, An
     return False
 
 
-def _wait_for_outcome(cluster: Cluster, ns: str, selector: str, rv: str, *, until: float) -> Outcome | None:
+def _wait_for_outcome(cluster: Kube, ns: str, selector: str, rv: str, *, until: float) -> Outcome | None:
     while time.monotonic() < until:
         try:
             for _, event in cluster.watch_events(ns, selector=selector, resource_version=rv,

@@ -1,5 +1,6 @@
-"""Which namespace a command works in when ``-n`` is not given. :func:`choose` is pure;
-:func:`read_pod_namespace` is the one file read.
+"""Which cluster and namespace a command works in. :func:`choose` is pure;
+:func:`read_pod_namespace` is the one file read; :func:`connect` opens the one API client
+(:class:`~externalauth.kube.api.Kube`) from the command's global Kubernetes flags.
 
 In order: ``-n``; the namespace of the kubeconfig context in use; inside a pod, the
 pod's own namespace (``/var/run/secrets/kubernetes.io/serviceaccount/namespace``, the
@@ -7,6 +8,14 @@ namespace a workspace image signs in from); else ``default``, as kubectl does.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from externalauth.cli import exits
+from externalauth.cli.kubeflags import DEFAULT_REQUEST_TIMEOUT, KubeFlags
+
+if TYPE_CHECKING:
+    from externalauth.kube.api import Kube
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 FALLBACK = "default"
@@ -29,3 +38,20 @@ def read_pod_namespace(path: str = SERVICE_ACCOUNT_NAMESPACE) -> str | None:
             return f.read(256).strip() or None
     except OSError:
         return None
+
+
+def of_command(kube: Kube, explicit: str | None) -> str:
+    """The namespace a command works in (:func:`choose` over the client's kubeconfig context)."""
+    return choose(explicit=explicit, context=kube.context_namespace, pod=read_pod_namespace())
+
+
+def connect(flags: KubeFlags, *, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Kube:
+    """The one API client (:class:`~externalauth.kube.api.Kube`) as a command's Kubernetes
+    flags say: kubeconfig and context, ``--as``/``--as-group`` (impersonation), and
+    ``--request-timeout`` (else ``timeout``; 0: no limit)."""
+    from externalauth.kube.api import Kube
+
+    if flags.as_groups and not flags.as_user:
+        raise exits.CommandError("--as-group needs --as (a user to act as)", code=exits.ExitCode.USAGE)
+    return Kube.connect(kubeconfig=flags.kubeconfig, context=flags.context, impersonate=flags.as_user,
+                        impersonate_groups=flags.as_groups, timeout=flags.timeout(timeout))

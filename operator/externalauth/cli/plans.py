@@ -29,6 +29,7 @@ class Write(enum.StrEnum):
 class SecretPlan:
     write: Write
     body: dict[str, Any]  # full object (CREATE/REPLACE) or merge patch (PATCH)
+    resource_version: str | None = None  # PATCH: the version it is based on (compare-and-swap)
 
 
 def is_token_secret(secret: Mapping[str, Any]) -> bool:
@@ -94,9 +95,7 @@ def plan_secret(
         "metadata": {"labels": {PROVIDER_LABEL: provider}},
         "data": data,
     }
-    if meta.get("resourceVersion"):
-        patch["metadata"]["resourceVersion"] = meta["resourceVersion"]
-    return SecretPlan(Write.PATCH, patch)
+    return SecretPlan(Write.PATCH, patch, resource_version=meta.get("resourceVersion") or None)
 
 
 def _present(data: Mapping[str, str | None]) -> dict[str, str]:

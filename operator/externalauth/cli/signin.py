@@ -20,10 +20,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from externalauth.cli import exits, formatting, kubeflags, plans
-from externalauth.cli.calling import Cluster
+from externalauth.cli import exits, formatting, kubeflags, namespaces, plans
 from externalauth.cli.countdown import Countdown
 from externalauth.errors import ConflictError, InvalidInputError, NotFoundError, PermanentError
+from externalauth.kube.api import Kube
 from externalauth.model import formats as fmtmod
 from externalauth.model import tokens as tokmod
 from externalauth.model.durations import format_duration
@@ -104,8 +104,8 @@ def _tty(stream: TextIO) -> bool:
 def login_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    cluster = Cluster.open(kubeflags.from_args(args))
-    ns = cluster.namespace(args.namespace)
+    cluster = namespaces.connect(kubeflags.from_args(args))
+    ns = namespaces.of_command(cluster, args.namespace)
     link = args.link or args.provider
     secret_name = args.secret or f"{link}-token"
     formatting.check_name("secret", secret_name)
@@ -238,7 +238,7 @@ def _open_browser(url: str) -> None:
 
 
 # --- writes ------------------------------------------------------------------------------------
-def _write_secret(cluster: Cluster, *, namespace: str, name: str, provider_name: str,
+def _write_secret(cluster: Kube, *, namespace: str, name: str, provider_name: str,
                   data: Mapping[str, str | None], force: bool, link: str) -> str:
     for _ in range(5):
         existing = cluster.get_secret(namespace, name)
@@ -249,7 +249,7 @@ def _write_secret(cluster: Cluster, *, namespace: str, name: str, provider_name:
                 cluster.create_secret(namespace, plan.body)
                 return "created"
             if plan.write is plans.Write.PATCH:
-                cluster.patch_secret(namespace, name, plan.body)
+                cluster.patch_secret(namespace, name, plan.body, resource_version=plan.resource_version)
                 return "updated"
             assert existing is not None
             cluster.delete_secret(namespace, name, uid=(existing.get("metadata") or {}).get("uid"))
@@ -260,7 +260,7 @@ def _write_secret(cluster: Cluster, *, namespace: str, name: str, provider_name:
     raise PermanentError(f"Secret {namespace}/{name} kept changing while writing it; try again")
 
 
-def _write_link(cluster: Cluster, *, namespace: str, name: str, provider: str, secret: str,
+def _write_link(cluster: Kube, *, namespace: str, name: str, provider: str, secret: str,
                 formats: Sequence[str]) -> str:
     for _ in range(3):
         try:

@@ -58,10 +58,10 @@ def access_token(link: Mapping[str, Any], secret: Mapping[str, Any] | None, *, n
 
 
 def token_command(args: argparse.Namespace) -> int:
-    from externalauth.cli.calling import Cluster
+    from externalauth.cli import namespaces
 
-    cluster = Cluster.open(kubeflags.from_args(args))
-    ns = cluster.namespace(args.namespace)
+    cluster = namespaces.connect(kubeflags.from_args(args))
+    ns = namespaces.of_command(cluster, args.namespace)
     try:
         link = cluster.get_link(ns, args.link)
     except NotFoundError:

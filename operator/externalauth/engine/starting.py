@@ -24,8 +24,8 @@ from externalauth.engine.ports import ProviderPort
 from externalauth.engine.reconciler import Engine
 from externalauth.engine.settings import Settings
 from externalauth.errors import TransientError
-from externalauth.kube import connecting
 from externalauth.kube.api import Kube
+from externalauth.kube.connection import connect
 from externalauth.kube.watching import SECRETS, Resource, Watcher
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import PROVIDER_LABEL
@@ -70,7 +70,7 @@ class Running:
 
 async def start(options: Options) -> Running:
     settings = options.settings
-    kube = Kube(connecting.connect(kubeconfig=options.kubeconfig, context=options.context))
+    kube = Kube(connect(kubeconfig=options.kubeconfig, context=options.context))
     api_pool = ThreadPoolExecutor(settings.api_threads, thread_name_prefix="externalauth-api")
     # Persists of new tokens never wait behind status writes, events or claims (issue 17).
     persist_pool = ThreadPoolExecutor(settings.persist_threads, thread_name_prefix="externalauth-persist")

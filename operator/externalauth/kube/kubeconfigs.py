@@ -1,12 +1,17 @@
 """What kubeconfig files and exec credential plugins mean, as kubectl reads them. Pure: no
 file, environment, process or network access (the caller reads the files and runs the plugin).
 
+* :func:`files_to_load` is kubectl's lookup order: ``--kubeconfig``, else every file of
+  ``KUBECONFIG``, else ``~/.kube/config``; the pod's ServiceAccount only when none of them
+  exists.
 * :func:`merge` merges the files of a multi-path ``KUBECONFIG`` the way kubectl does: for
   clusters, users and contexts the first file that names one wins; ``current-context`` comes
   from the first file that sets it. Relative file references are resolved against the
   directory of the file that holds them.
 * :func:`select` picks the context (``--context`` or ``current-context``) and its cluster,
   user and namespace.
+* :func:`impersonation` is who the user acts as (``as``, ``as-groups``, ``as-uid``,
+  ``as-user-extra``, or ``--as``/``--as-group``), as ``Impersonate-*`` headers.
 * :func:`in_cluster` is the kubeconfig a pod's ServiceAccount amounts to: the token is a
   ``tokenFile`` (the kubelet rotates it), never a copy of its content.
 * :func:`exec_request` and :func:`exec_credential` are the two sides of an exec credential
@@ -22,7 +27,8 @@ import dataclasses
 import datetime as dt
 import json
 import posixpath
-from collections.abc import Mapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from externalauth.errors import PermanentError
@@ -55,11 +61,53 @@ class Selection:
 
 
 @dataclasses.dataclass(frozen=True)
-class BearerToken:
-    """A bearer token and, when its issuer said so (an exec plugin), when it expires."""
+class Credential:
+    """What a user proves itself with beyond the kubeconfig's own client certificate: a
+    bearer token, or (from an exec plugin such as Teleport's ``tsh``) a client certificate
+    and its key in PEM, or both; and, when its issuer said so, when it expires."""
 
-    token: SecretStr
+    token: SecretStr | None
     expiration: dt.datetime | None
+    client_certificate: str | None = None  # PEM
+    client_key: SecretStr | None = None  # PEM
+
+    @property
+    def has_certificate(self) -> bool:
+        return self.client_certificate is not None
+
+
+def files_to_load(*, flag: str | None, env: str | None, home: str, in_cluster: bool,
+                  exists: Callable[[str], bool], absolute: Callable[[str], str] = lambda p: p,
+                  separator: str = ":") -> list[str] | None:
+    """The kubeconfig files to merge, in kubectl's order, or None for the pod's ServiceAccount.
+
+    ``--kubeconfig`` (``flag``) is the one file; else the files listed in ``KUBECONFIG``
+    (``env``) that exist, merged; else ``home`` (``~/.kube/config``) if it exists. Only when
+    none of these gives a file is the ServiceAccount used (``in_cluster``: a pod's
+    environment and token are there), so that in a pod with a kubeconfig this command acts
+    as the same identity as kubectl. ``exists`` and ``absolute`` are the caller's file checks.
+    """
+    if flag:
+        if not exists(flag):
+            raise PermanentError(f"kubeconfig {flag} does not exist")
+        return [absolute(flag)]
+    if env:
+        paths: list[str] = []
+        for entry in env.split(separator):
+            path = absolute(entry) if entry else ""
+            if path and path not in paths and exists(path):  # kubectl skips missing files
+                paths.append(path)
+        if paths:
+            return paths
+        if in_cluster:
+            return None
+        raise PermanentError(f"none of the kubeconfig files in KUBECONFIG exist ({env[:200]})")
+    if exists(home):
+        return [home]
+    if in_cluster:
+        return None
+    raise PermanentError("no Kubernetes credentials: pass --kubeconfig, set KUBECONFIG, "
+                         "create ~/.kube/config, or run in a pod")
 
 
 def _absolute(path: str, base: str) -> str:
@@ -168,6 +216,60 @@ def select(doc: Mapping[str, Any], *, context: str | None) -> Selection:
                      namespace_set=bool(ctx.get("namespace")))
 
 
+@dataclasses.dataclass(frozen=True)
+class Impersonation:
+    """Whom the requests act as (kubectl's ``--as``/``--as-group``, a kubeconfig user's
+    ``as``/``as-groups``/``as-uid``/``as-user-extra``). Empty: the user itself."""
+
+    user: str | None = None
+    uid: str | None = None
+    groups: tuple[str, ...] = ()
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The ``Impersonate-*`` request headers, one per value (a header may repeat)."""
+        if self.user is None:
+            return []
+        out = [("Impersonate-User", self.user)]
+        if self.uid is not None:
+            out.append(("Impersonate-Uid", self.uid))
+        out += [("Impersonate-Group", group) for group in self.groups]
+        for key, values in self.extra:
+            name = "Impersonate-Extra-" + urllib.parse.quote(key, safe="")
+            out += [(name, value) for value in values]
+        return out
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PermanentError(f"kubeconfig user {what} is not a list of strings")
+    return tuple(value)
+
+
+def impersonation(user: Mapping[str, Any], *, as_user: str | None = None,
+                  as_groups: Sequence[str] = ()) -> Impersonation:
+    """Whom to act as: ``as_user``/``as_groups`` (the command line) override the kubeconfig
+    user's ``as``/``as-groups``, as kubectl's flags do. Groups, a uid or extras without a
+    user to impersonate are refused, as the API server would refuse them."""
+    name = as_user if as_user else user.get("as")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise PermanentError("kubeconfig user as is not a user name")
+    groups = tuple(as_groups) if as_groups else _strings(user.get("as-groups"), "as-groups")
+    uid = user.get("as-uid")
+    if uid is not None and (not isinstance(uid, str) or not uid):
+        raise PermanentError("kubeconfig user as-uid is not a string")
+    raw_extra = user.get("as-user-extra") or {}
+    if not isinstance(raw_extra, Mapping):
+        raise PermanentError("kubeconfig user as-user-extra is not a mapping")
+    extra = tuple((str(k), _strings(v, f"as-user-extra {str(k)[:40]!r}")) for k, v in sorted(raw_extra.items()))
+    if name is None and (groups or uid or extra):
+        raise PermanentError("impersonating groups, a uid or extras needs a user to impersonate "
+                             "(--as, or as: in the kubeconfig)")
+    return Impersonation(user=name, uid=uid, groups=groups, extra=extra)
+
+
 def in_cluster(*, host: str, port: str, directory: str) -> dict[str, Any]:
     """The kubeconfig of a pod's ServiceAccount mounted at ``directory``, as client-go builds it."""
     host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -242,8 +344,9 @@ def parse_time(value: str) -> dt.datetime:
     return moment
 
 
-def exec_credential(output: bytes, *, api_version: str) -> BearerToken:
-    """What a plugin printed on stdout, as a token; the output itself is never quoted."""
+def exec_credential(output: bytes, *, api_version: str) -> Credential:
+    """What a plugin printed on stdout: a token, or a client certificate and key (PEM), or
+    both; the output itself is never quoted."""
     try:
         answer = json.loads(output)
     except (ValueError, UnicodeDecodeError) as e:
@@ -256,18 +359,29 @@ def exec_credential(output: bytes, *, api_version: str) -> BearerToken:
     status = answer.get("status")
     if not isinstance(status, dict):
         raise PermanentError("the kubeconfig exec plugin's ExecCredential has no status")
-    token = status.get("token")
-    if not isinstance(token, str) or not token:
-        if status.get("clientCertificateData"):
-            raise PermanentError("the kubeconfig exec plugin answered a client certificate; only "
-                                 "token credentials are supported")
-        raise PermanentError("the kubeconfig exec plugin's ExecCredential has no token")
+    token = status.get("token") or None
+    certificate = status.get("clientCertificateData") or None
+    key = status.get("clientKeyData") or None
+    if token is not None and not isinstance(token, str):
+        raise PermanentError("the kubeconfig exec plugin's token is not a string")
+    if not isinstance(certificate, str | None) or not isinstance(key, str | None):
+        raise PermanentError("the kubeconfig exec plugin's clientCertificateData or clientKeyData is not a string")
+    if (certificate is None) != (key is None):
+        raise PermanentError("the kubeconfig exec plugin answered a client certificate without its key, "
+                             "or a key without its certificate")
+    if certificate is not None and not (certificate.lstrip().startswith("-----BEGIN")
+                                        and key is not None and key.lstrip().startswith("-----BEGIN")):
+        raise PermanentError("the kubeconfig exec plugin's clientCertificateData or clientKeyData is not PEM")
+    if token is None and certificate is None:
+        raise PermanentError("the kubeconfig exec plugin's ExecCredential has neither a token nor a "
+                             "client certificate")
     expiry = status.get("expirationTimestamp")
-    if expiry is None:
-        return BearerToken(token=SecretStr(token), expiration=None)
     try:
-        if not isinstance(expiry, str):
+        if expiry is not None and not isinstance(expiry, str):
             raise ValueError("not a string")
-        return BearerToken(token=SecretStr(token), expiration=parse_time(expiry))
+        expiration = parse_time(expiry) if expiry is not None else None
     except ValueError as e:
         raise PermanentError("the kubeconfig exec plugin's expirationTimestamp is not an RFC 3339 time") from e
+    return Credential(token=SecretStr(token) if token is not None else None, expiration=expiration,
+                      client_certificate=certificate,
+                      client_key=SecretStr(key) if key is not None else None)

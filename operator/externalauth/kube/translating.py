@@ -1,8 +1,9 @@
 """The one translation of API-server errors into :mod:`externalauth.errors`.
 
-The operator's :class:`~externalauth.kube.api.Kube`, the CLI's
-:class:`~externalauth.cli.calling.Cluster` and ``externalauth run``'s preflight
-all go through here, so they agree on what a status code means:
+The one API client, :class:`~externalauth.kube.api.Kube` (the operator's, the CLI's, the
+watches' and ``externalauth run``'s preflight), goes through here for every answer, every
+watch ``ERROR`` event and every failure to get an answer, so they agree on what a status
+code means:
 
 =============================  ==========================================
 401, 403                       :class:`ForbiddenError` (permanent)
@@ -58,7 +59,7 @@ _MALFORMED = (
 
 
 class Answer(Protocol):
-    """The part of an answer (:class:`~externalauth.kube.connecting.Response`) this module reads."""
+    """The part of an answer (:class:`~externalauth.kube.connection.Response`) this module reads."""
 
     @property
     def status_code(self) -> int: ...
@@ -95,11 +96,7 @@ def status_message(answer: Answer) -> str:
         return ""
     if not isinstance(body, dict) or body.get("kind") != "Status":
         return ""
-    message = body.get("message")
-    if not isinstance(message, str):
-        return ""
-    line = "".join(c for c in " ".join(message.split()) if c.isprintable())
-    return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 1] + "…"
+    return _printable(body.get("message"))
 
 
 def error_for_answer(answer: Answer, *, what: str) -> ExternalAuthError | None:
@@ -107,21 +104,42 @@ def error_for_answer(answer: Answer, *, what: str) -> ExternalAuthError | None:
     code = answer.status_code
     if code < 400:
         return None
+    if code in (404, 409):
+        return error_for_code(code, what=what, said="", retry_after=None)
+    return error_for_code(code, what=what, said=status_message(answer),
+                          retry_after=retry_after(answer.headers.get("Retry-After")))
+
+
+def error_for_status(status: Any, *, what: str) -> ExternalAuthError:
+    """The error a ``Status`` object means (a watch's ``ERROR`` event carries one)."""
+    if not isinstance(status, Mapping):
+        return PermanentError(f"{what}: the API server sent an error without a Status")
+    code = status.get("code")
+    if not isinstance(code, int) or code < 400:
+        code = 500  # an error event always means a failure
+    return error_for_code(code, what=what, said=_printable(status.get("message")), retry_after=None)
+
+
+def _printable(message: Any) -> str:
+    if not isinstance(message, str):
+        return ""
+    line = "".join(c for c in " ".join(message.split()) if c.isprintable())
+    return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 1] + "…"
+
+
+def error_for_code(code: int, *, what: str, said: str, retry_after: float | None) -> ExternalAuthError:
+    """The error an HTTP status code means; ``said`` the API server's own message, if any."""
     if code == 404:
         return NotFoundError(f"{what}: not found")
     if code == 409:
         return ConflictError(f"{what}: conflict")
-    said = status_message(answer)
     quoted = f": {said}" if said else ""
     if code in (401, 403):
         word = "unauthorized" if code == 401 else "forbidden"
         kind = UnauthorizedError if code == 401 else ForbiddenError
         return kind(f"{what}: {word} (HTTP {code}; check your kubeconfig and RBAC){quoted}")
     if code == 429 or code >= 500:
-        return TransientError(
-            f"{what}: the API server answered {code}{quoted}",
-            retry_after=retry_after(answer.headers.get("Retry-After")),
-        )
+        return TransientError(f"{what}: the API server answered {code}{quoted}", retry_after=retry_after)
     if code in (400, 413, 422):
         return RejectedError(f"{what}: the API server answered {code}{quoted}")
     return PermanentError(f"{what}: the API server answered {code}{quoted}")

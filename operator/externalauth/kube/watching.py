@@ -1,38 +1,29 @@
 """A list-then-watch of one resource (optionally label-selected, server-side): list, then
 watch from the list's resourceVersion with bookmarks, re-list on 410 Gone, reconnect with
 backoff. Runs in a thread and hands raw events to a callback. A label-selected watch never
-lists the objects outside its selector (unlabelled Secrets never reach this process)."""
+lists the objects outside its selector (unlabelled Secrets never reach this process).
+
+Every call goes through the one client (:meth:`Kube.list_page`, :meth:`Kube.watch`), so a
+failure is a translated :class:`ExternalAuthError` with one safe line."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from externalauth.kube import translating
-from externalauth.kube.api import Kube
-from externalauth.kube.connecting import Response
+from externalauth.errors import ExternalAuthError
+from externalauth.kube import api
+from externalauth.kube.api import Kube, WatchExpired, WatchStream
 from externalauth.policy import timing
 
 log = logging.getLogger(__name__)
 Callback = Callable[[str, dict[str, Any]], None]
 #: Objects per page of the first listing.
 PAGE = 500
-
-
-@dataclasses.dataclass(frozen=True)
-class Resource:
-    """What to watch: ``plural`` of ``api_version`` (``v1`` or ``group/version``), as ``kind``."""
-
-    api_version: str
-    plural: str
-    kind: str
-
-
-SECRETS = Resource("v1", "secrets", "Secret")
+Resource = api.Resource
+SECRETS = api.SECRETS
 
 
 class Watcher:
@@ -46,15 +37,12 @@ class Watcher:
         self.synced = synced
         self.stopping = threading.Event()
         self._known: set[tuple[str, str]] = set()
-        self._response: Response | None = None
+        self._stream: WatchStream | None = None
 
     @property
     def name(self) -> str:
         where = self.namespace or "all namespaces"
         return f"{self.resource.kind} watch ({where}{', ' + self.selector if self.selector else ''})"
-
-    def _where(self) -> dict[str, Any]:
-        return {"version": self.resource.api_version, "url": self.resource.plural, "namespace": self.namespace}
 
     def _params(self, **more: Any) -> dict[str, Any]:
         return {"labelSelector": self.selector, **more} if self.selector else more
@@ -68,8 +56,7 @@ class Watcher:
         params = self._params(limit=PAGE)
         seen: set[tuple[str, str]] = set()
         while True:
-            resp = self.kube.client.get(params=params, **self._where())
-            page = translating.json_object(resp, what=f"listing for the {self.name}")
+            page = self.kube.list_page(self.resource, namespace=self.namespace, params=params)
             for item in page.get("items") or []:
                 meta = item.get("metadata", {})
                 seen.add((meta.get("namespace", ""), meta.get("name", "")))
@@ -97,37 +84,29 @@ class Watcher:
                         self.synced()
                 rv = self._watch(rv)
                 failures = 0
-            except Exception as e:
+            except WatchExpired:
+                rv = None  # too far behind: list again
+            except Exception as e:  # translated errors, and a bug in a callback: neither ends the watch
                 if self.stopping.is_set():
                     break
                 failures += 1
                 wait = timing.watch_retry(failures)
-                log.warning("%s failed: %s; retrying in %.1fs", self.name, type(e).__name__, wait)
+                said = str(e) if isinstance(e, ExternalAuthError) else f"unexpected {type(e).__name__}"
+                log.warning("%s failed: %s; retrying in %.1fs", self.name, said, wait)
                 self.stopping.wait(wait)
 
-    def _watch(self, rv: str) -> str | None:
-        params = self._params(watch="true", resourceVersion=rv, allowWatchBookmarks="true",
-                             timeoutSeconds=str(timing.WATCH_SERVER_TIMEOUT))
-        resp = self.kube.client.get(params=params, stream=True,
-                                    timeout=(timing.WATCH_CONNECT_TIMEOUT, timing.WATCH_READ_TIMEOUT),
-                                    **self._where())
-        self._response = resp
-        try:
-            if resp.status_code == 410:
-                return None
-            if resp.status_code != 200:
-                translating.json_object(resp, what=f"the {self.name}")  # raises the translated error
-            for line in resp.iter_lines():
+    def _watch(self, rv: str) -> str:
+        """Events after ``rv`` until the API server ends the watch; the last resourceVersion
+        seen. :class:`WatchExpired` when ``rv`` is too old."""
+        stream = self.kube.watch(self.resource, namespace=self.namespace, resource_version=rv,
+                                 seconds=timing.WATCH_SERVER_TIMEOUT, params=self._params(),
+                                 what=f"the {self.name}",
+                                 timeout=(timing.WATCH_CONNECT_TIMEOUT, timing.WATCH_READ_TIMEOUT))
+        self._stream = stream
+        with stream:
+            for kind, obj in stream:
                 if self.stopping.is_set():
                     return rv
-                if not line:
-                    continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        return None
-                    raise RuntimeError(f"watch error {obj.get('code')}")
                 rv = obj.get("metadata", {}).get("resourceVersion", rv)
                 if kind == "BOOKMARK":
                     continue
@@ -138,15 +117,13 @@ class Watcher:
                 else:
                     self._known.add(key)
                 self.callback(kind, self._typed(obj))
-            return rv
-        finally:
-            resp.close()
+        return rv
 
     def stop(self) -> None:
         self.stopping.set()
-        resp = self._response
-        if resp is not None:
+        stream = self._stream
+        if stream is not None:
             try:
-                resp.shutdown()  # unblocks iter_lines in the watch thread
+                stream.shutdown()  # unblocks the reading watch thread
             except Exception:  # noqa: S110 - best effort
                 pass

@@ -36,10 +36,11 @@ def test_a_missing_secret_is_created_as_a_labelled_token_secret() -> None:
     pytest.param(secret(), id="an empty Secret of our type"),
 ])
 def test_a_token_secret_is_merge_patched_with_a_resource_version(existing: dict[str, Any]) -> None:
-    """Only token keys and our label are in the patch: other keys and labels stay."""
+    """Only token keys and our label are in the patch: other keys and labels stay; the
+    version it is based on goes beside it (the client's one compare-and-swap convention)."""
     p = plan(existing)
-    assert (plans.Write.PATCH, "7", {"externalauth.io/provider": "gh"}) == (
-        p.write, p.body["metadata"]["resourceVersion"], p.body["metadata"]["labels"])
+    assert (plans.Write.PATCH, "7", {"labels": {"externalauth.io/provider": "gh"}}) == (
+        p.write, p.resource_version, p.body["metadata"])
     assert "note" not in p.body["data"]
 
 

@@ -143,6 +143,8 @@ def test_a_pod_service_account_is_a_token_file_not_a_copy_of_the_token() -> None
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"
 TOKEN = "plugin-token-c4n4ry"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\n" + TOKEN + "\n-----END PRIVATE KEY-----\n"
 
 
 def credential(api_version: str = V1, **status: Any) -> bytes:
@@ -151,21 +153,33 @@ def credential(api_version: str = V1, **status: Any) -> bytes:
 
 ANSWERS = [
     pytest.param(credential(token=TOKEN, expirationTimestamp="2030-01-02T03:04:05Z"), V1,
-                 kubeconfigs.BearerToken(SecretStr(TOKEN), dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)),
+                 kubeconfigs.Credential(SecretStr(TOKEN), dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)),
                  id="v1: a token with its expiry"),
-    pytest.param(credential(V1BETA1, token=TOKEN), V1BETA1, kubeconfigs.BearerToken(SecretStr(TOKEN), None),
+    pytest.param(credential(V1BETA1, token=TOKEN), V1BETA1, kubeconfigs.Credential(SecretStr(TOKEN), None),
                  id="v1beta1: a token without an expiry is kept until refused"),
     pytest.param(credential(token=TOKEN, expirationTimestamp="2030-01-02T03:04:05.250+02:00"), V1,
-                 kubeconfigs.BearerToken(SecretStr(TOKEN), dt.datetime(2030, 1, 2, 1, 4, 5, 250000, tzinfo=dt.UTC)),
+                 kubeconfigs.Credential(SecretStr(TOKEN), dt.datetime(2030, 1, 2, 1, 4, 5, 250000, tzinfo=dt.UTC)),
                  id="an expiry with fractions and an offset"),
     pytest.param(b"not json " + TOKEN.encode(), V1, "not JSON", id="output that is not JSON"),
     pytest.param(json.dumps({"kind": "Other", "token": TOKEN}).encode(), V1, "did not print an ExecCredential",
                  id="JSON that is not an ExecCredential"),
     pytest.param(credential(V1BETA1, token=TOKEN), V1, "answered apiVersion",
                  id="an answer in another apiVersion than asked"),
-    pytest.param(credential(token=""), V1, "has no token", id="an empty token"),
-    pytest.param(credential(clientCertificateData="CERT", clientKeyData=TOKEN), V1,
-                 "only token credentials are supported", id="a client certificate instead of a token"),
+    pytest.param(credential(token=""), V1, "neither a token nor a client certificate", id="an empty token"),
+    pytest.param(credential(clientCertificateData=CERT, clientKeyData=KEY, expirationTimestamp="2030-01-02T03:04:05Z"),
+                 V1, kubeconfigs.Credential(None, dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+                                            client_certificate=CERT, client_key=SecretStr(KEY)),
+                 id="a client certificate and its key instead of a token (Teleport's tsh)"),
+    pytest.param(credential(token=TOKEN, clientCertificateData=CERT, clientKeyData=KEY), V1,
+                 kubeconfigs.Credential(SecretStr(TOKEN), None, client_certificate=CERT, client_key=SecretStr(KEY)),
+                 id="both a token and a client certificate"),
+    pytest.param(credential(clientCertificateData=CERT), V1, "certificate without its key",
+                 id="a client certificate without its key"),
+    pytest.param(credential(clientKeyData=KEY), V1, "key without its certificate",
+                 id="a key without its certificate"),
+    pytest.param(credential(clientCertificateData="Q0VSVA==", clientKeyData=KEY), V1, "is not PEM",
+                 id="a certificate that is not PEM (base64, as in a kubeconfig)"),
+    pytest.param(credential(token=7), V1, "token is not a string", id="a token that is not a string"),
     pytest.param(credential(token=TOKEN, expirationTimestamp="tomorrow " + TOKEN), V1, "not an RFC 3339 time",
                  id="an expiry that is not a time"),
     pytest.param(credential(token=TOKEN, expirationTimestamp="2030-01-02T03:04:05"), V1, "not an RFC 3339 time",
@@ -177,8 +191,9 @@ ANSWERS = [
 
 @pytest.mark.parametrize(("output", "api_version", "expected"), ANSWERS)
 def test_what_an_exec_plugin_printed(output: bytes, api_version: str,
-                                     expected: kubeconfigs.BearerToken | str) -> None:
-    """A token and its expiry, or a one-line error that never quotes the plugin's output."""
+                                     expected: kubeconfigs.Credential | str) -> None:
+    """A token or a client certificate and its expiry, or a one-line error that never quotes
+    the plugin's output."""
     if isinstance(expected, str):
         with pytest.raises(PermanentError, match=expected) as caught:
             kubeconfigs.exec_credential(output, api_version=api_version)
@@ -238,3 +253,82 @@ REQUESTS = [
 def test_what_an_exec_plugin_is_given(exec_: dict[str, Any], interactive: bool, expected: dict[str, Any]) -> None:
     assert expected == json.loads(kubeconfigs.exec_request(exec_, cluster=CLUSTER, interactive=interactive,
                                                            ca_data="Q0E="))
+
+
+# --- where the kubeconfig is looked for (kubectl's order) --------------------------------------
+
+HOME = "/home/u/.kube/config"
+LOOKUPS = [
+    pytest.param("/x/flag", "/e/one", {"/x/flag", "/e/one", HOME}, True, ["/x/flag"],
+                 id="--kubeconfig wins over KUBECONFIG, ~/.kube/config and the pod"),
+    pytest.param(None, "/e/one:/e/missing:/e/two:/e/one", {"/e/one", "/e/two", HOME}, True, ["/e/one", "/e/two"],
+                 id="KUBECONFIG: every existing file, in order, once; ~/.kube/config is not added"),
+    pytest.param(None, "/e/one", {"/e/one"}, True, ["/e/one"],
+                 id="in a pod, a KUBECONFIG file wins over the ServiceAccount"),
+    pytest.param(None, "", {HOME}, True, [HOME],
+                 id="in a pod, ~/.kube/config wins over the ServiceAccount"),
+    pytest.param(None, "", {HOME}, False, [HOME], id="~/.kube/config without KUBECONFIG"),
+    pytest.param(None, "", set(), True, None, id="in a pod without any kubeconfig: the ServiceAccount"),
+    pytest.param(None, "/e/missing", set(), True, None,
+                 id="in a pod whose KUBECONFIG names only missing files: the ServiceAccount"),
+    pytest.param(None, "::", {HOME}, False, "none of the kubeconfig files in KUBECONFIG exist",
+                 id="KUBECONFIG of empty entries does not fall back to ~/.kube/config"),
+    pytest.param(None, "/e/missing", {HOME}, False, "none of the kubeconfig files in KUBECONFIG exist",
+                 id="KUBECONFIG naming only missing files outside a pod"),
+    pytest.param("/x/missing", "", {HOME}, True, "kubeconfig /x/missing does not exist",
+                 id="a --kubeconfig that does not exist is an error, not a fallback"),
+    pytest.param(None, "", set(), False, "no Kubernetes credentials",
+                 id="nothing at all outside a pod"),
+]
+
+
+@pytest.mark.parametrize(("flag", "env", "existing", "in_pod", "expected"), LOOKUPS)
+def test_the_kubeconfig_is_looked_for_as_kubectl_does(flag: str | None, env: str, existing: set[str],
+                                                      in_pod: bool, expected: list[str] | str | None) -> None:
+    """The files to merge (None: the pod's ServiceAccount), or the one-line error."""
+    def look() -> list[str] | None:
+        return kubeconfigs.files_to_load(flag=flag, env=env, home=HOME, in_cluster=in_pod,
+                                         exists=existing.__contains__)
+
+    if isinstance(expected, str):
+        with pytest.raises(PermanentError, match=expected):
+            look()
+    else:
+        assert expected == look()
+
+
+# --- impersonation ----------------------------------------------------------------------------
+
+IMPERSONATIONS = [
+    pytest.param({}, None, (), [], id="no as: the user itself"),
+    pytest.param({"as": "jane"}, None, (), [("Impersonate-User", "jane")], id="as: one user"),
+    pytest.param({"as": "jane", "as-groups": ["devs", "ops"], "as-uid": "u-1"}, None, (),
+                 [("Impersonate-User", "jane"), ("Impersonate-Uid", "u-1"),
+                  ("Impersonate-Group", "devs"), ("Impersonate-Group", "ops")],
+                 id="as-groups: one header per group, with the uid"),
+    pytest.param({"as": "jane", "as-user-extra": {"scopes.example/x y": ["a", "b"]}}, None, (),
+                 [("Impersonate-User", "jane"), ("Impersonate-Extra-scopes.example%2Fx%20y", "a"),
+                  ("Impersonate-Extra-scopes.example%2Fx%20y", "b")],
+                 id="as-user-extra: the key percent-encoded, one header per value"),
+    pytest.param({"as": "jane", "as-groups": ["devs"]}, "bob", ("admins",),
+                 [("Impersonate-User", "bob"), ("Impersonate-Group", "admins")],
+                 id="--as and --as-group override the kubeconfig's"),
+    pytest.param({}, "bob", (), [("Impersonate-User", "bob")], id="--as without as: in the kubeconfig"),
+    pytest.param({}, None, ("admins",), "needs a user to impersonate", id="--as-group without a user"),
+    pytest.param({"as-groups": ["devs"]}, None, (), "needs a user to impersonate",
+                 id="as-groups without as"),
+    pytest.param({"as": ["jane"]}, None, (), "as is not a user name", id="as that is not a string"),
+    pytest.param({"as": "jane", "as-groups": "devs"}, None, (), "as-groups is not a list of strings",
+                 id="as-groups that is not a list"),
+]
+
+
+@pytest.mark.parametrize(("user", "as_user", "as_groups", "expected"), IMPERSONATIONS)
+def test_whom_the_requests_act_as(user: dict[str, Any], as_user: str | None, as_groups: tuple[str, ...],
+                                  expected: list[tuple[str, str]] | str) -> None:
+    """The ``Impersonate-*`` headers, or the one-line error."""
+    if isinstance(expected, str):
+        with pytest.raises(PermanentError, match=expected):
+            kubeconfigs.impersonation(user, as_user=as_user, as_groups=as_groups)
+    else:
+        assert expected == kubeconfigs.impersonation(user, as_user=as_user, as_groups=as_groups).headers()

@@ -221,3 +221,4 @@ def test_the_caches_keep_only_the_metadata_the_engine_reads() -> None:
                      "annotations": {"externalauth.io/refresh-claim": "a;1"}},
     } == slim(body)  # type: ignore[arg-type]
     assert {"metadata": {"name": "l"}} == slim({"metadata": {"name": "l", "labels": {"app": "x"}}})
+
