@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from externalauth.engine.ports import Clock
 from externalauth.engine.provider_states import Providers
-from externalauth.engine.writing import ClaimState, PersistOutcome, SecretWriter, tokens_of
+from externalauth.engine.writing import ClaimState, PersistOutcome, SecretWriter
 from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
@@ -74,10 +74,9 @@ class Refresher:
             if isinstance(claimed, Refresh):
                 return claimed
             async with runtime.semaphore:
-                if self._writer.lease_left(claimed) < self._renew_below:
-                    claimed = await self._claim(key, consumed)
-                    if isinstance(claimed, Refresh):
-                        return claimed
+                claimed = await self._claim(key, consumed, keep=claimed)  # renewed if low
+                if isinstance(claimed, Refresh):
+                    return claimed
                 started = self._clock.monotonic()
                 result = await runtime.client.refresh(consumed, now=self._clock.now())
         answered = self._clock.monotonic()
@@ -102,14 +101,13 @@ class Refresher:
         outcome = _FAILURES.get(verdict.verdict, RefreshOutcome.TRANSIENT)
         if outcome is RefreshOutcome.DEAD_GRANT:
             # Re-checked against a fresh read: a changed token means another writer won.
-            fresh = tokens_of(await self._writer.reread(key))
-            if fresh is not None and fresh.refresh_token != consumed:
+            if await self._writer.replaced(key, consumed):
                 return Refresh(RefreshOutcome.SUPERSEDED)
         return Refresh(outcome, message=verdict.message, retry_after=verdict.retry_after,
                        answered=verdict.answered, clock_skew=result.clock_skew)
 
-    async def _claim(self, key: LinkKey, consumed: SecretStr) -> RawBody | Refresh:
-        result = await self._writer.claim(key, consumed)
+    async def _claim(self, key: LinkKey, consumed: SecretStr, *, keep: RawBody | None = None) -> RawBody | Refresh:
+        result = await self._writer.claim(key, consumed, keep=keep, keep_above=self._renew_below)
         if result.state is ClaimState.CLAIMED and result.body is not None:
             return result.body
         if result.state is ClaimState.HELD_ELSEWHERE and result.claim is not None:

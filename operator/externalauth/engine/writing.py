@@ -106,9 +106,14 @@ class SecretWriter:
                                  now=self._clock.now().timestamp())
 
     # --- claim ------------------------------------------------------------------------
-    async def claim(self, key: LinkKey, consumed: SecretStr) -> ClaimResult:
+    async def claim(self, key: LinkKey, consumed: SecretStr, *, keep: RawBody | None = None,
+                    keep_above: float = 0.0) -> ClaimResult:
         """Take the cross-replica claim on the Secret: a write preconditioned on the
-        ``resourceVersion`` of the cached copy, so two replicas cannot both win."""
+        ``resourceVersion`` of the cached copy, so two replicas cannot both win. ``keep``:
+        the Secret as our own claim left it, kept as it is (no write) while that claim has
+        more than ``keep_above`` seconds of lease left."""
+        if keep is not None and self.lease_left(keep) >= keep_above:
+            return ClaimResult(ClaimState.CLAIMED, body=keep, claim=self.claim_of(keep))
         secret = self._caches.secrets.get(key)
         current = tokens_of(secret)
         if current is None or current.refresh_token != consumed:
@@ -147,6 +152,12 @@ class SecretWriter:
             self._caches.store_secret(body)
         except ExternalAuthError:
             pass  # the lease runs out by itself
+
+    async def replaced(self, key: LinkKey, consumed: SecretStr) -> bool:
+        """A fresh read: does the Secret now hold another refresh token than ``consumed``
+        (another writer refreshed it)?"""
+        fresh = tokens_of(await self.reread(key))
+        return fresh is not None and fresh.refresh_token != consumed
 
     async def reread(self, key: LinkKey) -> RawBody | None:
         """A fresh read of the Secret into the cache (the cache on failure)."""
