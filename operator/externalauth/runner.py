@@ -18,7 +18,8 @@ def preflight(*, kubeconfig: str | None, context: str | None) -> None:
     from externalauth.errors import NotFoundError
     from externalauth.kube import api, connection, kopf_login, translating
 
-    client = connection.connect(kubeconfig=kubeconfig, context=context, pool_size=2, timeout=10)
+    client = connection.connect(kubeconfig=kubeconfig, context=context, pool_size=2,
+                                timeout=timing.PREFLIGHT_TIMEOUT)
     kopf_login.refuse_impersonation(client.config)
     what = f"checking that the API server serves {GROUP}/{VERSION}"
     try:

@@ -33,4 +33,4 @@ class Settings:
     def provider_call_budget(self) -> float:
         """Longest a provider call can take, with a margin; a claim is renewed when less
         than this is left of it before the refresh token is sent."""
-        return self.provider_deadline + 5.0
+        return self.provider_deadline + timing.CALL_BUDGET_MARGIN

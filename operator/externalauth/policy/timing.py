@@ -40,6 +40,11 @@ VALIDATION_BACKOFF_BASE = 30.0
 CRASH_RETRY = dt.timedelta(seconds=30)
 
 # --- the operator's own housekeeping: start-up, shut-down, watches ------------------------
+#: The start-up check that the API server serves our CRDs gives up after this long (seconds).
+PREFLIGHT_TIMEOUT = 10.0
+#: A claim is renewed before sending when less than the provider's deadline plus this is
+#: left of its lease (seconds).
+CALL_BUDGET_MARGIN = 5.0
 #: Longest wait at start-up for the first listing of the labelled Secrets and the links.
 SYNC_TIMEOUT = 300.0
 #: At shut-down, longest wait for the events and provider reconciles still running (the
