@@ -1,6 +1,8 @@
 """Real authentication, as users have it: a pod's ServiceAccount token that rotates under the
-operator, and kubeconfigs whose user is an exec credential plugin (as EKS, GKE and AKS
-write them), merged from a multi-path ``KUBECONFIG``.
+operator, kubeconfigs whose user is an exec credential plugin (as EKS, GKE and AKS write
+them, or Teleport's ``tsh`` with a client certificate), merged from a multi-path
+``KUBECONFIG``, found before the pod's ServiceAccount as kubectl finds them, and
+impersonation judged by RBAC.
 
 Tokens are real TokenRequest tokens of ServiceAccounts bound to Secrets: deleting the Secret
 revokes the token, as deleting a pod revokes its projected token.
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -353,3 +357,183 @@ def test_the_api_server_is_trusted_as_the_kubeconfig_says(
     else:
         assert 1 == done.returncode
         assert "TLS failed" in done.stderr
+
+
+# --- whose credentials: kubectl's order, impersonation, exec plugins with client certificates ------
+
+
+def acting_user(client: Any) -> tuple[str, list[str]]:
+    """Who the API server takes ``client`` (a :class:`Connection`) for: a SelfSubjectReview,
+    which every authenticated user may create."""
+    from externalauth.kube import api, translating
+
+    what = "asking the API server who we are"
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    answer = api.send(client, "POST", what=what, version="authentication.k8s.io/v1", url="selfsubjectreviews",
+                      data=json.dumps(body), headers=api.JSON)
+    info = translating.json_object(answer, what=what)["status"]["userInfo"]
+    return info["username"], sorted(set(info.get("groups") or []) - {"system:authenticated"})
+
+
+def connect(**kwargs: Any) -> Any:
+    from externalauth.kube import connection
+
+    return connection.connect(pool_size=1, **kwargs)
+
+
+@pytest.fixture
+def in_a_pod(control_plane: Any, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process as in a pod: KUBERNETES_SERVICE_HOST/PORT and the ServiceAccount volume
+    of ``workspace`` (its token, the CA, the namespace); a HOME without a kubeconfig and no
+    KUBECONFIG. Returns the ServiceAccount's user name."""
+    control_plane.kubectl("create", "serviceaccount", "workspace", "-n", namespace)
+    token = service_account_token(control_plane, namespace=namespace, name="workspace", bound_secret="workspace-pod")
+    volume = tmp_path / "serviceaccount"
+    project(volume, {"token": token, "ca.crt": (control_plane.dir / "pki" / "serving-ca.crt").read_text(),
+                     "namespace": namespace})
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(control_plane.secure_port))
+    monkeypatch.setenv("EXTERNALAUTH_SERVICE_ACCOUNT_DIR", str(volume))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    return f"system:serviceaccount:{namespace}:workspace"
+
+
+def _home(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    (tmp_path / "home" / ".kube").mkdir()
+    (tmp_path / "home" / ".kube" / "config").write_text(path.read_text())
+    return {}
+
+
+def _env(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(tmp_path / "missing"), str(path)]))
+    return {}
+
+
+def _flag(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    return {"kubeconfig": str(path)}
+
+
+def _nowhere(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    return {}
+
+
+WHERE = [
+    pytest.param(_home, "alice", id="in a pod, ~/.kube/config wins over the ServiceAccount"),
+    pytest.param(_env, "alice", id="in a pod, KUBECONFIG wins over the ServiceAccount"),
+    pytest.param(_flag, "alice", id="in a pod, --kubeconfig wins over the ServiceAccount"),
+    pytest.param(_nowhere, None, id="in a pod without a kubeconfig: the ServiceAccount"),
+]
+
+
+@pytest.mark.parametrize(("put", "expected"), WHERE)
+def test_a_kubeconfig_comes_before_the_pods_service_account(
+        control_plane: Any, in_a_pod: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        put: Any, expected: str | None) -> None:
+    """Whom the API server takes the client for, with a kubeconfig of user ``alice`` put
+    where kubectl looks (kubectl uses the pod's ServiceAccount only without a kubeconfig)."""
+    alice = control_plane.mint_user(f"alice-{uuid.uuid4().hex[:6]}")
+    name = yaml.safe_load(alice.read_text())["users"][0]["name"]
+    client = connect(**put(alice, tmp_path, monkeypatch))
+    assert ((expected and name) or in_a_pod) == acting_user(client)[0]
+
+
+def with_user_fields(path: Path, target: Path, **fields: Any) -> Path:
+    """A copy of the kubeconfig at ``path`` whose user has ``fields`` added."""
+    doc = yaml.safe_load(path.read_text())
+    doc["users"][0]["user"].update(fields)
+    target.write_text(yaml.safe_dump(doc))
+    return target
+
+
+def test_a_kubeconfig_user_with_as_acts_as_that_user(control_plane: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    """``as`` and ``as-groups`` are sent as impersonation: the API server reviews the
+    impersonated user; ``impersonate``/``impersonate_groups`` (``--as``/``--as-group``)
+    replace them."""
+    path = with_user_fields(kubeconfig, tmp_path / "kubeconfig", **{"as": "jane", "as-groups": ["devs", "ops"]})
+    assert ("jane", ["devs", "ops"]) == acting_user(connect(kubeconfig=str(path)))
+    assert ("bob", ["admins"]) == acting_user(connect(kubeconfig=str(path), impersonate="bob",
+                                                      impersonate_groups=["admins"]))
+
+
+def test_rbac_judges_the_impersonated_user(control_plane: Any, namespace: str, tmp_path: Path) -> None:
+    """A user allowed to impersonate ``jane`` only: as ``jane`` it is refused what jane may
+    not do, in a message naming jane; impersonating anyone else is refused, naming them."""
+    from externalauth.errors import ForbiddenError
+    from externalauth.kube.api import Kube
+
+    user = f"mallory-{uuid.uuid4().hex[:6]}"
+    control_plane.kubectl("create", "clusterrole", f"{user}-impersonates-jane", "--verb=impersonate",
+                          "--resource=users", "--resource-name=jane")
+    control_plane.kubectl("create", "clusterrolebinding", f"{user}-impersonates-jane",
+                          f"--clusterrole={user}-impersonates-jane", f"--user={user}")
+    minted = control_plane.mint_user(user)
+
+    as_jane = Kube(connect(kubeconfig=str(with_user_fields(minted, tmp_path / "jane", **{"as": "jane"}))))
+    wait_for(lambda: acting_user(as_jane.client)[0] == "jane", timeout=30, message="the binding to take effect")
+    with pytest.raises(ForbiddenError, match='User "jane" cannot list resource "externalauthlinks"'):
+        as_jane.list_links(namespace)
+
+    as_root = Kube(connect(kubeconfig=str(minted), impersonate="root"))
+    with pytest.raises(ForbiddenError) as refused:
+        as_root.list_links(namespace)
+    assert f'users "root" is forbidden: User "{user}" cannot impersonate' in str(refused.value)
+
+
+def test_the_cli_acts_as_the_kubeconfig_users_as(control_plane: Any, kubeconfig: Path, namespace: str,
+                                                 tmp_path: Path) -> None:
+    """``externalauth status`` with a kubeconfig whose user has ``as: jane``: refused as jane
+    (the admin itself could list)."""
+    wait_for(lambda: cli("status", "-n", namespace, "--kubeconfig", str(kubeconfig), kubeconfig_env="").returncode
+             == 0, timeout=30, message="the admin to list links (a control plane just started answers 429)")
+    path = with_user_fields(kubeconfig, tmp_path / "kubeconfig", **{"as": "jane"})
+    done = cli("status", "-n", namespace, "--kubeconfig", str(path), kubeconfig_env="")
+    assert 1 == done.returncode, done.stderr
+    assert 'User "jane" cannot list resource "externalauthlinks"' in done.stderr
+
+
+class CertificatePlugin:
+    """An exec plugin answering a client certificate and key (as Teleport's ``tsh`` does),
+    those of a user the control plane's client CA signed."""
+
+    def __init__(self, directory: Path, minted: Path) -> None:
+        user = yaml.safe_load(minted.read_text())["users"][0]["user"]
+        answer = {"apiVersion": V1, "kind": "ExecCredential", "status": {
+            "clientCertificateData": base64.b64decode(user["client-certificate-data"]).decode(),
+            "clientKeyData": base64.b64decode(user["client-key-data"]).decode(),
+            "expirationTimestamp": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        (directory / "answer.json").write_text(json.dumps(answer))
+        self.path = directory / "tsh"
+        self.path.write_text(f"#!/bin/sh\ncat {directory / 'answer.json'}\n")
+        self.path.chmod(0o755)
+
+    def user(self) -> dict[str, Any]:
+        return {"exec": {"apiVersion": V1, "command": str(self.path), "interactiveMode": "Never"}}
+
+
+def test_an_exec_plugin_may_answer_a_client_certificate(control_plane: Any, namespace: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client proves itself with the certificate the plugin answered (the API server
+    names its user and groups), and leaves no file of the key behind; ``externalauth status``
+    works through it."""
+    name = f"tsh-user-{uuid.uuid4().hex[:6]}"
+    plugin = CertificatePlugin(tmp_path, control_plane.mint_user(name, groups=["teleport"]))
+    control_plane.kubectl("create", "role", name, "--verb=get,list,watch",
+                          "--resource=externalauthlinks.externalauth.io", "-n", namespace)
+    control_plane.kubectl("create", "rolebinding", name, f"--role={name}", f"--user={name}", "-n", namespace)
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster_entry(control_plane)}],
+        "users": [{"name": "tsh", "user": plugin.user()}],
+        "contexts": [{"name": "tsh", "context": {"cluster": "test", "user": "tsh", "namespace": namespace}}],
+        "current-context": "tsh"}))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    assert (name, ["teleport"]) == acting_user(connect(kubeconfig=str(path)))
+    assert [] == list(scratch.iterdir())
+    wait_for(lambda: cli("status", "--kubeconfig", str(path), kubeconfig_env="").returncode == 0, timeout=30,
+             message="externalauth status to list the links through the plugin's certificate")
