@@ -26,7 +26,11 @@ import pytest
 import requests
 import yaml
 
-from tests.harness.operator_fixtures import least_privileged_service_account, service_account_token
+from tests.harness.operator_fixtures import (
+    least_privileged_kubeconfig,
+    least_privileged_service_account,
+    service_account_token,
+)
 from tests.harness.waiting import wait_for
 from tests.harness.world import World
 from tests.integration.test_cli import Login
@@ -511,6 +515,15 @@ class CertificatePlugin:
     def user(self) -> dict[str, Any]:
         return {"exec": {"apiVersion": V1, "command": str(self.path), "interactiveMode": "Never"}}
 
+    def kubeconfig(self, control_plane: Any, path: Path, namespace: str) -> Path:
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": cluster_entry(control_plane)}],
+            "users": [{"name": "tsh", "user": self.user()}],
+            "contexts": [{"name": "tsh", "context": {"cluster": "test", "user": "tsh", "namespace": namespace}}],
+            "current-context": "tsh"}))
+        return path
+
 
 def test_an_exec_plugin_may_answer_a_client_certificate(control_plane: Any, namespace: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -522,13 +535,7 @@ def test_an_exec_plugin_may_answer_a_client_certificate(control_plane: Any, name
     control_plane.kubectl("create", "role", name, "--verb=get,list,watch",
                           "--resource=externalauthlinks.externalauth.io", "-n", namespace)
     control_plane.kubectl("create", "rolebinding", name, f"--role={name}", f"--user={name}", "-n", namespace)
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": cluster_entry(control_plane)}],
-        "users": [{"name": "tsh", "user": plugin.user()}],
-        "contexts": [{"name": "tsh", "context": {"cluster": "test", "user": "tsh", "namespace": namespace}}],
-        "current-context": "tsh"}))
+    path = plugin.kubeconfig(control_plane, tmp_path / "kubeconfig", namespace)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -537,3 +544,18 @@ def test_an_exec_plugin_may_answer_a_client_certificate(control_plane: Any, name
     assert [] == list(scratch.iterdir())
     wait_for(lambda: cli("status", "--kubeconfig", str(path), kubeconfig_env="").returncode == 0, timeout=30,
              message="externalauth status to list the links through the plugin's certificate")
+
+
+def test_the_operator_runs_through_an_exec_plugin_answering_a_client_certificate(
+        world: World, control_plane: Any, make_operator: Any, tmp_path: Path) -> None:
+    """``externalauth run`` whose kubeconfig user is a plugin answering the client
+    certificate of a user bound to the operator's ClusterRole: kopf's provider watch logs in
+    with it (a provider made after the start is seen), and our own writes persist a refresh."""
+    minted = least_privileged_kubeconfig(control_plane, f"operator-tsh-{uuid.uuid4().hex[:6]}")
+    plugin = CertificatePlugin(tmp_path, minted)
+    operator = make_operator(namespaces=[world.ns],
+                             kubeconfig=plugin.kubeconfig(control_plane, tmp_path / "kubeconfig", world.ns))
+    world.make_provider()
+    ready_link(world, "first")
+    refresh_persists(world, "first")
+    assert operator.proc.poll() is None
