@@ -3,7 +3,7 @@
 #   make test      venv + control plane + unit, simulator, integration, reliability and e2e tests
 #   make unit      fast tier only (no control plane)
 #   make e2e       the e2e tier alone: a real node (root; skipped, loudly, without)
-#   make lint      ruff + mypy + import-linter
+#   make lint      ruff + mypy + import-linter + CRD copies + actionlint (the workflows)
 #   make mutate    mutation testing of the §9 modules by the unit tier (slow; not in CI)
 #   make demo      hack/demo.py against a real control plane
 #   make image     the operator image (OCI layout + archive) with hack/build-image.sh (root)
@@ -113,6 +113,8 @@ lint: venv
 	$(BIN)/lint-imports
 	$(call say,chart CRDs match crds/)
 	@hack/check-crds.sh
+	$(call say,actionlint .github/workflows (built once by hack/build-tools.sh))
+	@al=$$(hack/build-tools.sh actionlint | tail -n1); "$$al" .github/workflows/*.yaml
 
 # Mutation testing (docs/mutation.md): one module at a time, MUTATE_JOBS worker processes.
 #   make mutate MUTATE=engine/writing.py MUTATE_JOBS=2

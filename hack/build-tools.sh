@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build the tools the chart tests drive (helm, promtool) from the Go module
-# proxy into a cache keyed by version, and print the path of each requested
+# Build the tools the chart tests and `make lint` drive (helm, promtool, actionlint)
+# from the Go module proxy into a cache keyed by version, and print the path of each requested
 # binary on stdout, one per line, in the order asked. Progress goes to stderr:
 # which binary, which phase, elapsed seconds and packages compiled, every ~15 s.
 #
 #   hack/build-tools.sh helm promtool      # build what is missing, print the paths
+#   hack/build-tools.sh actionlint         # the GitHub Actions workflow linter (make lint)
 #   HELM=/usr/local/bin/helm hack/...      # use a binary you already have
 #
 # Cold build measured on 2 cores, `nice -n 10`, while the control plane was being
@@ -13,15 +14,20 @@
 # Warm (cached) it returns in 0.1 s.
 #
 # Environment:
-#   HELM_VERSION     (default v3.22.0)    module helm.sh/helm/v3, package cmd/helm
+#   HELM_VERSION     (default v3.21.4)    module helm.sh/helm/v3, package cmd/helm (the newest
+#                                         v3 the module proxy here approves: v3.22.0 is served
+#                                         but not approved, and a pin it does not stand behind
+#                                         can vanish from under CI)
 #   PROMTOOL_VERSION (default v0.316.0)   module github.com/prometheus/prometheus
 #                                         (v0.316.0 is Prometheus 3.16.0; needs Go >= 1.26.7)
-#   HELM, PROMTOOL   paths of existing binaries: skip the build for that tool
+#   ACTIONLINT_VERSION (default v1.7.12)  module github.com/rhysd/actionlint, package cmd/actionlint
+#   HELM, PROMTOOL, ACTIONLINT  paths of existing binaries: skip the build for that tool
 #   EXTERNALAUTH_CACHE (default ~/.cache/externalauth)
 set -euo pipefail
 
-HELM_VERSION=${HELM_VERSION:-v3.22.0}
+HELM_VERSION=${HELM_VERSION:-v3.21.4}
 PROMTOOL_VERSION=${PROMTOOL_VERSION:-v0.316.0}
+ACTIONLINT_VERSION=${ACTIONLINT_VERSION:-v1.7.12}
 CACHE_ROOT=${EXTERNALAUTH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/externalauth}
 TOOLS="$CACHE_ROOT/tools"
 TICK=${EXTERNALAUTH_PROGRESS_SECONDS:-15}
@@ -29,13 +35,14 @@ TICK=${EXTERNALAUTH_PROGRESS_SECONDS:-15}
 say() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 
-(( $# > 0 )) || die "usage: $0 helm|promtool ..."
+(( $# > 0 )) || die "usage: $0 helm|promtool|actionlint ..."
 
 version_of() {
   case $1 in
     helm) echo "$HELM_VERSION" ;;
     promtool) echo "$PROMTOOL_VERSION" ;;
-    *) die "unknown tool '$1' (known: helm, promtool)" ;;
+    actionlint) echo "$ACTIONLINT_VERSION" ;;
+    *) die "unknown tool '$1' (known: helm, promtool, actionlint)" ;;
   esac
 }
 
@@ -43,6 +50,7 @@ version_of() {
 expected() {
   case $1 in
     helm) echo "$HELM_VERSION" ;;
+    actionlint) echo "$ACTIONLINT_VERSION" ;;
     # Prometheus' Go module v0.X.Y is Prometheus 3.X... : v0.316.0 -> 3.16.0.
     promtool) local v=${PROMTOOL_VERSION#v0.}; echo "${v:0:1}.$((10#${v:1:2})).${v#*.}" ;;
   esac
@@ -59,6 +67,8 @@ have() {
           [[ "$v" == "$(expected helm)" ]] ;;
     promtool) v=$("$b" --version 2>&1) || return 1
               [[ "$v" == *"version $(expected promtool) "* ]] ;;
+    actionlint) v=$("$b" -version 2>/dev/null | head -n1) || return 1
+                [[ "$v" == "$(expected actionlint)" ]] ;;
   esac
 }
 
@@ -96,6 +106,9 @@ build() {
       module=github.com/prometheus/prometheus; pkg=github.com/prometheus/prometheus/cmd/promtool; tags=netgo
       ld="-s -w -X github.com/prometheus/common/version.Version=$(expected promtool)"
       ld="$ld -X github.com/prometheus/common/version.Branch=HEAD" ;;
+    actionlint)
+      module=github.com/rhysd/actionlint; pkg=github.com/rhysd/actionlint/cmd/actionlint; tags=""
+      ld="-s -w -X github.com/rhysd/actionlint.version=$version" ;;
   esac
   local work out
   work=$(mktemp -d)
