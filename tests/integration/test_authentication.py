@@ -31,6 +31,7 @@ from tests.harness.operator_fixtures import (
     least_privileged_service_account,
     service_account_token,
 )
+from tests.harness.proxy import ConnectProxy
 from tests.harness.waiting import wait_for
 from tests.harness.world import World
 from tests.integration.test_cli import Login
@@ -559,3 +560,30 @@ def test_the_operator_runs_through_an_exec_plugin_answering_a_client_certificate
     ready_link(world, "first")
     refresh_persists(world, "first")
     assert operator.proc.poll() is None
+
+
+def _proxy_url(proxy: ConnectProxy, cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster["proxy-url"] = proxy.url
+
+
+def _https_proxy(proxy: ConnectProxy, cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+
+
+@pytest.mark.parametrize("route", [pytest.param(_proxy_url, id="the kubeconfig's proxy-url"),
+                                   pytest.param(_https_proxy, id="HTTPS_PROXY")])
+def test_the_api_server_is_reached_through_a_connect_proxy(control_plane: Any, kubeconfig: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, route: Any) -> None:
+    """Through a CONNECT proxy (the one HTTP stack's pool), the tunnelled TLS is the
+    kubeconfig's (its CA, the admin's client certificate): the API server names the admin,
+    and the proxy tunnelled to the API server."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    with ConnectProxy() as proxy:
+        route(proxy, doc["clusters"][0]["cluster"], monkeypatch)
+        path = tmp_path / "kubeconfig"
+        path.write_text(yaml.safe_dump(doc))
+        name, _ = acting_user(connect(kubeconfig=str(path)))
+        assert (name, {f"127.0.0.1:{control_plane.secure_port}"}) == (
+            acting_user(connect(kubeconfig=str(kubeconfig)))[0], set(proxy.tunnels))

@@ -1,6 +1,9 @@
 """The HTTP connection to the API server: TLS, proxy, the pool, and sending one request. I/O.
 
-A :class:`Connection` is one urllib3 connection pool whose TLS trust is exactly the
+A :class:`Connection` is one urllib3 connection pool of the one HTTP stack
+(:func:`externalauth.transport.open_pool`: the kubeconfig's ``proxy-url``, else the
+environment's proxy for the server, else direct; the same TLS context through a proxy's
+tunnel) whose TLS trust is exactly the
 kubeconfig's (its CA, else the system's; never ``certifi`` or ``REQUESTS_CA_BUNDLE``), whose
 client certificate is loaded once into memory, and whose credential comes from the user's
 :mod:`~externalauth.kube.credentials` source through
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import ssl
 import threading
@@ -23,11 +27,10 @@ from typing import Any
 import urllib3
 from urllib3._collections import HTTPHeaderDict
 
-from externalauth import __version__
+from externalauth import __version__, transport
 from externalauth.errors import PermanentError
 from externalauth.kube import config as configs
 from externalauth.kube import credentials
-from externalauth.proxying import proxies_for
 
 #: Bytes read at a time from a streamed answer.
 CHUNK = 64 * 1024
@@ -148,7 +151,14 @@ class Response:
         self._raw.release_conn()
 
 
-Pool = urllib3.PoolManager | urllib3.HTTPConnectionPool
+@dataclasses.dataclass(frozen=True)
+class _Pool:
+    """The pool manager of the one HTTP stack (:func:`transport.open_pool`: the kubeconfig's
+    ``proxy-url``, else the environment's proxy, else direct) and its pool for the server,
+    looked up once (not per request)."""
+
+    manager: urllib3.PoolManager
+    server: urllib3.HTTPConnectionPool
 
 
 class Connection:
@@ -171,44 +181,45 @@ class Connection:
         for name, value in config.impersonation.headers():
             headers.add(name, value)
         self._headers = headers
-        environment = proxies_for(self.url)  # resolved once, not per request
-        self._proxy = config.selection.cluster.get("proxy-url") or environment.get(
-            urllib.parse.urlsplit(self.url).scheme) or environment.get("all")
-        # What goes before a path: the whole origin through a proxy, else the server's path.
-        self._prefix = self.url if self._proxy else urllib.parse.urlsplit(self.url).path.rstrip("/")
         self._lock = threading.Lock()
         # The pool and the exec plugin's client certificate it was built with (None: the
         # kubeconfig's own TLS identity).
-        self._pool: tuple[tuple[str, str] | None, Pool] | None = None
+        self._pool: tuple[tuple[str, str] | None, _Pool] | None = None
+        # What goes before a path: the server's path, or the whole URL for a plain-http
+        # server behind a forwarding proxy (set with the first pool).
+        self._prefix = urllib.parse.urlsplit(self.url).path.rstrip("/")
         if not isinstance(config.source, credentials.ExecPlugin):  # a plugin runs at the first request
             self._pool = (None, self._new_pool(None))  # a bad CA or certificate fails here
 
-    def _new_pool(self, credential: credentials.Credential | None) -> Pool:
+    def _new_pool(self, credential: credentials.Credential | None) -> _Pool:
         cluster = self.config.selection.cluster
-        tls: dict[str, Any] = {"ssl_context": tls_context(self.config, credential=credential)}
+        tls: dict[str, Any] = {}
         if cluster.get("insecure-skip-tls-verify"):
             tls["cert_reqs"] = "CERT_NONE"
         server_name = cluster.get("tls-server-name")
         if server_name:
             tls.update(server_hostname=server_name, assert_hostname=server_name)
-        if self._proxy:
-            return urllib3.ProxyManager(str(self._proxy), num_pools=2, maxsize=self._pool_size, block=False, **tls)
-        return urllib3.connection_from_url(self.url, maxsize=self._pool_size, block=False, **tls)
+        proxy = cluster.get("proxy-url")
+        manager = transport.open_pool(self.url, tls_context(self.config, credential=credential),
+                                      maxsize=self._pool_size, proxy=str(proxy) if proxy else None, **tls)
+        if isinstance(manager, urllib3.ProxyManager) and self.url.startswith("http://"):
+            self._prefix = self.url  # a forwarding proxy is sent the whole URL
+        return _Pool(manager, manager.connection_from_url(self.url))
 
-    def _pool_for(self, credential: credentials.Credential | None) -> Pool:
+    def _pool_for(self, credential: credentials.Credential | None) -> urllib3.HTTPConnectionPool:
         """The pool whose TLS identity is ``credential``'s client certificate, if it has one."""
         key = None
         if credential is not None and credential.client_certificate is not None and credential.client_key:
             key = (credential.client_certificate, credential.client_key.fingerprint())
         held = self._pool
         if held is not None and held[0] == key:
-            return held[1]
+            return held[1].server
         with self._lock:
             if self._pool is None or self._pool[0] != key:
                 old, self._pool = self._pool, (key, self._new_pool(credential))
                 if old is not None:
-                    _close(old[1])
-            return self._pool[1]
+                    old[1].manager.clear()
+            return self._pool[1].server
 
     @property
     def namespace(self) -> str:
@@ -261,14 +272,7 @@ class Connection:
     def close(self) -> None:
         held = self._pool
         if held is not None:
-            _close(held[1])
-
-
-def _close(pool: Pool) -> None:
-    if isinstance(pool, urllib3.PoolManager):
-        pool.clear()
-    else:
-        pool.close()
+            held[1].manager.clear()
 
 
 def connect(*, kubeconfig: str | None = None, context: str | None = None, impersonate: str | None = None,
