@@ -137,3 +137,34 @@ def test_a_ca_bundle_that_does_not_parse_fails_only_its_provider(world: World, o
     world.make_link("link", secret="tok")
     wait_for(lambda: world.secret_data("tok")["refresh_token"] != before["refresh_token"], timeout=30,
              message="the healthy provider's link refreshed")
+
+
+def test_a_provider_serves_only_the_namespaces_its_selector_names(world: World, operator: Any) -> None:
+    """spec.namespaceSelector (contract §1, §9.16): a due link in a namespace the provider does
+    not select is Ready=False ProviderNotAllowed and no token of it reaches the provider, even
+    when a refresh is requested; labelling the namespace lets the link refresh, and taking
+    the label away stops it again (the operator watches namespaces' labels)."""
+    label = f"tenant-{world.ns}"[:63]
+    world.make_provider(namespaceSelector={"matchExpressions": [
+        {"key": "externalauth.io/tenant", "operator": "In", "values": [label]}]})
+    world.make_token_secret("tok", expires_in=DUE)
+    world.make_link("link", secret="tok")
+    world.request_refresh("link", "please")
+    world.wait_condition("link", "Ready", "False", "ProviderNotAllowed")
+    assert "externalauth.io/tenant in" not in message(world, "link", "Ready")  # one value: key=value
+    assert f"externalauth.io/tenant={label}" in message(world, "link", "Ready")
+    assert (0, 0) == (world.sim.stats.token_calls, world.sim.stats.validation_calls)
+    before = world.secret_data("tok")["refresh_token"]
+
+    world.core.patch_namespace(world.ns, {"metadata": {"labels": {"externalauth.io/tenant": label}}})
+    wait_for(lambda: world.secret_data("tok")["refresh_token"] != before, timeout=30,
+             message="the link to refresh once its namespace is selected")
+    world.wait_condition("link", "Ready", "True", "TokenCurrent")
+
+    world.core.patch_namespace(world.ns, {"metadata": {"labels": {"externalauth.io/tenant": None}}})
+    world.wait_condition("link", "Ready", "False", "ProviderNotAllowed")
+    calls = world.sim.stats.token_calls
+    world.request_refresh("link", "again")
+    wait_for(lambda: (world.link("link").get("status") or {}).get("lastRefreshRequest") == "again",
+             timeout=30, message="the request to be acknowledged")
+    assert calls == world.sim.stats.token_calls

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import sys
 from collections.abc import Hashable
 from typing import TypeVar
 
@@ -42,6 +43,8 @@ class Caches:
         self.links: dict[LinkKey, RawBody] = {}
         self.secrets: dict[LinkKey, RawBody] = {}
         self.providers: dict[str, RawBody] = {}
+        #: Each namespace's labels (all of them: a provider's namespaceSelector may name any).
+        self.namespaces: dict[str, dict[str, str]] = {}
         self._links_by_secret: dict[LinkKey, set[LinkKey]] = collections.defaultdict(set)
         self._links_by_provider: dict[str, set[LinkKey]] = collections.defaultdict(set)
         self._providers_by_secret: dict[LinkKey, set[str]] = collections.defaultdict(set)
@@ -96,6 +99,32 @@ class Caches:
     def _readers_of(self, key: LinkKey) -> Affected:
         return Affected(links=frozenset(self._links_by_secret.get(key, ())),
                         providers=frozenset(self._providers_by_secret.get(key, ())))
+
+    # --- namespaces (their labels only) ----------------------------------------------
+    def store_namespace(self, body: RawBody) -> Affected:
+        name = bodies.key_of(body)[1]
+        labels = {sys.intern(k): sys.intern(v) for k, v in bodies.labels_of(body).items()
+                  if isinstance(k, str) and isinstance(v, str)}
+        if self.namespaces.get(name) == labels:
+            return NOTHING
+        self.namespaces[name] = labels
+        return self._links_in(name)
+
+    def forget_namespace(self, name: str) -> Affected:
+        if self.namespaces.pop(name, None) is None:
+            return NOTHING
+        return self._links_in(name)
+
+    def _links_in(self, namespace: str) -> Affected:
+        """The links in ``namespace`` whose provider selects namespaces (a walk of the links:
+        only a namespace's labels changing asks)."""
+        selective = {name for name, body in self.providers.items()
+                     if (body.get("spec") or {}).get("namespaceSelector") is not None}
+        if not selective:
+            return NOTHING
+        return Affected(links=frozenset(
+            key for key, body in self.links.items()
+            if key[0] == namespace and (body.get("spec") or {}).get("providerName") in selective))
 
     # --- providers --------------------------------------------------------------------
     def store_provider(self, body: RawBody) -> Affected:

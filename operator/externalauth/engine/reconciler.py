@@ -116,6 +116,17 @@ class Engine:
         for name in affected.providers:  # a client secret changed
             self.background.start(self._reconcile_provider(name), name=f"provider {name}")
 
+    def on_namespace(self, kind: str, body: RawBody) -> None:
+        """A namespace's labels (for providers' namespaceSelector): its links are decided
+        again when they change."""
+        name = bodies.key_of(body)[1]
+        if not self.settings.shard.serves(name):
+            return
+        if kind == "DELETED":
+            self._schedule(self.caches.forget_namespace(name))
+        else:
+            self._schedule(self.caches.store_namespace(body))
+
     async def _reconcile_provider(self, name: str) -> None:
         await self.providers.reconcile(name)
         self._schedule(Affected(links=self.caches.links_of_provider(name)))
@@ -200,7 +211,9 @@ class Engine:
             spec_error = str(e)
         provider_view = self.providers.view(spec.provider_name) if spec is not None else None
         facts = SecretFacts()
-        if spec is not None and provider_view is not None and provider_view.spec is not None:
+        namespace_labels = self.caches.namespaces.get(key[0])
+        if spec is not None and provider_view is not None and provider_view.spec is not None \
+                and provider_view.spec.allows(namespace_labels):  # else ProviderNotAllowed: not read
             facts = await self._look_at_secret(key, spec, provider_view.spec)
         tokens = facts.tokens
         request = bodies.annotation(body, REFRESH_ANNOTATION)
@@ -236,6 +249,7 @@ class Engine:
             secret_opted_in=facts.opted_in,
             secret_label=facts.label,
             secret_unwritable=facts.unwritable,
+            namespace_labels=namespace_labels,
         )
         return inp, body
 

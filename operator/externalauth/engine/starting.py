@@ -36,6 +36,9 @@ from externalauth.policy import timing
 
 log = logging.getLogger("externalauth")
 LINKS = Resource(f"{GROUP}/{VERSION}", "externalauthlinks", "ExternalAuthLink")
+#: Every namespace, for the labels a provider's namespaceSelector reads (cluster-scoped:
+#: one watch in both modes).
+NAMESPACES = Resource("v1", "namespaces", "Namespace")
 
 
 @dataclasses.dataclass
@@ -100,6 +103,7 @@ async def start(options: Options) -> Running:
     scopes: list[tuple[Resource, str | None, str]] = [(SECRETS, ns, PROVIDER_LABEL) for ns in served]
     scopes.append((SECRETS, settings.operator_namespace, ""))
     scopes += [(LINKS, ns, "") for ns in served]
+    scopes.append((NAMESPACES, None, ""))
     pending = set(range(len(scopes)))
     synced = asyncio.Event()
 
@@ -108,7 +112,7 @@ async def start(options: Options) -> Running:
         if not pending:
             synced.set()
 
-    handlers = {SECRETS: engine.on_secret, LINKS: engine.on_link}
+    handlers = {SECRETS: engine.on_secret, LINKS: engine.on_link, NAMESPACES: engine.on_namespace}
     inbox = Inbox(loop)
     watchers = []
     for index, (resource, ns, selector) in enumerate(scopes):

@@ -27,6 +27,7 @@ class ReadyReason(enum.StrEnum):
     SECRET_NOT_OPTED_IN = "SecretNotOptedIn"
     PROVIDER_NOT_FOUND = "ProviderNotFound"
     PROVIDER_NOT_READY = "ProviderNotReady"
+    PROVIDER_NOT_ALLOWED = "ProviderNotAllowed"
     INVALID_SPEC = "InvalidSpec"
 
 

@@ -18,6 +18,7 @@ from externalauth.model import formats
 from externalauth.model.durations import parse_duration
 from externalauth.model.formats import OutputFormat
 from externalauth.model.secure import SecretStr
+from externalauth.model.selectors import LabelSelector, parse_selector
 
 DEFAULT_REFRESH_BEFORE = dt.timedelta(minutes=15)
 DEFAULT_MAX_CONCURRENT = 10
@@ -55,6 +56,15 @@ class ProviderSpec:
     # discovery document supplies it (generic with an issuer, no revocationURL).
     revocation_url: str | None = None
     discover_revocation: bool = False
+    # spec.namespaceSelector: the namespaces whose links may use this provider (None: all).
+    namespace_selector: LabelSelector | None = None
+
+    def allows(self, namespace_labels: Mapping[str, str] | None) -> bool:
+        """May a link in a namespace with these labels use this provider? (None: the
+        namespace is not known yet, which only a provider without a selector allows.)"""
+        if self.namespace_selector is None:
+            return True
+        return namespace_labels is not None and self.namespace_selector.matches(namespace_labels)
 
     @property
     def quirks(self) -> providers.Quirks:
@@ -143,6 +153,8 @@ def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
     max_conc = spec.get("maxConcurrentRefreshes", DEFAULT_MAX_CONCURRENT)
     if not isinstance(max_conc, int) or isinstance(max_conc, bool) or max_conc < 1:
         raise InvalidInputError("spec.maxConcurrentRefreshes must be an integer >= 1")
+    selector = spec.get("namespaceSelector")
+    namespace_selector = parse_selector("spec.namespaceSelector", selector) if selector is not None else None
     host_url = urllib.parse.urlsplit(base or token_url or issuer or "")
     host = host_url.netloc.rsplit("@", 1)[-1]
     if kind is providers.ProviderType.GITHUB and host == "api.github.com":
@@ -164,6 +176,7 @@ def parse_provider(name: str, spec: Mapping[str, Any] | None) -> ProviderSpec:
         discover_validation=issuer is not None and "validateURL" not in spec,
         revocation_url=revocation_url,
         discover_revocation=issuer is not None and "revocationURL" not in spec,
+        namespace_selector=namespace_selector,
     )
 
 

@@ -120,6 +120,8 @@ class LinkInput:
     claimed_by: str | None = None  # another replica's live claim on the Secret: its holder
     claimed_until: dt.datetime | None = None  # ... and when it ends
     claimed_since: dt.datetime | None = None  # ... and when it was taken (end minus the lease)
+    # the labels of the link's namespace (None: not known yet), for spec.namespaceSelector
+    namespace_labels: Mapping[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +274,19 @@ def provider_not_ready(inp: LinkInput) -> Blocked | None:
                    f"{inp.provider.not_ready_message or 'unknown reason'}")
 
 
+def provider_not_allowed(inp: LinkInput) -> Blocked | None:
+    """spec.namespaceSelector (contract §1): a link in a namespace the provider does not
+    select sends nothing, and its Secret is not read."""
+    if inp.spec is None or inp.provider is None or inp.provider.spec is None \
+            or inp.provider.spec.allows(inp.namespace_labels):
+        return None
+    selector = inp.provider.spec.namespace_selector
+    assert selector is not None
+    return Blocked(ReadyReason.PROVIDER_NOT_ALLOWED,
+                   f"ExternalAuthProvider {inp.spec.provider_name} serves only namespaces matching "
+                   f"{selector.describe()}; this namespace does not match, so its tokens are never sent")
+
+
 def secret_missing(inp: LinkInput) -> Blocked | None:
     if inp.spec is None or inp.secret_found:
         return None
@@ -304,6 +319,7 @@ GUARDS: tuple[Callable[[LinkInput], Blocked | None], ...] = (
     spec_invalid,
     provider_missing,
     provider_not_ready,
+    provider_not_allowed,
     secret_missing,
     secret_not_opted_in,
     secret_unusable,

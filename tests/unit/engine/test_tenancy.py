@@ -3,6 +3,7 @@ never spend what cannot be stored, bounded refresh rate, bounded requests."""
 
 from __future__ import annotations
 
+import copy
 import ssl
 from typing import Any
 
@@ -236,3 +237,52 @@ async def test_a_replica_ignores_the_links_and_secrets_of_other_shards() -> None
     await served.standard()
     await served.reconcile()
     assert ["refresh-0"] == served.provider.exchanged
+
+
+async def _selective_provider(rig: Rig, selector: dict[str, Any]) -> None:
+    await rig.add_provider()
+    body = copy.deepcopy(rig.kube.providers["gh"])
+    body["spec"]["namespaceSelector"] = selector
+    body["metadata"]["generation"] = 2
+    rig.kube.bump(body)
+    rig.kube.providers["gh"] = body
+    await rig.engine.on_provider("MODIFIED", copy.deepcopy(body))
+
+
+@run
+async def test_a_link_in_a_namespace_the_provider_does_not_select_sends_nothing_until_relabelled() -> None:
+    """spec.namespaceSelector (contract §1): a due link in an unselected namespace is
+    ProviderNotAllowed, its Secret's data is not read and no token is sent, even on request;
+    labelling the namespace re-decides it (scheduled by the namespace event) and it refreshes."""
+    rig = Rig(validate=True)
+    await _selective_provider(rig, {"matchLabels": {"externalauth.io/tenant": "yes"}})
+    rig.engine.on_namespace("ADDED", {"metadata": {"name": "ns", "labels": {"team": "b"}}})
+    rig.add_secret(expires_in=60)
+    rig.add_link()
+    rig.request_refresh("now")
+    await rig.reconcile()
+    assert ("False", "ProviderNotAllowed") == rig.condition("Ready")
+    assert [] == rig.provider.exchanged + rig.provider.validated
+    assert [] == rig.steps("get", "meta", "claim")
+    rig.engine.on_namespace("MODIFIED", {"metadata": {"name": "ns", "labels": {"externalauth.io/tenant": "yes"}}})
+    assert rig.engine.scheduler.when(LINK) is not None, "relabelling the namespace re-decides its links"
+    await rig.reconcile()
+    assert ("True", "TokenCurrent") == rig.condition("Ready")
+    assert 1 == len(rig.provider.exchanged)
+    rig.engine.on_namespace("MODIFIED", {"metadata": {"name": "ns", "labels": {}}})
+    await rig.reconcile()
+    assert ("False", "ProviderNotAllowed") == rig.condition("Ready")
+
+
+@run
+async def test_a_namespace_event_that_changes_no_label_re_decides_nothing() -> None:
+    rig = Rig()
+    await _selective_provider(rig, {"matchLabels": {"team": "a"}})
+    rig.engine.on_namespace("ADDED", {"metadata": {"name": "ns", "labels": {"team": "a"}}})
+    rig.add_secret(expires_in=HOUR)
+    rig.add_link()
+    await rig.reconcile()
+    rig.engine.scheduler.forget(LINK)
+    rig.engine.on_namespace("MODIFIED", {"metadata": {"name": "ns", "labels": {"team": "a"},
+                                                      "annotations": {"x": "y"}}})
+    assert rig.engine.scheduler.when(LINK) is None

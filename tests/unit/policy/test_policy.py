@@ -127,6 +127,8 @@ def test_backoff(failures: int, retry_after: float | None, low: float, high: flo
 
 PROVIDER = parse_provider("gh", {"type": "github", "clientID": "c", "baseURL": "https://ghe.example"})
 LINK = parse_link({"providerName": "gh", "secretName": "tok"})
+TEAM_A = parse_provider("gh", {"type": "github", "clientID": "c", "baseURL": "https://ghe.example",
+                               "namespaceSelector": {"matchLabels": {"team": "a"}}})
 
 
 def tokens(*, expires_in: float | None = 8 * 3600, refresh: str | None = "r1", access: str = "a1") -> TokenSet:
@@ -250,6 +252,17 @@ CHAIN: list[Row] = [
     ("provider missing", inp(provider=None), Action.NONE, ("False", "ProviderNotFound"), None, None, None),
     ("provider not ready", inp(provider=ProviderView(spec=None, not_ready_message="x")), Action.NONE,
      ("False", "ProviderNotReady"), None, None, None),
+    ("a provider that does not select the link's namespace is not used, even for a due token",
+     inp(provider=ProviderView(spec=TEAM_A), namespace_labels={"team": "b"}, tokens=tokens(expires_in=60),
+         refresh_requested="r-3"), Action.NONE, ("False", "ProviderNotAllowed"), None, None, None),
+    ("a namespace not known yet is not selected",
+     inp(provider=ProviderView(spec=TEAM_A), namespace_labels=None), Action.NONE,
+     ("False", "ProviderNotAllowed"), None, None, None),
+    ("a provider that selects the link's namespace is used",
+     inp(provider=ProviderView(spec=TEAM_A), namespace_labels={"team": "a"}, tokens=tokens(expires_in=60)),
+     Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+    ("a provider without a selector serves a namespace not known yet",
+     inp(namespace_labels=None), Action.NONE, OK, NOT_YET_DUE, VALID, NEXT_VALIDATION),
 ]
 
 
