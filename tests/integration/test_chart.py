@@ -346,7 +346,7 @@ def test_namespaced_render_grants_no_cluster_wide_secret_permission(tools: Tools
     operator_cluster_role = next(d for d in by_kind(docs, "ClusterRole")
                                  if d["metadata"]["name"] == "ea-externalauth-operator")
     assert {r for _, r, _ in rule_set(operator_cluster_role["rules"])} == {
-        "externalauthproviders", "externalauthproviders/status"}
+        "externalauthproviders", "externalauthproviders/status", "namespaces"}  # namespaces: their labels
     roles = {d["metadata"]["namespace"]: rule_set(d["rules"]) for d in by_kind(docs, "Role")}
     assert sorted(roles) == sorted(["team-a", "team-b", RELEASE_NS])
     assert roles[RELEASE_NS] == {("", "secrets", v) for v in ("get", "list", "watch")}
