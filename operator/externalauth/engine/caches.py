@@ -11,7 +11,7 @@ import sys
 from collections.abc import Hashable
 from typing import TypeVar
 
-from externalauth.model import bodies
+from externalauth.model import bodies, formats, tokens
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
 
@@ -25,6 +25,9 @@ class Affected:
 
 
 NOTHING = Affected()
+#: The data keys of a token Secret the engine reads: the token keys and the output-format
+#: keys (their values are compared with what the token renders to).
+SECRET_KEYS = frozenset((*tokens.TOKEN_KEYS, *formats.KEYS.values()))
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -73,20 +76,49 @@ class Caches:
         if old is None:
             return
         spec = old.get("spec") or {}
-        _discard(self._links_by_secret, (key[0], spec.get("secretName", "")), key)
+        secret = (key[0], spec.get("secretName", ""))
+        _discard(self._links_by_secret, secret, key)
         _discard(self._links_by_provider, spec.get("providerName", ""), key)
+        self._drop_unread(secret)
+
+    def _drop_unread(self, key: LinkKey) -> None:
+        """A Secret no link or provider reads any more leaves the cache (read again, by
+        one GET, if a link names it later)."""
+        if not self.reads_secret(key):
+            self.secrets.pop(key, None)
 
     def links_of_provider(self, name: str) -> frozenset[LinkKey]:
         return frozenset(self._links_by_provider.get(name, ()))
 
     # --- Secrets ----------------------------------------------------------------------
+    def reads_secret(self, key: LinkKey) -> bool:
+        """Does a cached link (its token Secret) or provider (its client Secret) read it?"""
+        return key in self._links_by_secret or key in self._providers_by_secret
+
+    def prepare_secret(self, body: RawBody) -> RawBody:
+        """``body`` as the cache would keep it: a client Secret whole, a token Secret a link
+        reads with only the keys the engine reads, any other one without its data. Called
+        by the watch threads too, before an event is queued for the loop (it only reads the
+        indexes), so that a tenant's 1,000 large labelled Secrets nobody links to never
+        wait in the inbox whole (contract §9.16)."""
+        key = bodies.key_of(body)
+        if key in self._providers_by_secret:
+            return bodies.slim(body)
+        return bodies.slim_secret(body, keep=SECRET_KEYS, read=key in self._links_by_secret)
+
     def store_secret(self, body: RawBody) -> Affected:
+        """Keep a Secret that a link or provider reads; forget one that none reads, or whose
+        data was left out (read by a GET when a link needs it)."""
         key = bodies.key_of(body)
         old = self.secrets.get(key)
         if old is not None and (not bodies.newer(old, body)
                                 or bodies.resource_version(old) == bodies.resource_version(body)):
             return NOTHING
-        self.secrets[key] = bodies.slim(body)
+        body = self.prepare_secret(body)
+        if body.get("dataOmitted") or not self.reads_secret(key):
+            self.secrets.pop(key, None)
+        else:
+            self.secrets[key] = body
         return self._readers_of(key)
 
     def forget_secret(self, key: LinkKey) -> Affected:
@@ -149,5 +181,7 @@ class Caches:
         """Record which Secret holds ``provider``'s client secret (None: none)."""
         for key in [k for k, names in self._providers_by_secret.items() if provider in names]:
             _discard(self._providers_by_secret, key, provider)
+            if key != ref:
+                self._drop_unread(key)
         if ref is not None:
             self._providers_by_secret[ref].add(provider)

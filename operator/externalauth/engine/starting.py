@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from externalauth import GROUP, VERSION, metrics
@@ -26,7 +27,7 @@ from externalauth.engine.settings import Settings
 from externalauth.errors import TransientError
 from externalauth.kube.api import Kube
 from externalauth.kube.connection import connect
-from externalauth.kube.watching import SECRETS, Resource, Watcher
+from externalauth.kube.watching import PAGE, SECRET_PAGE, SECRETS, Resource, Watcher
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
@@ -95,15 +96,44 @@ async def start(options: Options) -> Running:
     for item in await _list_providers(engine):
         await engine.on_provider("ADDED", item)
 
-    # Then the Secrets and the links: opted-in token Secrets (server-side label selector)
-    # and the links in the served namespaces, and every Secret of the operator's own
-    # namespace (client secrets). The scheduler waits for their first listing, so that links
-    # are decided from the cache and not by one read each.
+    # Then the links and the namespaces' labels, and only once they are listed the Secrets:
+    # opted-in token Secrets (server-side label selector) in the served namespaces and every
+    # Secret of the operator's own namespace (client secrets). In that order the cache keeps
+    # the data of exactly the Secrets a link reads (contract §9.16: memory grows with links,
+    # not with what tenants label), and each Secret event is cut down to that in its watch
+    # thread, before it waits in the inbox. The scheduler waits for every first listing, so
+    # that links are decided from the cache and not by one read each.
     served: list[str | None] = list(options.namespaces) or [None]
-    scopes: list[tuple[Resource, str | None, str]] = [(SECRETS, ns, PROVIDER_LABEL) for ns in served]
-    scopes.append((SECRETS, settings.operator_namespace, ""))
-    scopes += [(LINKS, ns, "") for ns in served]
-    scopes.append((NAMESPACES, None, ""))
+    first: list[tuple[Resource, str | None, str]] = [(LINKS, ns, "") for ns in served]
+    first.append((NAMESPACES, None, ""))
+    then: list[tuple[Resource, str | None, str]] = [(SECRETS, ns, PROVIDER_LABEL) for ns in served]
+    then.append((SECRETS, settings.operator_namespace, ""))
+    inbox = Inbox(loop)
+    secret_events = inbox.sender(engine.on_secret)
+
+    def on_secret(kind: str, obj: RawBody) -> None:  # in the watch thread
+        secret_events(kind, obj if kind == "DELETED" else engine.caches.prepare_secret(obj))
+
+    handlers = {SECRETS: on_secret, LINKS: inbox.sender(engine.on_link),
+                NAMESPACES: inbox.sender(engine.on_namespace)}
+    watchers: list[Watcher] = []
+    for scopes in (first, then):
+        await _watch_until_listed(loop, kube, scopes, handlers, watchers)
+    scheduler_task = loop.create_task(engine.scheduler.run(), name="scheduler")
+    engine.scheduler.start()
+    if options.metrics_port:
+        metrics.serve(options.metrics_port, options.metrics_address)
+    log.info("externalauth operator started (holder %s, shard %s)", engine.holder, settings.shard)
+    return Running(engine=engine, watchers=watchers, inbox=inbox, scheduler_task=scheduler_task,
+                   pools=[api_pool, persist_pool, provider_pool])
+
+
+async def _watch_until_listed(loop: asyncio.AbstractEventLoop, kube: Kube,
+                              scopes: list[tuple[Resource, str | None, str]],
+                              handlers: dict[Resource, Callable[[str, RawBody], None]],
+                              watchers: list[Watcher]) -> None:
+    """Start a watch thread for each scope; return once each has handed its first listing to
+    the loop (the inbox's events are handled before the listing is marked done)."""
     pending = set(range(len(scopes)))
     synced = asyncio.Event()
 
@@ -112,27 +142,17 @@ async def start(options: Options) -> Running:
         if not pending:
             synced.set()
 
-    handlers = {SECRETS: engine.on_secret, LINKS: engine.on_link, NAMESPACES: engine.on_namespace}
-    inbox = Inbox(loop)
-    watchers = []
     for index, (resource, ns, selector) in enumerate(scopes):
         def on_synced(index: int = index) -> None:
             loop.call_soon_threadsafe(mark, index)
 
         watcher = Watcher(kube, resource, namespace=ns, selector=selector,
-                          callback=inbox.sender(handlers[resource]),  # type: ignore[arg-type]
-                          synced=on_synced)
+                          callback=handlers[resource],  # type: ignore[arg-type]
+                          synced=on_synced, page=SECRET_PAGE if resource == SECRETS else PAGE)
         watchers.append(watcher)
         threading.Thread(target=watcher.run, name=f"watch-{resource.plural}-{ns or 'all'}{'' if selector else '-all'}",
                          daemon=True).start()
     await asyncio.wait_for(synced.wait(), timeout=timing.SYNC_TIMEOUT)
-    scheduler_task = loop.create_task(engine.scheduler.run(), name="scheduler")
-    engine.scheduler.start()
-    if options.metrics_port:
-        metrics.serve(options.metrics_port, options.metrics_address)
-    log.info("externalauth operator started (holder %s, shard %s)", engine.holder, settings.shard)
-    return Running(engine=engine, watchers=watchers, inbox=inbox, scheduler_task=scheduler_task,
-                   pools=[api_pool, persist_pool, provider_pool])
 
 
 async def _list_providers(engine: Engine) -> list[RawBody]:

@@ -9,6 +9,7 @@ views built on them live in :mod:`externalauth.model.specs` and
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from typing import Any, TypedDict
 
 from externalauth import PREFIX
@@ -37,6 +38,9 @@ class RawBody(TypedDict, total=False):
     data: dict[str, str]
     type: str
     immutable: bool
+    # Ours, set by slim_secret on a cached Secret (never sent by the API server):
+    omittedBytes: int  # size of the data keys left out (key lengths plus decoded values)
+    dataOmitted: bool  # the data was left out whole (no link reads this Secret)
 
 
 def key_of(body: RawBody) -> LinkKey:
@@ -96,6 +100,29 @@ def _shared(value: Any) -> Any:
     if type(value) is str and len(value) <= SHARED_STRING:
         return sys.intern(value)
     return value
+
+
+def _decoded_size(key: str, value: object) -> int:
+    return len(key) + (len(value) * 3 // 4 if isinstance(value, str) else 0)
+
+
+def slim_secret(body: RawBody, *, keep: Collection[str], read: bool) -> RawBody:
+    """A token Secret as the cache holds it (contract §9.14, §9.16: memory grows with links,
+    not with what tenants put into labelled Secrets): :func:`slim`'s metadata, and of its
+    data only the keys in ``keep`` (token and format keys), the size of the others in
+    ``omittedBytes`` (for the "too large to take a refreshed token" check); with ``read``
+    False (no link reads it) no data at all, ``dataOmitted`` set. Idempotent."""
+    data = body.get("data") or {}
+    omitted = body.get("omittedBytes", 0) + sum(
+        _decoded_size(k, v) for k, v in data.items() if k not in keep)
+    out: dict[str, Any] = {k: v for k, v in body.items() if k not in ("data", "omittedBytes", "dataOmitted")}
+    if read and not body.get("dataOmitted"):
+        out["data"] = {k: v for k, v in data.items() if k in keep}
+        if omitted:
+            out["omittedBytes"] = omitted
+    else:
+        out["dataOmitted"] = True
+    return slim(out)  # type: ignore[arg-type]
 
 
 def slim(body: RawBody) -> RawBody:

@@ -23,7 +23,7 @@ def unwritable(secret: RawBody, *, extra: Mapping[str, str | None]) -> str | Non
     if secret.get("immutable") is True:
         return "the Secret is immutable: a refreshed token could not be stored in it"
     data: dict[str, str | None] = {**(secret.get("data") or {}), **extra}
-    size = sum(len(k) + _decoded(v) for k, v in data.items() if isinstance(v, str))
+    size = secret.get("omittedBytes", 0) + sum(len(k) + _decoded(v) for k, v in data.items() if isinstance(v, str))
     if size + HEADROOM > SECRET_LIMIT:
         return (f"the Secret is too large to take a refreshed token (about {size // 1024} KiB; "
                 f"the API server's limit is {SECRET_LIMIT // 1024} KiB)")

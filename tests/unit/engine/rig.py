@@ -72,9 +72,12 @@ class Rig:
         self.engine.on_link("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
 
     async def standard(self, *, link: dict[str, Any] | None = None, **secret: Any) -> None:
+        """The provider, the link, then its Secret: the order of the operator's start-up
+        (links are listed before Secrets, so that the cache keeps the data of exactly the
+        Secrets that links read)."""
         await self.add_provider()
-        self.add_secret(**secret)
         self.add_link(**(link or {}))
+        self.add_secret(**secret)
 
     def request_refresh(self, value: str, key: tuple[str, str] = LINK) -> None:
         """A user sets the refresh annotation (a new resourceVersion, then the watch event)."""

@@ -74,3 +74,59 @@ def test_a_provider_status_change_or_echo_does_not_make_every_link_decide_again(
     assert (frozenset(), frozenset()) == (echo.links, echo.providers)
     assert (frozenset(), {"gh"}) == (status_only.links, status_only.providers)
     assert ({("ns", "l")}, {"gh"}) == (spec_change.links, spec_change.providers)
+
+
+# --- memory grows with links, not with what tenants label (contract §9.16) --------------
+
+def full_secret(rv: str, name: str = "tok", **data: str) -> Any:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv,
+                         "labels": {"externalauth.io/provider": "gh"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "type": "Opaque", "data": data}
+
+
+def test_a_secret_no_link_reads_is_not_cached_and_one_a_link_reads_keeps_only_the_keys_the_engine_reads() -> None:
+    caches = Caches()
+    assert frozenset() == caches.store_secret(full_secret("1", access_token="YQ==", blob="x" * 4000)).links
+    assert {} == caches.secrets, "a labelled Secret no link names is not kept"
+    caches.store_link(link("1"))
+    caches.store_secret(full_secret("2", access_token="YQ==", refresh_token="cg==", blob="x" * 4000,
+                                    **{"git-credentials": "Zw=="}))
+    kept = caches.secrets[("ns", "tok")]
+    assert {"access_token": "YQ==", "refresh_token": "cg==", "git-credentials": "Zw=="} == kept["data"]
+    assert 4 + 3000 == kept["omittedBytes"], "the size of what was left out is kept, for the size check"
+    assert "managedFields" not in kept["metadata"]
+
+
+def test_a_secret_leaves_the_cache_when_its_last_link_goes_or_moves() -> None:
+    caches = Caches()
+    caches.store_link(link("1"))
+    caches.store_secret(full_secret("1", access_token="YQ=="))
+    caches.store_link(link("2", secret="other"))
+    assert ("ns", "tok") not in caches.secrets
+    caches.store_secret(full_secret("3", name="other", access_token="YQ=="))
+    caches.forget_link(("ns", "l"))
+    assert {} == caches.secrets
+
+
+def test_a_secret_event_cut_down_in_the_watch_thread_before_a_link_named_it_is_not_kept() -> None:
+    """The watch thread prepared the event while no link named the Secret (no data); the
+    link arrived before the loop stored it: the cache keeps nothing (the link's first look
+    reads the Secret), never a Secret without its tokens."""
+    caches = Caches()
+    prepared = caches.prepare_secret(full_secret("1", access_token="YQ==", blob="x" * 4000))
+    assert prepared.get("dataOmitted") and "data" not in prepared
+    caches.store_link(link("1"))
+    assert {("ns", "l")} == caches.store_secret(prepared).links
+    assert ("ns", "tok") not in caches.secrets
+
+
+def test_a_client_secret_is_kept_whole() -> None:
+    caches = Caches()
+    caches.index_client_secret("gh", ("ops", "client"))
+    body = full_secret("1", name="client", clientSecret="cw==")
+    body["metadata"]["namespace"] = "ops"
+    caches.store_secret(body)
+    assert {"clientSecret": "cw=="} == caches.secrets[("ops", "client")]["data"]
+    caches.index_client_secret("gh", None)
+    assert ("ops", "client") not in caches.secrets
