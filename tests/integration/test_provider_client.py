@@ -376,6 +376,22 @@ def test_a_rate_limited_token_endpoint_gets_nothing_until_its_retry_after(make_s
         wait is not None and 55 < wait <= 60)
 
 
+def test_an_hour_long_retry_after_holds_the_endpoint_for_other_links_5_minutes_only(make_simulator: Any) -> None:
+    """Contract §9.16: one 429 with Retry-After: 3600 makes the link that got it wait the
+    hour, but the endpoint is held for every other tenant's links for at most
+    MAX_ENDPOINT_HOLD (5 minutes) before one of them probes again."""
+    sim = make_simulator()
+    first, second = sim.issue_grant(CLIENT_ID), sim.issue_grant(CLIENT_ID)
+    sim.add_fault("token", "status", value=429, count=1, headers={"retry-after": "3600"})
+    client = client_for(sim)
+    limited = client.refresh(SecretStr(first.refresh_token), now=NOW)
+    held = client.refresh(SecretStr(second.refresh_token), now=NOW)
+    mine, others = limited.classified.retry_after, held.classified.retry_after
+    assert mine is not None and mine >= 3599, mine
+    assert others is not None and 290 < others <= 300, others
+    assert 1 == sim.stats.token_calls
+
+
 def test_a_spent_budget_holds_the_next_validation_until_the_reset(make_simulator: Any) -> None:
     """A 200 saying x-ratelimit-remaining: 0 and when it resets: the next validation waits
     for the reset instead of earning a 403."""

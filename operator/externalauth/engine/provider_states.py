@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from externalauth.engine.caches import Caches
 from externalauth.engine.ports import Clock, KubePort, ProviderFactory, ProviderPort
+from externalauth.engine.scheduling import FairSlots
 from externalauth.engine.settings import Settings
 from externalauth.errors import DiscoveryError, ExternalAuthError, InvalidInputError
 from externalauth.model import conditions as cond
@@ -37,8 +38,8 @@ class ProviderRuntime:
     reason: ProviderReason = ProviderReason.INVALID_SPEC
     message: str = ""
     client: ProviderPort | None = None
-    semaphore: asyncio.Semaphore | None = None  # K token calls in flight
-    pipeline: asyncio.Semaphore | None = None  # 2K links between claim and exchange
+    semaphore: FairSlots | None = None  # K token calls in flight, shared fairly by namespaces
+    pipeline: FairSlots | None = None  # 2K links between claim and exchange, the same
     validations: asyncio.Semaphore | None = None  # K validation calls in flight (their own bound)
     rejected_failures: int = 0
     rejected_until: dt.datetime | None = None
@@ -185,8 +186,8 @@ class Providers:
         runtime.client = await self._make_client(spec, secret)
         if runtime.spec is None or runtime.spec.max_concurrent != spec.max_concurrent \
                 or runtime.semaphore is None:
-            runtime.semaphore = asyncio.Semaphore(spec.max_concurrent)
-            runtime.pipeline = asyncio.Semaphore(2 * spec.max_concurrent)
+            runtime.semaphore = FairSlots(spec.max_concurrent)
+            runtime.pipeline = FairSlots(2 * spec.max_concurrent)
             runtime.validations = asyncio.Semaphore(spec.max_concurrent)
         if runtime.secret_fp != fp:
             runtime.rejected_failures, runtime.rejected_until = 0, None

@@ -35,7 +35,7 @@ from externalauth.model.bodies import RawBody
 from externalauth.model.names import MAX_REFRESH_REQUEST, PROVIDER_LABEL, REFRESH_ANNOTATION, LinkKey
 from externalauth.model.reasons import EventReason
 from externalauth.model.specs import LinkSpec, ProviderSpec, parse_link, render_formats
-from externalauth.policy import deciding, effects, remembering, timing
+from externalauth.policy import budgets, deciding, effects, remembering, timing
 from externalauth.policy.deciding import Action, LinkMemory
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,10 @@ class Engine:
         self.scheduler = Scheduler(self._reconcile_key, concurrency=settings.concurrency, clock=clock)
         self._warned_rt: dict[LinkKey, str] = {}
         self.background = Background()  # provider reconciles started by a watch event
+        #: Each (provider, namespace)'s budget of calls that are not due (contract §9.16),
+        #: and the moment booked for each link that waits for it.
+        self.budgets: dict[tuple[str, str], budgets.Bucket] = {}
+        self._booked: dict[LinkKey, dt.datetime] = {}
 
     # --- watch events in -------------------------------------------------------------
     def on_link(self, kind: str, body: RawBody) -> None:
@@ -96,6 +100,7 @@ class Engine:
             self.caches.forget_link(key)
             self.memory.pop(key, None)
             self._warned_rt.pop(key, None)
+            self._booked.pop(key, None)
             self.scheduler.forget(key)
             self.recorder.forget(key)
             self.revoker.forget(key)
@@ -186,6 +191,7 @@ class Engine:
                 self.scheduler.schedule(key, again)
             return
         acted: set[Action] = set()
+        deferred: dt.timedelta | None = None
         while True:
             gathered = await self._gather(key)
             if gathered is None:
@@ -194,9 +200,29 @@ class Engine:
             plan = deciding.decide(inp)
             if plan.action is Action.NONE or plan.action in acted:
                 break
+            if plan.budgeted and inp.spec is not None:
+                deferred = self._spend(key, inp.spec.provider_name, now=inp.now)
+                if deferred is not None:
+                    break  # the namespace's budget of calls that are not due is spent: later
             acted.add(plan.action)
             await self._act(key, inp, plan)
-        await self._record(key, inp, body, plan)
+        await self._record(key, inp, body, plan, deferred=deferred)
+
+    def _spend(self, key: LinkKey, provider: str, *, now: dt.datetime) -> dt.timedelta | None:
+        """One call from the link's namespace's budget at ``provider`` (contract §9.16): None
+        (go ahead), or how long until the moment booked for it."""
+        at = self._booked.pop(key, None)
+        if at is None:
+            where = (provider, key[0])
+            bucket = self.budgets.get(where)
+            if bucket is not None and budgets.idle(bucket, now=now):
+                bucket = None
+            self.budgets[where], at = budgets.book(bucket, now=now, burst=self.settings.tenant_burst,
+                                                   rate=self.settings.tenant_rate)
+        if at <= now:
+            return None
+        self._booked[key] = at
+        return at - now
 
     async def _gather(self, key: LinkKey) -> tuple[deciding.LinkInput, RawBody] | None:
         body = self.caches.links.get(key)
@@ -358,7 +384,7 @@ class Engine:
             self.recorder.event(key, event.type, event.reason, event.message)
 
     async def _record(self, key: LinkKey, inp: deciding.LinkInput, body: RawBody,
-                      plan: deciding.Plan) -> None:
+                      plan: deciding.Plan, *, deferred: dt.timedelta | None = None) -> None:
         written = await self.recorder.write_status(key, body=body, plan=plan, now=inp.now,
                                                    generation=inp.generation)
         if written.result is Written.GONE:
@@ -369,6 +395,8 @@ class Engine:
                              expiry=inp.tokens.expiry if inp.tokens else None)
         if written.result is Written.FAILED:
             self.scheduler.schedule(key, inp.now + timing.STATUS_RETRY)
+        elif deferred is not None:  # over the namespace's budget: when it has a call again
+            self.scheduler.reset(key, inp.now + deferred)
         elif plan.action is not Action.NONE:
             # The action could not be done now (e.g. another replica holds the claim).
             self.scheduler.schedule(key, inp.now + timing.RETRY_SOON)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 
+from externalauth.engine import scheduling
 from externalauth.engine.ports import Clock
 from externalauth.engine.provider_states import Providers
 from externalauth.engine.writing import ClaimState, PersistOutcome, SecretWriter
@@ -69,11 +70,15 @@ class Refresher:
         # waits for at most one exchange ahead of it, far less than the lease; still, a
         # lease that has run low is renewed before the token is sent (a lease that ran
         # out in the queue would let another replica exchange the same refresh token).
-        async with runtime.pipeline:
+        # Both bounds are shared fairly by the namespaces that wait (contract §9.16), and a
+        # link that has to wait for the provider gives its reconcile slot to another link.
+        if not runtime.pipeline.free:
+            scheduling.give_up_slot()
+        async with runtime.pipeline.slot(key[0]):
             claimed = await self._claim(key, consumed)
             if isinstance(claimed, Refresh):
                 return claimed
-            async with runtime.semaphore:
+            async with runtime.semaphore.slot(key[0]):
                 claimed = await self._claim(key, consumed, keep=claimed)  # renewed if low
                 if isinstance(claimed, Refresh):
                     return claimed

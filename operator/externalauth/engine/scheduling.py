@@ -8,16 +8,97 @@ coalesced into a single re-run (single-flight per link).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import contextvars
 import datetime as dt
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 
 from externalauth.engine.ports import Clock, SystemClock
 from externalauth.policy import timing
 
 log = logging.getLogger(__name__)
+
+
+#: The reconcile slot the running task holds (its semaphore, and whether it still holds it).
+_SLOT: contextvars.ContextVar[tuple[asyncio.Semaphore, list[bool]] | None] = contextvars.ContextVar(
+    "reconcile_slot", default=None)
+
+
+def give_up_slot() -> None:
+    """The running reconcile is about to wait for something other than work (a provider's
+    slot): its reconcile slot goes to another link, and is not taken back (contract §9.16:
+    a namespace's flood cannot hold the engine's slots while it waits for a provider; past
+    the wait it is bounded by the provider's own slots)."""
+    held = _SLOT.get()
+    if held is not None and held[1][0]:
+        held[1][0] = False
+        held[0].release()
+
+
+class FairSlots:
+    """``size`` slots shared fairly across tenants (namespaces) with work waiting (contract
+    §9.16): a free slot goes to the tenant whose turn it is, round-robin over the tenants
+    that wait, each tenant's waiters in order. A tenant with 1,000 waiting links gets one
+    slot in turn with a tenant that has one, never 1,000 before it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = size
+        self._waiting: collections.OrderedDict[str, collections.deque[asyncio.Future[None]]] = \
+            collections.OrderedDict()
+
+    @property
+    def free(self) -> bool:
+        """Would :meth:`acquire` return at once?"""
+        return self._free > 0 and not self._waiting
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    async def acquire(self, tenant: str) -> None:
+        if self.free:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant, collections.deque()).append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot as it was cancelled: pass it on
+            else:
+                queue = self._waiting.get(tenant)
+                if queue is not None and future in queue:
+                    queue.remove(future)
+                    if not queue:
+                        del self._waiting[tenant]
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            tenant, queue = next(iter(self._waiting.items()))
+            future = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(tenant)  # the next tenant's turn
+            else:
+                del self._waiting[tenant]
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        await self.acquire(tenant)
+        try:
+            yield
+        finally:
+            self.release()
 
 
 class Scheduler:
@@ -106,14 +187,20 @@ class Scheduler:
         try:
             while True:
                 self._rerun.discard(key)
-                async with self._slots:
-                    try:
-                        await self._work(key)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        log.exception("reconcile of %s failed unexpectedly; retrying in 30s", key)
-                        self.schedule(key, self._clock.now() + timing.CRASH_RETRY)
+                await self._slots.acquire()
+                held = [True]
+                token = _SLOT.set((self._slots, held))
+                try:
+                    await self._work(key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("reconcile of %s failed unexpectedly; retrying in 30s", key)
+                    self.schedule(key, self._clock.now() + timing.CRASH_RETRY)
+                finally:
+                    _SLOT.reset(token)
+                    if held[0]:
+                        self._slots.release()
                 if key not in self._rerun or self._stopped:
                     break
         finally:

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 
 from externalauth.model.names import DEFAULT_OPERATOR_NAMESPACE
-from externalauth.policy import deciding, timing
+from externalauth.policy import budgets, deciding, timing
 from externalauth.policy.sharding import Shard
 
 
@@ -28,6 +28,9 @@ class Settings:
     revocation_deadline: float = timing.REVOCATION_DEADLINE.total_seconds()
     operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE  # where client secrets live
     shard: Shard = dataclasses.field(default_factory=Shard)  # which namespaces this replica serves
+    # Calls that are not due, per namespace per provider (contract §9.16): at once, then a second
+    tenant_burst: int = budgets.BURST
+    tenant_rate: float = budgets.RATE
 
     @property
     def provider_call_budget(self) -> float:

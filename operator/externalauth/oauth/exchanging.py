@@ -187,7 +187,7 @@ class ProviderClient:
             hold = wait if wait is not None else timing.RATE_LIMIT_DEFAULT_WAIT
             log.info("provider %s: %s endpoint rate-limited (HTTP %d): nothing sent to it for %.0fs",
                      self.spec.name, endpoint, answer.status, hold)
-            self._hold(endpoint, until=started + answer.elapsed + hold)
+            self._hold(endpoint, until=started + answer.elapsed + min(hold, timing.MAX_ENDPOINT_HOLD))
         return wait
 
     # --- refresh -------------------------------------------------------------------

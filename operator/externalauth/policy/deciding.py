@@ -133,6 +133,9 @@ class Plan:
     wake_at: dt.datetime | None  # when to decide again (None: on the next event only)
     ready: bool = False
     requested: bool = False  # the action answers a refresh request (the annotation)
+    # the refresh is not due by the token's expiry (a request, or a Secret without an expiry):
+    # it spends the namespace's budget of such calls at this provider (contract §9.16)
+    budgeted: bool = False
 
 
 def _c(kind: ConditionType, status: Status, reason: str, message: str) -> cond.Condition:
@@ -454,9 +457,10 @@ def grant_dead(f: Facts) -> Refreshing | None:
 
 
 def client_rejected(f: Facts) -> Refreshing | None:
-    """The provider refused the OAuth client: every link of it waits (a request does not)."""
+    """The provider refused the OAuth client: every link of it waits, a refresh request too
+    (contract §9.16: requests never skip a provider's backoff)."""
     until = f.provider.credentials_rejected_until
-    if until is None or until <= f.now or f.requested:
+    if until is None or until <= f.now:
         return None
     return Refreshing(_refreshable(Status.FALSE, RefreshableReason.PROVIDER_CREDENTIALS_REJECTED,
                                    f"the provider rejected the OAuth client of ExternalAuthProvider "
@@ -464,8 +468,8 @@ def client_rejected(f: Facts) -> Refreshing | None:
 
 
 def backing_off(f: Facts) -> Refreshing | None:
-    """A failed refresh waits for its backoff to end (a request does not)."""
-    if f.failure is None or f.failure.retry_at is None or f.failure.retry_at <= f.now or f.requested:
+    """A failed refresh waits for its backoff to end, a refresh request too (contract §9.16)."""
+    if f.failure is None or f.failure.retry_at is None or f.failure.retry_at <= f.now:
         return None
     return Refreshing(_refreshable(Status.FALSE, f.failure.reason, f.failure.message),
                       next_refresh=f.failure.retry_at)
@@ -676,6 +680,7 @@ def decide(inp: LinkInput) -> Plan:
         wake_at=wake_at(f, action=action, next_refresh=refreshing.next_refresh),
         ready=ready.status == Status.TRUE,
         requested=f.requested and action is Action.REFRESH,
+        budgeted=action is Action.REFRESH and f.failure is None and (f.requested or f.due is None),
     )
 
 

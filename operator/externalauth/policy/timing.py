@@ -16,6 +16,13 @@ REQUEST_WINDOW = dt.timedelta(seconds=60)
 MAX_RETRY_AFTER = 3600.0
 #: How long an endpoint that answered 429 without saying until when is left alone.
 RATE_LIMIT_DEFAULT_WAIT = 60.0
+#: Longest one rate-limited answer holds a provider's endpoint for every link (contract
+#: §9.16). The link whose call was answered waits the provider's whole Retry-After (up to
+#: MAX_RETRY_AFTER); every other tenant's links try again after at most this long, one
+#: call among them finding out whether the limit still holds (and holding it again if
+#: so): a Retry-After of an hour, or a forged/odd one, costs every tenant 5 minutes at a
+#: time, not an hour, at the price of about 12 probing calls an hour.
+MAX_ENDPOINT_HOLD = 300.0
 #: An action that could not be done now (another replica's claim, say): look again soon;
 #: the Secret's watch event usually comes first.
 RETRY_SOON = dt.timedelta(seconds=2)

@@ -121,3 +121,81 @@ async def test_fifty_triggers_of_a_due_link_cause_one_exchange() -> None:
     await rig.engine.drain()
     await loop
     assert ["refresh-0"] == rig.provider.exchanged
+
+
+# --- fair shares of a provider (contract §9.16) ---------------------------------------------
+
+@run
+async def test_a_provider_slot_goes_round_robin_to_the_namespaces_that_wait() -> None:
+    """Namespace A queues 6 calls before B queues 2 and C 1; with one slot, the order of
+    service is A, B, C, A, B, A, ...: B and C wait for one of A's calls each, not all six."""
+    from externalauth.engine.scheduling import FairSlots
+    slots, served = FairSlots(1), []
+    await slots.acquire("holder")
+
+    async def call(tenant: str, i: int) -> None:
+        async with slots.slot(tenant):
+            served.append(f"{tenant}{i}")
+
+    tasks = [asyncio.create_task(call("A", i)) for i in range(6)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(call("B", i)) for i in range(2)]
+    tasks.append(asyncio.create_task(call("C", 0)))
+    await asyncio.sleep(0)
+    assert 9 == slots.waiting
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert ["A0", "B0", "C0", "A1", "B1", "A2", "A3", "A4", "A5"] == served
+    assert slots.free and 0 == slots.waiting
+
+
+@run
+async def test_a_cancelled_waiter_gives_up_its_turn_and_a_cancelled_holder_passes_its_slot_on() -> None:
+    from externalauth.engine.scheduling import FairSlots
+    slots = FairSlots(1)
+    await slots.acquire("A")
+    waiting = asyncio.create_task(slots.acquire("B"))
+    after = asyncio.create_task(slots.acquire("C"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.wait_for(after, 1)
+    assert not slots.free
+    slots.release()
+    assert slots.free
+
+
+@run
+async def test_a_reconcile_that_waits_for_a_provider_gives_its_slot_to_another_link() -> None:
+    """A flood of links waiting for one slow provider cannot hold every reconcile slot: with
+    2 reconcile slots, 5 links of the flood wait for the provider while another provider's
+    link is reconciled at once."""
+    from externalauth.engine.scheduling import FairSlots, give_up_slot
+    clock = FakeClock()
+    provider, done = FairSlots(1), []
+    await provider.acquire("held")  # the slow provider is busy
+
+    async def work(key: Hashable) -> None:
+        if str(key).startswith("flood"):
+            if not provider.free:
+                give_up_slot()
+            async with provider.slot("A"):
+                done.append(key)
+        else:
+            done.append(key)
+
+    sched = Scheduler(work, concurrency=2, clock=clock)
+    for i in range(5):
+        sched.schedule(f"flood{i}")
+    sched.start()
+    sched.dispatch_due()
+    await until(lambda: provider.waiting == 5)
+    sched.schedule("other")
+    sched.dispatch_due()
+    await until(lambda: "other" in done)
+    assert ["other"] == done
+    provider.release()
+    await until(lambda: len(done) == 6)
+    await until(lambda: sched.busy == 0)
+    assert sched._slots._value == 2, "every slot given back exactly once"

@@ -207,10 +207,14 @@ CHAIN: list[Row] = [
      inp(memory=LinkMemory(validation=validated(), failure=Failure(
          RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW - S, SecretStr("r0").fingerprint()))),
      Action.NONE, OK, NOT_YET_DUE, VALID, NEXT_VALIDATION),
-    ("the annotation overrides backoff",
+    ("a refresh request waits for the backoff of a failed refresh (it never skips it)",
      inp(tokens=tokens(expires_in=60), refresh_requested="r-2",
          memory=LinkMemory(validation=validated(), failure=BACKOFF)),
-     Action.REFRESH, OK, NOT_YET_DUE, VALID, None),
+     Action.NONE, OK, ("False", "RetryingTransientError"), VALID, NOW + 30 * S),
+    ("a refresh request waits while the provider's credentials are rejected",
+     inp(tokens=tokens(expires_in=60), refresh_requested="r-2",
+         provider=ProviderView(spec=PROVIDER, credentials_rejected_until=NOW + 30 * S)),
+     Action.NONE, OK, ("False", "ProviderCredentialsRejected"), VALID, NOW + 30 * S),
     ("wait while the provider's credentials are rejected, until its backoff ends",
      inp(tokens=tokens(expires_in=60), provider=ProviderView(spec=PROVIDER, credentials_rejected_until=NOW + 30 * S)),
      Action.NONE, OK, ("False", "ProviderCredentialsRejected"), VALID, NOW + 30 * S),
@@ -275,6 +279,19 @@ def test_decision_chain(case: LinkInput, action: Action, ready: tuple[str, str],
     got = conditions(plan)
     assert (action, ready, refreshable, validated_, wake_at) == (
         plan.action, got["Ready"], got.get("Refreshable"), got.get("Validated"), plan.wake_at)
+
+
+@pytest.mark.parametrize(("case", "budgeted"), [
+    pytest.param(inp(tokens=tokens(expires_in=None)), True, id="a Secret without an expiry spends the budget"),
+    pytest.param(inp(refresh_requested="r-1"), True, id="a refresh request spends the budget"),
+    pytest.param(inp(tokens=tokens(expires_in=600)), False, id="a due refresh does not"),
+    pytest.param(inp(memory=LinkMemory(validation=validated(), failure=Failure(
+        RefreshableReason.RETRYING_TRANSIENT_ERROR, "x", 1, NOW - S))), False,
+        id="a retry after backoff does not (the backoff bounds it)"),
+])
+def test_calls_that_are_not_due_are_budgeted(case: LinkInput, budgeted: bool) -> None:
+    plan = decide(case)
+    assert (Action.REFRESH, budgeted) == (plan.action, plan.budgeted)
 
 
 def test_a_rate_limited_validation_keeps_the_link_ready() -> None:
