@@ -4,6 +4,7 @@ to §9.14), against the real control plane and the HTTPS simulator."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from tests.harness.simulator_fixtures import CLIENT_ID
@@ -168,3 +169,36 @@ def test_a_provider_serves_only_the_namespaces_its_selector_names(world: World, 
     wait_for(lambda: (world.link("link").get("status") or {}).get("lastRefreshRequest") == "again",
              timeout=30, message="the request to be acknowledged")
     assert calls == world.sim.stats.token_calls
+
+
+def test_calls_that_are_not_due_are_budgeted_per_namespace(world: World, make_operator: Any,
+                                                          core_v1: Any) -> None:
+    """Contract §9.16: namespace A holds 60 labelled Secrets with junk refresh tokens and no
+    expiry (each one a call with the OAuth app's client secret, not due by any expiry). At
+    start-up A's calls come 50 at once and then one a second, not 60 at once; namespace B's
+    own link without an expiry is refreshed meanwhile from B's own budget; every one of A's
+    links is still answered (ReauthRequired), later."""
+    other = f"{world.ns}-b"[:63]
+    core_v1.create_namespace({"metadata": {"name": other}})
+    try:
+        world.make_provider()
+        for i in range(60):
+            world.make_token_secret(f"junk-{i}", expires_in=None, access=f"junk-{i}", refresh=f"junk-{i}")
+            world.make_link(f"junk-{i}", secret=f"junk-{i}", validate=False)
+        b = World(namespace=other, core_v1=core_v1, custom_objects=world.co, sim=world.sim)
+        b.provider = world.provider
+        b.make_token_secret("tok", expires_in=None)
+        b.make_link("link", secret="tok", validate=False)
+        make_operator(namespaces=[world.ns, other])
+        started = time.monotonic()
+        b.wait_condition("link", "Refreshable", "True", timeout=60)
+        wait_for(lambda: world.sim.stats.token_calls >= 50, timeout=60, message="A's burst")
+        burst_seen = time.monotonic()
+        assert world.sim.stats.token_calls <= 51 + (burst_seen - started), "beyond the burst, one a second"
+        for i in range(60):
+            world.wait_condition(f"junk-{i}", "Ready", "False", "ReauthRequired", timeout=90)
+        spread = time.monotonic() - started
+        assert spread >= 9, f"A's 10 calls beyond its burst came one a second, not at once ({spread:.1f}s)"
+        assert 61 == world.sim.stats.token_calls
+    finally:
+        core_v1.delete_namespace(other)
