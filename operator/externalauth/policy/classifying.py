@@ -346,13 +346,28 @@ def _insufficient_scope(headers: Mapping[str, str], body: object) -> bool:
     return isinstance(body, Mapping) and body.get("error") == "insufficient_scope"
 
 
+#: Characters never kept in an account name from the provider: C0/C1 controls and DEL,
+#: and the bidirectional-text controls (LRE..RLO, LRI..PDI, LRM/RLM/ALM) that could make
+#: ``kubectl get eal`` show another name than the one stored (security review finding 10).
+_UNPRINTABLE_ACCOUNT = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_account(value: str) -> str | None:
+    """An account name fit for ``status.account``: without control and bidi characters,
+    at most 256 characters; None when nothing is left."""
+    cleaned = _UNPRINTABLE_ACCOUNT.sub("", value).strip()[:256]
+    return cleaned or None
+
+
 def _account(body: object, account_fields: tuple[str, ...]) -> str | None:
     if not isinstance(body, Mapping):
         return None
     for field in account_fields:
         value = body.get(field)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return str(value)[:256]
+            cleaned = clean_account(str(value))
+            if cleaned is not None:
+                return cleaned
     return None
 
 

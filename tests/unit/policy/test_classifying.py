@@ -208,3 +208,19 @@ def test_a_token_without_the_scope_to_read_the_account_is_still_valid(
         status: int, headers: dict[str, str], body: object, verdict: ValidationVerdict, message: str) -> None:
     outcome = classify_validation(status=status, headers=headers, body=body, account_fields=("username",), now=NOW)
     assert (verdict, message, None) == (outcome.verdict, outcome.message, outcome.account)
+
+
+@pytest.mark.parametrize(("login", "account"), [
+    pytest.param("alice", "alice", id="a plain name is kept"),
+    pytest.param("ali\x1b[31mce", "ali[31mce", id="an escape sequence loses its ESC"),
+    pytest.param("alice\u202egnp.exe", "alicegnp.exe", id="a right-to-left override is stripped"),
+    pytest.param("\u2066bob\u2069\u200e", "bob", id="isolates and marks are stripped"),
+    pytest.param("line\nbreak\x00", "linebreak", id="newlines and NUL are stripped"),
+    pytest.param("Zoë 山田", "Zoë 山田", id="other Unicode is kept"),
+    pytest.param("\u202e\x07", None, id="nothing left: no account"),
+    pytest.param("x" * 300, "x" * 256, id="at most 256 characters"),
+])
+def test_the_account_loses_control_and_bidi_characters(login: str, account: str | None) -> None:
+    """Security review finding 10: status.account is shown by kubectl's printer column."""
+    outcome = classify_validation(status=200, headers={}, body={"login": login}, account_fields=("login",), now=NOW)
+    assert account == outcome.account
