@@ -4,8 +4,10 @@
 ``localhost``, which a resolver could point elsewhere) on an ephemeral port chosen by the
 kernel; its redirect URI is ``http://127.0.0.1:PORT/callback``. It answers requests one
 at a time until the first ``GET /callback`` arrives (anything else, a favicon say, gets a
-404 and does not count), checks its ``state``, shows the user a short page that echoes
-nothing from the request, and closes the listener: one callback is served, never two.
+404 and does not count) whose ``state`` is ours (one with another state is answered 400 and
+ignored: a local process cannot end the sign-in by forging the redirect), shows the user a
+short page that echoes nothing from the request, and closes the listener: one callback is
+served, never two.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _PAGE = """<!doctype html>
 class _Server(HTTPServer):
     callback: Callback | None = None
     state: str = ""
+    ignored: int = 0  # callbacks with another state, not taken
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host name up (getfqdn), which can wait on DNS.
@@ -55,6 +58,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._page(404, "Not found", "This is the sign-in callback of externalauth.")
             return
         callback = read_callback(url.query, state=self.server.state)
+        if callback.error == "state_mismatch":
+            # Not our sign-in: an old tab, or another local process forging the redirect
+            # (security review finding 9). Ignored; the listener keeps waiting for ours.
+            self.server.ignored += 1
+            self._page(400, "Not this sign-in", "This page does not belong to the sign-in in progress.")
+            return
         self.server.callback = callback
         if callback.code is not None:
             self._page(200, "Signed in", "You can close this tab and return to the terminal.")
@@ -90,6 +99,11 @@ class LoopbackReceiver:
 
     def __repr__(self) -> str:
         return f"LoopbackReceiver({self.redirect_uri!r})"
+
+    @property
+    def ignored(self) -> int:
+        """Callbacks that came with another state and were ignored."""
+        return self._server.ignored
 
     def wait(self, *, seconds: float, tick: Callable[[], None] = lambda: None,
              clock: Callable[[], float] = time.monotonic) -> Callback | None:

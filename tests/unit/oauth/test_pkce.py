@@ -212,12 +212,17 @@ def test_the_listener_listens_on_127_0_0_1_only_on_an_ephemeral_port() -> None:
         receiver.close()
 
 
-def test_a_callback_with_another_state_ends_the_sign_in_without_a_code() -> None:
+def test_a_callback_with_another_state_is_ignored_and_the_sign_in_keeps_waiting() -> None:
+    """Security review finding 9: a forged GET /callback?state=x from any local process used
+    to end `login`; it is answered 400 and ignored, and our own callback still completes it."""
     receiver = LoopbackReceiver(state="s1")
     run = in_background(receiver)
-    status, _ = browse(f"{receiver.redirect_uri}?code=stolen&state=s2")
+    forged = [browse(f"{receiver.redirect_uri}?code=stolen&state=s2")[0],
+              browse(f"{receiver.redirect_uri}?error=access_denied")[0]]
+    assert run["thread"].is_alive() and not closed(receiver.port)
+    status, _ = browse(f"{receiver.redirect_uri}?code=ours&state=s1")
     run["thread"].join(10)
-    assert (400, None, "state_mismatch") == (status, run["callback"].code, run["callback"].error)
+    assert ([400, 400], 200, "ours", 2) == (forged, status, run["callback"].code.reveal(), receiver.ignored)
 
 
 def test_no_callback_in_time_is_none_and_the_port_is_closed() -> None:
