@@ -138,6 +138,7 @@ def login_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
     else:
         tokens = _browser(provider, raw_spec, args, out=out, err=err)
 
+    _show_account(provider, tokens, out=out, err=err)
     rendering = fmtmod.render_all(wanted, host=provider.host, username=provider.quirks.git_username,
                                   token=tokens.access_token)
     data: dict[str, str | None] = {**tokmod.render_token_keys(tokens), **rendering.keys}
@@ -149,6 +150,34 @@ def login_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
     if rendering.problem:
         print(f"Note: no output format was written: {rendering.problem}.", file=err, flush=True)
     return 0
+
+
+def _show_account(provider: ProviderSpec, tokens: tokmod.TokenSet, *, out: TextIO, err: TextIO) -> None:
+    """Whose token this is, said before anything is written (security review finding 9: a
+    sign-in someone else completed would otherwise store their token unseen). A token the
+    provider refuses at once is not written at all."""
+    from externalauth import transport
+    from externalauth.oauth import pkce
+    from externalauth.policy.classifying import ValidationVerdict
+
+    if provider.validate_url is None:
+        print(f"Signed in at {formatting.printable(provider.host)} (the provider has no validation endpoint "
+              "to name the account).", file=out, flush=True)
+        return
+    pool = transport.Pool(transport.provider_context(provider.ca_bundle), maxsize=1)  # proxies honoured
+    try:
+        outcome = pkce.whoami(provider, access_token=tokens.access_token, pool=pool, now=dt.datetime.now(dt.UTC))
+    finally:
+        pool.close()
+    if outcome.verdict is ValidationVerdict.INVALID:
+        raise pkce.SignInError("sign-in failed: the provider did not accept the token it just issued; "
+                               "nothing was written")
+    if outcome.verdict is ValidationVerdict.VALID:
+        who = formatting.printable(outcome.account) if outcome.account else "an account the provider did not name"
+        print(f"Signed in as {who} at {formatting.printable(provider.host)}.", file=out, flush=True)
+    else:
+        print(f"Signed in at {formatting.printable(provider.host)}; the account could not be confirmed "
+              f"({outcome.message}).", file=err, flush=True)
 
 
 # --- the two flows -------------------------------------------------------------------------------

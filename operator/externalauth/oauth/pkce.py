@@ -28,7 +28,7 @@ from externalauth.errors import InvalidInputError, PermanentError, TransientErro
 from externalauth.model.secure import SecretStr
 from externalauth.model.specs import ProviderSpec
 from externalauth.model.tokens import TokenSet, read_token_answer
-from externalauth.policy.classifying import safe_code
+from externalauth.policy.classifying import ValidationOutcome, ValidationVerdict, classify_validation, safe_code
 from externalauth.providers import ProviderType
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,27 @@ def exchange_code(spec: ProviderSpec, *, code: SecretStr, verifier: SecretStr, r
     code_name = safe_code(error) if error else f"HTTP {answer.status}"
     what = _EXCHANGE_ERRORS.get(error, "the provider did not hand out a token for the authorization code")
     raise SignInError(f"sign-in failed: {what} ({code_name})", error=safe_code(error) if error else None)
+
+
+def whoami(spec: ProviderSpec, *, access_token: SecretStr, pool: transport.Pool,
+           now: dt.datetime, timeout: float = 30.0) -> ValidationOutcome:
+    """Ask the provider's validation endpoint whose ``access_token`` is (``login`` shows the
+    account before it writes anything: security review finding 9). Never raises."""
+    if spec.validate_url is None:
+        return ValidationOutcome(ValidationVerdict.UNREACHABLE, "the provider has no validation endpoint")
+    try:
+        answer = transport.fetch(pool, "GET", spec.validate_url, deadline=timeout,
+                                 connect_timeout=min(10.0, timeout), read_timeout=timeout,
+                                 headers={"Authorization": f"Bearer {access_token.reveal()}",
+                                          "Accept": "application/json"})
+    except transport.NoAnswer as e:
+        return ValidationOutcome(ValidationVerdict.UNREACHABLE,
+                                 f"the validation endpoint did not answer ({e.kind.value})")
+    if answer.problem is not None:
+        return ValidationOutcome(ValidationVerdict.UNREACHABLE, "the validation endpoint's answer could not be read")
+    return classify_validation(status=answer.status, headers=answer.headers, body=transport.decode_answer(answer),
+                               account_fields=spec.quirks.account_fields, now=now,
+                               invalid_statuses=spec.quirks.invalid_validation_statuses)
 
 
 def _no_answer(e: transport.NoAnswer, timeout: float) -> Exception:
