@@ -66,10 +66,14 @@ def main() -> int:
     far = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with bench("labelled", access_token_lifetime=8 * 3600) as b:
         b.provider()
+        # The big Secrets go to a tenant namespace the operator serves (not its own namespace,
+        # whose Secrets it also lists, unlabelled, for client secrets).
+        tenant = "labelled-tenant"
+        b.core.create_namespace({"metadata": {"name": tenant}})
+        served = ("-n", tenant, "--metrics-port", str(port := free_port()))
         print(f"creating {args.links} token Secrets and links ...", flush=True)
         b.links(args.links, expiry=far, threads=args.create_threads)
-        port = free_port()
-        b.start_operator("--metrics-port", str(port))
+        b.start_operator(*served)
         assert b.operator is not None
         without_s = wait_decided(port, args.links, timeout=1800)
         without = {"rss_mib": round(settle_rss(b.operator.pid), 1), "peak_mib": round(peak_mib(b.operator.pid), 1),
@@ -83,13 +87,13 @@ def main() -> int:
             body = {"metadata": {"name": f"junk-{i}", "labels": {"externalauth.io/provider": "bench"}},
                     "data": {"access_token": blob, "refresh_token": base64.b64encode(b"junk").decode()}}
             if edit:
-                b.core.patch_namespaced_secret(f"junk-{i}", b.ns, {"metadata": {"annotations": {"edited": "1"}}})
+                b.core.patch_namespaced_secret(f"junk-{i}", tenant, {"metadata": {"annotations": {"edited": "1"}}})
             else:
-                b.core.create_namespaced_secret(b.ns, body)
+                b.core.create_namespaced_secret(tenant, body)
 
         with concurrent.futures.ThreadPoolExecutor(args.create_threads) as pool:
             list(pool.map(big, range(args.big)))
-        b.start_operator("--metrics-port", str(port))
+        b.start_operator(*served)
         with_s = wait_decided(port, args.links, timeout=1800)
         listed = {"rss_mib": round(settle_rss(b.operator.pid), 1), "peak_mib": round(peak_mib(b.operator.pid), 1),
                   "all_decided_s": round(with_s, 1)}
