@@ -59,7 +59,7 @@ class Caches:
         if old is not None and (not bodies.newer(old, body)
                                 or bodies.resource_version(old) == bodies.resource_version(body)):
             return NOTHING  # older, or the echo of our own status write: nothing new to decide
-        self._unindex_link(key, old)
+        was = self._unindex_link(key, old)
         body = bodies.slim(body)
         self.links[key] = body
         spec = body.get("spec") or {}
@@ -67,19 +67,24 @@ class Caches:
             self._links_by_secret[(key[0], spec["secretName"])].add(key)
         if isinstance(spec.get("providerName"), str):
             self._links_by_provider[spec["providerName"]].add(key)
+        if was is not None:
+            self._drop_unread(was)  # after re-indexing: the same Secret stays
         return Affected(links=frozenset({key}))
 
     def forget_link(self, key: LinkKey) -> None:
-        self._unindex_link(key, self.links.pop(key, None))
+        was = self._unindex_link(key, self.links.pop(key, None))
+        if was is not None:
+            self._drop_unread(was)
 
-    def _unindex_link(self, key: LinkKey, old: RawBody | None) -> None:
+    def _unindex_link(self, key: LinkKey, old: RawBody | None) -> LinkKey | None:
+        """Take ``old`` out of the indexes; the Secret it named."""
         if old is None:
-            return
+            return None
         spec = old.get("spec") or {}
         secret = (key[0], spec.get("secretName", ""))
         _discard(self._links_by_secret, secret, key)
         _discard(self._links_by_provider, spec.get("providerName", ""), key)
-        self._drop_unread(secret)
+        return secret
 
     def _drop_unread(self, key: LinkKey) -> None:
         """A Secret no link or provider reads any more leaves the cache (read again, by

@@ -180,6 +180,9 @@ class Revoker:
                 f"{manual}")), None
         secret_key = (key[0], spec.secret_name)
         secret = self._caches.secrets.get(secret_key)
+        if secret is None and secret_key not in self._orphans:
+            # The cache keeps only Secrets a link has read (contract §9.16): one read here.
+            secret = await self._writer.reread(secret_key)
         orphan = secret is None and secret_key in self._orphans
         if orphan:
             secret = self._orphans[secret_key]

@@ -130,3 +130,13 @@ def test_a_client_secret_is_kept_whole() -> None:
     assert {"clientSecret": "cw=="} == caches.secrets[("ops", "client")]["data"]
     caches.index_client_secret("gh", None)
     assert ("ops", "client") not in caches.secrets
+
+
+def test_a_new_version_of_a_link_keeps_its_secret_cached() -> None:
+    """Re-indexing a link (its status or finalizer written) must not drop the Secret it reads
+    (it did, between un-indexing and indexing again)."""
+    caches = Caches()
+    caches.store_link(link("1"))
+    caches.store_secret(full_secret("1", access_token="YQ=="))
+    caches.store_link(link("2"))
+    assert ("ns", "tok") in caches.secrets

@@ -24,8 +24,8 @@ async def _rig(*, provider_type: str = "generic", revocation_url: str | None = "
     body = {"metadata": {"name": "gh", "generation": 1, "resourceVersion": "1"}, "spec": spec}
     rig.kube.providers["gh"] = body
     await rig.engine.on_provider("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
+    rig.add_link(revokeOnDelete=True)  # links before Secrets, as at start-up: the Secret is cached
     rig.add_secret(expires_in=3600)
-    rig.add_link(revokeOnDelete=True)
     return rig
 
 
