@@ -322,7 +322,8 @@ class Engine:
                         **render_formats(spec, provider, token=new.access_token, account=account).keys}
 
             result = await self.refresher.refresh(secret_key, provider=provider.name,
-                                                  consumed=tokens.refresh_token, render=render)
+                                                  consumed=tokens.refresh_token, render=render,
+                                                  due=not plan.budgeted)
             memory, acted, warned = self._memory(key), self._latest_request(key), self._warned_rt.get(key)
             rejected_until = await self._tell_provider(provider.name, skew=result.clock_skew,
                                                        news=effects.client_news(result.outcome))

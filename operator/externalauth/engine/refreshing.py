@@ -54,13 +54,14 @@ class Refresher:
         self._renew_below = renew_below  # seconds of lease a claim must have left at sending
 
     async def refresh(self, key: LinkKey, *, provider: str, consumed: SecretStr,
-                      render: Render) -> Refresh:
-        """Refresh the Secret ``key`` that holds ``consumed``, at ``provider``."""
+                      render: Render, due: bool = True) -> Refresh:
+        """Refresh the Secret ``key`` that holds ``consumed``, at ``provider``; ``due``: the
+        token's expiry asks for it (else it waits behind due work for the provider's slots)."""
         async with self._writer.lock(key):
-            return await self._locked(key, provider=provider, consumed=consumed, render=render)
+            return await self._locked(key, provider=provider, consumed=consumed, render=render, due=due)
 
     async def _locked(self, key: LinkKey, *, provider: str, consumed: SecretStr,
-                      render: Render) -> Refresh:
+                      render: Render, due: bool) -> Refresh:
         runtime = self._providers.get(provider)
         if runtime is None or runtime.client is None or runtime.semaphore is None \
                 or runtime.pipeline is None:
@@ -74,11 +75,11 @@ class Refresher:
         # link that has to wait for the provider gives its reconcile slot to another link.
         if not runtime.pipeline.free:
             scheduling.give_up_slot()
-        async with runtime.pipeline.slot(key[0]):
+        async with runtime.pipeline.slot(key[0], due=due):
             claimed = await self._claim(key, consumed)
             if isinstance(claimed, Refresh):
                 return claimed
-            async with runtime.semaphore.slot(key[0]):
+            async with runtime.semaphore.slot(key[0], due=due):
                 claimed = await self._claim(key, consumed, keep=claimed)  # renewed if low
                 if isinstance(claimed, Refresh):
                     return claimed

@@ -43,58 +43,63 @@ class FairSlots:
     """``size`` slots shared fairly across tenants (namespaces) with work waiting (contract
     §9.16): a free slot goes to the tenant whose turn it is, round-robin over the tenants
     that wait, each tenant's waiters in order. A tenant with 1,000 waiting links gets one
-    slot in turn with a tenant that has one, never 1,000 before it."""
+    slot in turn with a tenant that has one, never 1,000 before it. Work that is due (a
+    token about to expire) goes before work that is not (first sight of a Secret without an
+    expiry, refresh requests: ``due=False``), which waits for the slots due work leaves."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._free = size
-        self._waiting: collections.OrderedDict[str, collections.deque[asyncio.Future[None]]] = \
-            collections.OrderedDict()
+        # [due, not due]: each tenant's waiters, in round-robin order of tenants
+        self._waiting: tuple[collections.OrderedDict[str, collections.deque[asyncio.Future[None]]], ...] = (
+            collections.OrderedDict(), collections.OrderedDict())
 
     @property
     def free(self) -> bool:
         """Would :meth:`acquire` return at once?"""
-        return self._free > 0 and not self._waiting
+        return self._free > 0 and not any(self._waiting)
 
     @property
     def waiting(self) -> int:
-        return sum(len(q) for q in self._waiting.values())
+        return sum(len(q) for lane in self._waiting for q in lane.values())
 
-    async def acquire(self, tenant: str) -> None:
+    async def acquire(self, tenant: str, *, due: bool = True) -> None:
         if self.free:
             self._free -= 1
             return
+        lane = self._waiting[0 if due else 1]
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(tenant, collections.deque()).append(future)
+        lane.setdefault(tenant, collections.deque()).append(future)
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # handed a slot as it was cancelled: pass it on
             else:
-                queue = self._waiting.get(tenant)
+                queue = lane.get(tenant)
                 if queue is not None and future in queue:
                     queue.remove(future)
                     if not queue:
-                        del self._waiting[tenant]
+                        del lane[tenant]
             raise
 
     def release(self) -> None:
-        while self._waiting:
-            tenant, queue = next(iter(self._waiting.items()))
-            future = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(tenant)  # the next tenant's turn
-            else:
-                del self._waiting[tenant]
-            if not future.done():
-                future.set_result(None)
-                return
+        for lane in self._waiting:
+            while lane:
+                tenant, queue = next(iter(lane.items()))
+                future = queue.popleft()
+                if queue:
+                    lane.move_to_end(tenant)  # the next tenant's turn
+                else:
+                    del lane[tenant]
+                if not future.done():
+                    future.set_result(None)
+                    return
         self._free += 1
 
     @contextlib.asynccontextmanager
-    async def slot(self, tenant: str) -> AsyncIterator[None]:
-        await self.acquire(tenant)
+    async def slot(self, tenant: str, *, due: bool = True) -> AsyncIterator[None]:
+        await self.acquire(tenant, due=due)
         try:
             yield
         finally:

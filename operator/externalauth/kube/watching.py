@@ -29,7 +29,6 @@ PAGE = 500
 #: labelled_memory.py). 10,000 small token Secrets take 2,000 short requests at start-up.
 SECRET_PAGE = 5
 
-
 Resource = api.Resource
 SECRETS = api.SECRETS
 

@@ -199,3 +199,24 @@ async def test_a_reconcile_that_waits_for_a_provider_gives_its_slot_to_another_l
     await until(lambda: len(done) == 6)
     await until(lambda: sched.busy == 0)
     assert sched._slots._value == 2, "every slot given back exactly once"
+
+
+@run
+async def test_due_work_goes_before_work_that_is_not_due() -> None:
+    """Namespace A's calls that are not due (first sight, requests) queued first still wait
+    behind B's due refreshes, which then run as if A were not there."""
+    from externalauth.engine.scheduling import FairSlots
+    slots, served = FairSlots(1), []
+    await slots.acquire("holder")
+
+    async def call(tenant: str, i: int, due: bool) -> None:
+        async with slots.slot(tenant, due=due):
+            served.append(f"{tenant}{i}")
+
+    tasks = [asyncio.create_task(call("A", i, False)) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(call("B", i, True)) for i in range(2)]
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert ["B0", "B1", "A0", "A1", "A2"] == served
