@@ -170,6 +170,11 @@ class Revoker:
                 f"ExternalAuthProvider {spec.provider_name} is not there or not valid")), None
         quirks = runtime.spec.quirks
         manual = revocations.manual_step(quirks.manual_revocation)
+        if not runtime.spec.allows(self._caches.namespaces.get(key[0])):
+            # spec.namespaceSelector: no token of this namespace is ever sent to the provider.
+            return revocations.Outcome(Verdict.REFUSED, (
+                f"ExternalAuthProvider {spec.provider_name} does not serve this namespace "
+                f"(namespaceSelector), so no token is sent to it: {manual}")), None
         client = runtime.client
         if client is None:
             return revocations.Outcome(Verdict.TRANSIENT, f"ExternalAuthProvider {spec.provider_name} is not "

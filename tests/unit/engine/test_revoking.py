@@ -126,6 +126,28 @@ async def test_a_refusal_is_final_and_names_the_manual_step() -> None:
 
 
 @run
+async def test_a_namespace_the_provider_does_not_select_sends_no_token_to_revoke() -> None:
+    """spec.namespaceSelector (contract §1): the tokens of a namespace the provider does not
+    serve are never sent to it, not even to revoke them on deletion."""
+    rig = await _rig()
+    await rig.reconcile()
+    body = copy.deepcopy(rig.kube.providers["gh"])
+    body["spec"]["namespaceSelector"] = {"matchLabels": {"team": "a"}}
+    body["metadata"]["generation"] = 2
+    rig.kube.bump(body)
+    rig.kube.providers["gh"] = body
+    await rig.engine.on_provider("MODIFIED", copy.deepcopy(body))  # type: ignore[arg-type]
+    rig.engine.on_namespace("ADDED", {"metadata": {"name": "ns", "labels": {"team": "b"}}})
+    _delete(rig)
+    await rig.reconcile()
+    assert ([], []) == (rig.steps("revoke"), rig.steps("claim"))
+    assert [] == _finalizers(rig)
+    await rig.settle()
+    assert ["RevocationFailed"] == rig.event_reasons()
+    assert "namespaceSelector" in rig.kube.events[-1][2]
+
+
+@run
 async def test_another_replicas_live_claim_defers_the_revocation_without_a_call() -> None:
     rig = await _rig()
     await rig.reconcile()
