@@ -43,7 +43,10 @@ OPERATOR_NS = "externalauth-system"
 USER_NS = "alice"
 LINK, SECRET, PROVIDER = "github", "github-token", "github"  # the names examples/ use
 GIT_REPO = "demo"
-CREDENTIALS = "/var/run/externalauth/git-credentials"  # where the example mounts the key
+SECRET_DIR = "/var/run/externalauth"  # where the example mounts the Secret
+CREDENTIALS = f"{SECRET_DIR}/git-credentials"
+HELPER_DIR = "/opt/externalauth/bin"
+HELPER_SCRIPT = REPO_ROOT / "scripts" / "git-credential-externalauth"
 CA_DIR = "/etc/externalauth-ca"
 #: kubelet rewrites a mounted Secret at its next sync of the pod (syncFrequency, 5 s
 #: here; ~60 s by default) plus its cache's TTL: well within this.
@@ -171,17 +174,32 @@ def workspace(cluster: Cluster, release: dict[str, Any], sim: Simulator) -> dict
     cluster.kubectl("apply", "-n", USER_NS, "-f", str(EXAMPLES / "link.yaml"))
     cluster.kubectl("wait", "-n", USER_NS, "--for=condition=Ready", f"externalauthlink/{LINK}", "--timeout=120s",
                     timeout=150)
+    # The example Secret has no expiry: the operator refreshes at once to learn it (contract
+    # section 3); the workspace mounts the expiry key, so it must be there first.
+    wait_for(lambda: "expiry" in cluster.secret_data(SECRET, USER_NS), timeout=60, interval=1.0,
+             message="the operator to write the token's expiry")
 
     # The workspace example as written, but with an image this node has, on the host
-    # network, trusting the simulator's CA.
+    # network, trusting the simulator's CA, and git asking the credential helper
+    # (`credential.helper externalauth`, docs/user-guide.md section 4) instead of the store
+    # file: the helper script (all an image without Python needs) from a ConfigMap on PATH,
+    # the token, its expiry and the git-credentials key (the host and user) mounted.
     cluster.kubectl("create", "configmap", "provider-ca", "-n", USER_NS, f"--from-literal=ca.pem={sim.ca_pem}")
+    cluster.kubectl("create", "configmap", "git-helper", "-n", USER_NS, f"--from-file={HELPER_SCRIPT}")
     [deployment] = [d for d in yaml.safe_load_all((EXAMPLES / "workspace-deployment.yaml").read_text()) if d]
     pod_spec = deployment["spec"]["template"]["spec"]
     [container] = pod_spec["containers"]
     container |= {"image": cluster.node.images["workspace"].ref, "imagePullPolicy": "Never"}
-    container["env"].append({"name": "GIT_SSL_CAINFO", "value": f"{CA_DIR}/ca.pem"})
-    container["volumeMounts"].append({"name": "provider-ca", "mountPath": CA_DIR, "readOnly": True})
-    pod_spec["volumes"].append({"name": "provider-ca", "configMap": {"name": "provider-ca"}})
+    helper_env = {"GIT_CONFIG_VALUE_0": "externalauth", "EXTERNALAUTH_SECRET_DIR": SECRET_DIR,
+                  "PATH": f"{HELPER_DIR}:/usr/local/bin:/usr/bin:/bin", "GIT_SSL_CAINFO": f"{CA_DIR}/ca.pem"}
+    container["env"] = [e for e in container["env"] if e["name"] not in helper_env] + [
+        {"name": k, "value": v} for k, v in helper_env.items()]
+    container["volumeMounts"] += [{"name": "provider-ca", "mountPath": CA_DIR, "readOnly": True},
+                                  {"name": "git-helper", "mountPath": HELPER_DIR, "readOnly": True}]
+    [secret_volume] = [v for v in pod_spec["volumes"] if v.get("secret", {}).get("secretName") == SECRET]
+    secret_volume["secret"]["items"] = [{"key": k, "path": k} for k in ("access_token", "expiry", "git-credentials")]
+    pod_spec["volumes"] += [{"name": "provider-ca", "configMap": {"name": "provider-ca"}},
+                            {"name": "git-helper", "configMap": {"name": "git-helper", "defaultMode": 0o555}}]
     pod_spec["hostNetwork"] = True
     cluster.kubectl("apply", "-n", USER_NS, "-f", "-", input=yaml.safe_dump(deployment))
     cluster.kubectl("-n", USER_NS, "rollout", "status", "deployment/workspace", "--timeout=120s", timeout=150)
@@ -210,9 +228,9 @@ def test_the_operator_pod_is_running_and_ready_through_its_probes(cluster: Clust
 
 def test_git_fetch_in_the_workspace_works_across_a_refresh(cluster: Cluster, workspace: dict[str, Any],
                                                             sim: Simulator) -> None:
-    """git clone with the mounted token; a forced refresh revokes that token at the provider;
-    once kubelet has rewritten the mounted file, git fetch in the same pod gets the commit
-    made after the refresh."""
+    """git clone through the credential helper (git-credential-externalauth reading the mounted
+    Secret); a forced refresh revokes that token at the provider; once kubelet has rewritten
+    the mounted files, git fetch in the same pod gets the commit made after the refresh."""
     url = sim.git_url(GIT_REPO)
     cluster.exec("deploy/workspace", USER_NS, "git", "clone", "--quiet", url, "demo")
     cloned = cluster.exec("deploy/workspace", USER_NS, "git", "-C", "demo", "rev-parse", "HEAD").stdout.strip()
@@ -242,6 +260,12 @@ def test_git_fetch_in_the_workspace_works_across_a_refresh(cluster: Cluster, wor
 
     wait_for(mounted_file_is_new, timeout=PROPAGATION_DEADLINE, interval=1.0,
              message="kubelet to write the refreshed git-credentials into the workspace pod")
+    helper = cluster.exec("deploy/workspace", USER_NS, "sh", "-c",
+                          "printf 'protocol=https\\nhost=%s\\n\\n' \"$1\" | git credential fill", "sh",
+                          url.split("/")[2])
+    answered = dict(line.split("=", 1) for line in helper.stdout.splitlines() if "=" in line)
+    assert (gitserving.GIT_USER, True) == (answered.get("username"),
+                                          answered.get("password") == after["access_token"])
     print(f"[e2e] kubelet propagated the refreshed Secret in {time.monotonic() - t0:.1f}s")
 
     cluster.exec("deploy/workspace", USER_NS, "git", "-C", "demo", "fetch", "--quiet")
