@@ -30,6 +30,7 @@ import pytest
 import requests
 import yaml
 
+from externalauth.policy.sharding import shard_of
 from providersim import Simulator, gitserving
 from tests.harness.node import Node
 from tests.harness.simulator_fixtures import CLIENT_ID, CLIENT_SECRET
@@ -39,6 +40,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "externalauth-operator"
 EXAMPLES = REPO_ROOT / "examples"
 RELEASE = "externalauth-operator"
+# The chart runs the operator in this many shards (one Deployment each, `--shard I/N`):
+# the workspace's namespace is served by one, the test below puts a link in each.
+SHARDS = 2
 OPERATOR_NS = "externalauth-system"
 USER_NS = "alice"
 LINK, SECRET, PROVIDER = "github", "github-token", "github"  # the names examples/ use
@@ -60,6 +64,25 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free loopback ports (shard I listens on port + I)."""
+    for _ in range(100):
+        first = _free_port()
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", first + i))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no {n} consecutive free ports")
 
 
 def _sha256(text: str) -> str:
@@ -125,16 +148,18 @@ def cluster(node: Node, helm: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """docs/install.md section 3 on this node: helm install with the values of a node whose API
-    server is on loopback; the CRDs Established; the Deployment rolled out. Returns the pod."""
+    server is on loopback, in SHARDS shards; the CRDs Established; every shard's Deployment
+    rolled out. Returns the pods, shard I's at index I."""
     values = {
+        "shards": SHARDS,
         # the image built here, imported with ctr (docs/install.md section 1); the chart's
         # default is the published ghcr.io image
         "image": {"repository": "localhost/externalauth-operator", "pullPolicy": "Never"},
         "hostNetwork": True,
-        "metrics": {"port": _free_port(), "bindAddress": "127.0.0.1"},
-        "health": {"port": _free_port()},
+        "metrics": {"port": _free_ports(SHARDS), "bindAddress": "127.0.0.1"},
+        "health": {"port": _free_ports(SHARDS)},
         # A namespace deleted with a link whose provider is down waits this long (default 5m).
         "operator": {"extraArgs": ["--revocation-timeout=20s"], "extraEnv": [
             {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
@@ -147,9 +172,11 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
                  "--values", str(values_file))
     cluster.kubectl("wait", "--for=condition=Established", "crd/externalauthlinks.externalauth.io",
                     "crd/externalauthproviders.externalauth.io", "--timeout=60s")
-    cluster.kubectl("-n", OPERATOR_NS, "rollout", "status", f"deployment/{RELEASE}", "--timeout=180s",
-                    timeout=200)
-    return cluster.pod_of("app.kubernetes.io/name=externalauth-operator", OPERATOR_NS)
+    for i in range(SHARDS):
+        cluster.kubectl("-n", OPERATOR_NS, "rollout", "status", f"deployment/{RELEASE}-shard-{i}",
+                        "--timeout=180s", timeout=200)
+    return [cluster.pod_of(f"app.kubernetes.io/name=externalauth-operator,externalauth.io/shard={i}", OPERATOR_NS)
+            for i in range(SHARDS)]
 
 
 @pytest.fixture(scope="module")
@@ -209,11 +236,13 @@ def workspace(cluster: Cluster, release: dict[str, Any], sim: Simulator) -> dict
 # -- tests ---------------------------------------------------------------------------
 
 
-def test_the_operator_pod_is_running_and_ready_through_its_probes(cluster: Cluster,
-                                                                  release: dict[str, Any]) -> None:
+@pytest.mark.parametrize("shard", range(2), ids=lambda i: f"shard {i}")
+def test_the_operator_pod_is_running_and_ready_through_its_probes(cluster: Cluster, release: list[dict[str, Any]],
+                                                                  shard: int) -> None:
     """kubelet ran the chart's startup, readiness and liveness probes on /healthz and the pod
     became Ready without a restart, under the chart's non-root, read-only security context."""
-    pod = cluster.get("pod", release["metadata"]["name"], OPERATOR_NS)
+    pod = cluster.get("pod", release[shard]["metadata"]["name"], OPERATOR_NS)
+    assert f"--shard={shard}/{SHARDS}" in pod["spec"]["containers"][0]["args"]
     [status] = pod["status"]["containerStatuses"]
     [container] = pod["spec"]["containers"]
     conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
@@ -221,7 +250,7 @@ def test_the_operator_pod_is_running_and_ready_through_its_probes(cluster: Clust
     assert ("Running", "True", True, True, 0) == (
         pod["status"]["phase"], conditions["Ready"], status["started"], status["ready"], status["restartCount"])
     assert {"startupProbe": "/healthz", "readinessProbe": "/healthz", "livenessProbe": "/healthz"} == probes
-    user = cluster.exec(release["metadata"]["name"], OPERATOR_NS, "/usr/bin/python3", "-c",
+    user = cluster.exec(release[shard]["metadata"]["name"], OPERATOR_NS, "/usr/bin/python3", "-c",
                         "import os; print(os.getuid(), os.access('/', os.W_OK))").stdout.split()
     assert ["65532", "False"] == user
 
@@ -298,7 +327,7 @@ def test_the_builtin_edit_and_view_roles_grant_links_through_aggregation(cluster
 
 
 def test_deleting_a_namespace_never_hangs_on_an_unreachable_provider(cluster: Cluster,
-                                                                     release: dict[str, Any]) -> None:
+                                                                     release: list[dict[str, Any]]) -> None:
     """A link with revokeOnDelete whose provider does not answer: deleting its namespace (the
     namespace controller deletes the link, whose finalizer holds it) ends once the operator
     gives up after --revocation-timeout (20s here), with a RevocationFailed event on the way
@@ -325,7 +354,35 @@ def test_deleting_a_namespace_never_hangs_on_an_unreachable_provider(cluster: Cl
     wait_for(lambda: cluster.node.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=180,
              message=f"namespace {ns} to be deleted")
     # The event could not be posted into a terminating namespace; the metric says it.
-    [args] = [c["args"] for c in release["spec"]["containers"] if c["name"] == "operator"]
+    # the shard that serves the namespace counted it
+    [args] = [c["args"] for c in release[shard_of(ns, SHARDS)]["spec"]["containers"] if c["name"] == "operator"]
     port = next(a.split("=", 1)[1] for a in args if a.startswith("--metrics-port="))
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert f'externalauth_revocations_total{{provider="{provider}",result="failed"}} 1.0' in metrics
+
+
+def test_each_shard_serves_the_links_of_its_own_namespaces(cluster: Cluster, workspace: dict[str, Any],
+                                                           sim: Simulator) -> None:
+    """Issue 19: with `shards: 2`, a link in a namespace of each shard is refreshed (its
+    token Secret rewritten with new tokens) and Ready: both shards' pods do their work."""
+    spaces = {}
+    for k in range(100):
+        spaces.setdefault(shard_of(f"team-{k}", SHARDS), f"team-{k}")
+        if len(spaces) == SHARDS:
+            break
+    assert sorted(spaces) == list(range(SHARDS))
+    secret = (EXAMPLES / "token-secret.yaml").read_text()
+    before = {}
+    for shard, ns in sorted(spaces.items()):
+        cluster.node.create_namespace(ns)
+        grant = sim.issue_grant(CLIENT_ID, login=f"user-of-shard-{shard}")
+        assert grant.refresh_token is not None
+        before[ns] = grant.refresh_token
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=secret.replace(
+            "REPLACE_WITH_ACCESS_TOKEN", grant.access_token).replace("REPLACE_WITH_REFRESH_TOKEN", grant.refresh_token))
+        cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "link.yaml"))
+    for ns in spaces.values():
+        cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", f"externalauthlink/{LINK}", "--timeout=120s",
+                        timeout=150)
+        wait_for(lambda ns=ns: cluster.secret_data(SECRET, ns)["refresh_token"] != before[ns], timeout=120,
+                 message=f"the token in {ns} (shard {shard_of(ns, SHARDS)}) to be refreshed")

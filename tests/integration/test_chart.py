@@ -471,6 +471,16 @@ def test_n_shards_are_n_deployments_each_serving_its_own_shard(
     assert len({tuple(sorted(s.items())) for s in selectors}) == 3
 
 
+def test_shards_on_the_node_network_take_their_own_ports(tools: Tools) -> None:
+    values = {"shards": 2, "hostNetwork": True, "metrics": {"port": 9000}, "health": {"port": 9100}}
+    ports = [{p["name"]: p["containerPort"] for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]}
+             for d in by_kind(tools.template(values), "Deployment")]
+    assert ports == [{"metrics": 9000, "health": 9100}, {"metrics": 9001, "health": 9101}]
+    pod_network = [d["spec"]["template"]["spec"]["containers"][0]["ports"]
+                   for d in by_kind(tools.template({"shards": 2}), "Deployment")]
+    assert pod_network[0] == pod_network[1]
+
+
 @pytest.mark.parametrize(("apis", "kinds"), [
     pytest.param((), set(), id="without prometheus-operator's API neither monitor is rendered"),
     pytest.param(MONITORING, {"ServiceMonitor", "PrometheusRule"}, id="with its API both are rendered"),
