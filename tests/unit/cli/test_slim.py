@@ -34,6 +34,10 @@ def test_the_operators_dependencies_are_outside_the_base_install() -> None:
                  id="login gets as far as the cluster"),
     pytest.param(["refresh", "gh", "--wait", "--kubeconfig", "{closed}"], 1, "cannot reach the Kubernetes API server",
                  id="refresh gets as far as the cluster"),
+    pytest.param(["-n", "ws", "--kubeconfig", "{closed}", "token", "gh"], 1, "cannot reach the Kubernetes API server",
+                 id="token, with the flags before the command, gets as far as the cluster"),
+    pytest.param(["logout", "gh", "--kubeconfig", "{closed}"], 1, "cannot reach the Kubernetes API server",
+                 id="logout gets as far as the cluster"),
     pytest.param(["run", "--kubeconfig", "{closed}"], 1,
                  "needs the operator's dependencies (kopf is not installed): "
                  "pip install 'externalauth-operator[operator]'", id="run names the extra it needs"),
@@ -44,3 +48,12 @@ def test_without_the_operator_extra(tmp_path: Path, args: list[str], code: int, 
     r = subprocess.run(slim.command(*[a.replace("{closed}", str(closed)) for a in args]), capture_output=True,
                        text=True, timeout=60)
     assert (code, True, False) == (r.returncode, out in r.stdout + r.stderr, "Traceback" in r.stderr), r.stderr
+
+
+def test_git_credential_answers_without_the_operator_extra(tmp_path: Path) -> None:
+    """The helper in a workspace image with only the base install: the token from the files."""
+    (tmp_path / "access_token").write_text("gho_abc")
+    (tmp_path / "git-credentials").write_text("https://x-access-token:gho_abc@github.com\n")
+    r = subprocess.run(slim.command("git-credential", "--secret-dir", str(tmp_path), "get"), capture_output=True,
+                       text=True, timeout=60, input="protocol=https\nhost=github.com\n\n")
+    assert (0, "username=x-access-token\npassword=gho_abc\n") == (r.returncode, r.stdout), r.stderr
