@@ -335,7 +335,8 @@ def _add_run(run: argparse.ArgumentParser) -> None:
                        help="serve every namespace (the default when no -n is given)")
     peer = run.add_mutually_exclusive_group()
     peer.add_argument("--peering", metavar="NAME",
-                      help="refused: kopf peering would pause only kopf's watch, not the engine's; every replica is active (use --shard I/N to split the work)")
+                      help="refused: kopf peering would pause only kopf's watch, not the engine's; "
+                           "every replica is active (use --shard I/N to split the work)")
     peer.add_argument("--standalone", action="store_true",
                       help="no peering (the default); replicas stay safe through Secret claims")
     run.add_argument("--metrics-port", type=_port, default=None, metavar="P",
