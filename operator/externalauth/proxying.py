@@ -11,9 +11,11 @@ from collections.abc import Mapping
 
 
 def bypasses(host: str, port: int | None, no_proxy: str) -> bool:
-    """Whether ``NO_PROXY`` exempts ``host`` (pure): ``*``, host names and domain suffixes
-    (``example.com`` and ``.example.com`` both cover ``a.example.com``), ``host:port``, IP
-    addresses and CIDR ranges (``10.0.0.0/8``), as curl and requests read it."""
+    """Whether ``NO_PROXY`` exempts ``host`` on ``port`` (pure): ``*``, host names and domain
+    suffixes (``example.com`` and ``.example.com`` both cover ``a.example.com``), ``host:port``
+    (only that port: ``port`` is the URL's, its scheme's default when it names none; None,
+    an unknown port, matches no ``host:port`` entry), IP addresses and CIDR ranges
+    (``10.0.0.0/8``), as curl reads it."""
     host = host.strip("[]").lower()
     try:
         address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
@@ -33,7 +35,7 @@ def bypasses(host: str, port: int | None, no_proxy: str) -> bool:
                 pass
             continue
         name, _, entry_port = entry.partition(":")
-        if entry_port and port is not None and entry_port != str(port):
+        if entry_port and entry_port != str(port):
             continue
         name = name.lstrip(".")
         if host == name or host.endswith("." + name):
@@ -41,11 +43,15 @@ def bypasses(host: str, port: int | None, no_proxy: str) -> bool:
     return False
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def choose(url: str, environment: Mapping[str, str]) -> dict[str, str]:
     """The proxies (scheme -> proxy URL) for ``url`` given ``urllib.request.getproxies()``'s
     mapping (pure); empty when ``no`` exempts it."""
     parts = urllib.parse.urlsplit(url)
-    if bypasses(parts.hostname or "", parts.port, environment.get("no", "")):
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    if bypasses(parts.hostname or "", port, environment.get("no", "")):
         return {}
     return {k: v for k, v in environment.items() if k in ("http", "https", "all")}
 

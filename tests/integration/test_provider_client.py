@@ -21,6 +21,7 @@ from externalauth.oauth.exchanging import ProviderClient
 from externalauth.policy.classifying import TokenVerdict, ValidationVerdict
 from tests.harness.proxy import ConnectProxy
 from tests.harness.simulator_fixtures import CLIENT_ID, CLIENT_SECRET
+from tests.harness.waiting import wait_for
 
 NOW = dt.datetime.now(dt.UTC)
 CANARY = "CANARY-7f3a"  # planted in hostile answers; must never reach a log line or a message
@@ -435,8 +436,9 @@ def test_an_issuer_without_a_discovery_document_cannot_make_a_client(make_simula
 
 def test_an_issuer_that_does_not_answer_yet_is_tried_again_and_sends_no_token(
         make_simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Discovery failing for now (503): the client is built, a refresh fails as transient with
-    nothing sent to any token endpoint, and discovery is tried again on a later call."""
+    """Discovery failing for now (no answer, after 2 s): the client is built, a refresh fails
+    as transient at once (it never waits for the issuer) with nothing sent to any token
+    endpoint, and discovery is tried again in the background until it succeeds."""
     sim = make_simulator(profile="generic")
     grant = sim.issue_grant(CLIENT_ID)
     monkeypatch.setattr("externalauth.oauth.exchanging.DISCOVERY_RETRY", 0.0)
@@ -446,16 +448,37 @@ def test_an_issuer_that_does_not_answer_yet_is_tried_again_and_sends_no_token(
 
     def flaky(self: ProviderClient, url: str) -> Any:
         if down["answer"]:
+            time.sleep(2.0)
             raise transport_no_answer()
         return real_get(self, url)
 
     monkeypatch.setattr(ProviderClient, "_get_document", flaky)
     client = oidc_client(sim)
+    started = time.monotonic()
     failed = client.refresh(SecretStr(grant.refresh_token), now=NOW)
+    took = time.monotonic() - started
     down["answer"] = False
+    wait_for(lambda: client.unresolved() is None, timeout=20, message="discovery in the background")
     later = client.refresh(SecretStr(grant.refresh_token), now=NOW)
-    assert (TokenVerdict.TRANSIENT, TokenVerdict.SUCCESS, 1) == (
-        failed.classified.verdict, later.classified.verdict, sim.stats.token_calls)
+    assert (TokenVerdict.TRANSIENT, True, TokenVerdict.SUCCESS, 1) == (
+        failed.classified.verdict, took < 1.0, later.classified.verdict, sim.stats.token_calls)
+
+
+def test_a_refresh_sent_too_late_for_its_claim_is_not_sent(make_simulator: Any) -> None:
+    """§9.15 at the client: a call whose claim leaves less than the minimum window when it is
+    about to be sent sends nothing (the refresh token is intact); one with 3 s left is cut at 3 s."""
+    sim = make_simulator()
+    grant = sim.issue_grant(CLIENT_ID)
+    sim.add_fault("token", "latency", value=10)
+    client = client_for(sim)
+    late = client.refresh(SecretStr(grant.refresh_token), now=NOW, send_before=time.monotonic() + 1.0)
+    calls = sim.stats.token_calls
+    started = time.monotonic()
+    tight = client.refresh(SecretStr(grant.refresh_token), now=NOW, send_before=time.monotonic() + 3.0)
+    took = time.monotonic() - started
+    assert (TokenVerdict.TRANSIENT, True, 0, TokenVerdict.TRANSIENT) == (
+        late.classified.verdict, "not sent" in late.classified.message, calls, tight.classified.verdict)
+    assert took < 4.5, f"took {took:.1f}s"
 
 
 def transport_no_answer() -> Exception:

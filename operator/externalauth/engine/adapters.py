@@ -1,5 +1,6 @@
 """The real ports: the blocking Kubernetes and provider clients, each run in its own
-thread pool (contract §9.14: a slow provider cannot stall API-server writes)."""
+thread pools (contract §9.14: a slow provider cannot stall API-server writes; §9.15: nor
+another provider's calls, each provider has its own threads)."""
 
 from __future__ import annotations
 
@@ -80,11 +81,16 @@ class ThreadedKube:
 
 
 class ThreadedProvider:
-    """:class:`~externalauth.engine.ports.ProviderPort` over the blocking :class:`ProviderClient`."""
+    """:class:`~externalauth.engine.ports.ProviderPort` over the blocking :class:`ProviderClient`,
+    with threads of its own: ``calls`` for token calls (the provider's K, which the engine's
+    semaphore also bounds) and ``calls`` for validations and revocations, so that neither
+    kind waits behind the other, nor behind another provider's calls (contract §9.15). OIDC
+    discovery runs elsewhere (client construction, the client's background retry)."""
 
-    def __init__(self, client: ProviderClient, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, client: ProviderClient, *, calls: int) -> None:
         self.client = client
-        self._pool = pool
+        self._tokens = ThreadPoolExecutor(calls, thread_name_prefix="externalauth-token")
+        self._checks = ThreadPoolExecutor(calls, thread_name_prefix="externalauth-check")
 
     def __repr__(self) -> str:
         return f"ThreadedProvider({self.client!r})"
@@ -93,16 +99,23 @@ class ThreadedProvider:
     def spec(self) -> ProviderSpec:
         return self.client.spec
 
-    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
-        return await run_blocking(self._pool, self.client.refresh, refresh_token, now=now)
+    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime,
+                      send_before: float | None = None) -> ExchangeResult:
+        # send_before is on the engine clock's monotonic scale, which for the real ports is
+        # time.monotonic(), the client's own: it checks it in the worker thread.
+        return await run_blocking(self._tokens, self.client.refresh, refresh_token, now=now,
+                                  send_before=send_before)
 
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome:
-        return await run_blocking(self._pool, self.client.validate, access_token, now=now)
+        return await run_blocking(self._checks, self.client.validate, access_token, now=now)
 
     async def revoke(self, *, refresh_token: SecretStr | None, access_token: SecretStr | None,
                      now: dt.datetime) -> revocations.Outcome:
-        return await run_blocking(self._pool, self.client.revoke, refresh_token=refresh_token,
+        return await run_blocking(self._checks, self.client.revoke, refresh_token=refresh_token,
                                   access_token=access_token, now=now)
 
     def close(self) -> None:
+        # Calls already queued still run (each checks its own lease before sending).
+        self._tokens.shutdown(wait=False)
+        self._checks.shutdown(wait=False)
         self.client.close()

@@ -59,7 +59,13 @@ class ProviderPort(Protocol):
         """The spec as the client uses it (URLs resolved by OIDC discovery, if any)."""
         ...
 
-    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult: ...
+    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime,
+                      send_before: float | None = None) -> ExchangeResult:
+        """Exchange ``refresh_token``. ``send_before`` (the clock's monotonic scale): when the
+        call is about to be sent, after any wait for its turn, it is not sent if less than
+        ``timing.MIN_SEND_WINDOW`` is left before this instant (a TRANSIENT outcome, nothing
+        sent), and otherwise ends by it (contract §9.15, ``timing.call_budget``)."""
+        ...
 
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome: ...
 

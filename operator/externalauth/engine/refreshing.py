@@ -20,6 +20,7 @@ from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
 from externalauth.model.secure import SecretStr
+from externalauth.policy import timing
 from externalauth.policy.classifying import TokenVerdict
 from externalauth.policy.effects import Refresh, RefreshOutcome
 
@@ -70,7 +71,9 @@ class Refresher:
         # claim write overlaps the exchanges instead of adding to each. A claimed link
         # waits for at most one exchange ahead of it, far less than the lease; still, a
         # lease that has run low is renewed before the token is sent (a lease that ran
-        # out in the queue would let another replica exchange the same refresh token).
+        # out in the queue would let another replica exchange the same refresh token). The
+        # provider checks the lease again when the call is about to be sent, after any wait
+        # for a thread, and caps the call's deadline by it (contract §9.15).
         # Both bounds are shared fairly by the namespaces that wait (contract §9.16), and a
         # link that has to wait for the provider gives its reconcile slot to another link.
         if not runtime.pipeline.free:
@@ -84,7 +87,8 @@ class Refresher:
                 if isinstance(claimed, Refresh):
                     return claimed
                 started = self._clock.monotonic()
-                result = await runtime.client.refresh(consumed, now=self._clock.now())
+                send_before = started + self._writer.lease_left(claimed) - timing.LEASE_SEND_MARGIN
+                result = await runtime.client.refresh(consumed, now=self._clock.now(), send_before=send_before)
         answered = self._clock.monotonic()
         verdict = result.classified
         if verdict.verdict is TokenVerdict.SUCCESS and result.tokens is not None:

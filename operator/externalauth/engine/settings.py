@@ -18,7 +18,7 @@ class Settings:
     backoff_cap: float = 300.0
     api_threads: int = 16  # blocking API-server calls in flight
     persist_threads: int = 8  # persists of new tokens: a pool of their own, never queued behind others
-    provider_threads: int = 64  # blocking provider calls in flight (all providers)
+    provider_threads: int = 4  # provider clients built at once (OIDC discovery); calls have their own
     concurrency: int = 512  # links reconciled at once
     shutdown_grace: float = 60.0
     connect_timeout: float = 5.0

@@ -78,15 +78,17 @@ async def start(options: Options) -> Running:
     api_pool = ThreadPoolExecutor(settings.api_threads, thread_name_prefix="externalauth-api")
     # Persists of new tokens never wait behind status writes, events or claims (issue 17).
     persist_pool = ThreadPoolExecutor(settings.persist_threads, thread_name_prefix="externalauth-persist")
-    provider_pool = ThreadPoolExecutor(settings.provider_threads, thread_name_prefix="externalauth-provider")
+    # Only for building provider clients (OIDC discovery); each provider's calls run in
+    # threads of its own (ThreadedProvider).
+    provider_pool = ThreadPoolExecutor(settings.provider_threads, thread_name_prefix="externalauth-discovery")
 
     async def make_client(spec: ProviderSpec, secret: SecretStr | None) -> ProviderPort:
-        # In the provider pool: the constructor may run OIDC discovery (network I/O).
+        # In the discovery pool: the constructor may run OIDC discovery (network I/O).
         client = await run_blocking(provider_pool, ProviderClient, spec, secret, observe=metrics.observer(spec.name),
                                     connect_timeout=settings.connect_timeout,
                                     read_timeout=settings.read_timeout,
                                     deadline=settings.provider_deadline)
-        return ThreadedProvider(client, provider_pool)
+        return ThreadedProvider(client, calls=spec.max_concurrent)
 
     engine = Engine(ThreadedKube(kube, api_pool, urgent_pool=persist_pool), make_client=make_client,
                     settings=settings)

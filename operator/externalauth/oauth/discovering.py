@@ -80,7 +80,7 @@ def read_document(payload: object, *, issuer: str) -> Endpoints:
 def discover(issuer: str, *, get: Get) -> Endpoints:
     """Fetch and read the issuer's discovery document."""
     url = document_url(issuer)
-    host = urllib.parse.urlsplit(url).netloc
+    host = _host(url)  # never the netloc: user info in spec.issuerURL must not reach status
     try:
         answer = get(url)
     except transport.NoAnswer as e:
@@ -103,8 +103,34 @@ def discover(issuer: str, *, get: Get) -> Endpoints:
     return read_document(transport.decode_answer(answer), issuer=issuer)
 
 
+def _host(url: str) -> str:
+    try:
+        return (urllib.parse.urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+#: Discovery fields and the spec fields that name the same endpoint explicitly.
+_SPEC_FIELDS = {"token_endpoint": "tokenURL", "device_authorization_endpoint": "deviceAuthorizationURL",
+                "userinfo_endpoint": "validateURL", "revocation_endpoint": "revocationURL"}
+
+
 def resolve(spec: ProviderSpec, endpoints: Endpoints) -> ProviderSpec:
-    """The spec with the URLs it did not name taken from the discovery document."""
+    """The spec with the URLs it did not name taken from the discovery document. Each URL
+    taken from the document must be on the issuer's host (the client secret and tokens go
+    there): another host raises DiscoveryError (permanent) unless the spec names that
+    endpoint itself."""
+    assert spec.issuer_url is not None
+    issuer_host = _host(spec.issuer_url)
+    taken = {"token_endpoint": None if spec.token_url else endpoints.token,
+             "device_authorization_endpoint": endpoints.device if spec.discover_device else None,
+             "userinfo_endpoint": endpoints.userinfo if spec.discover_validation else None,
+             "revocation_endpoint": endpoints.revocation if spec.discover_revocation else None}
+    for field, url in taken.items():
+        if url is not None and _host(url) != issuer_host:
+            raise DiscoveryError(
+                f"the issuer's discovery document names a {field} on another host ({_host(url)}) than the "
+                f"issuer ({issuer_host}); name it in spec.{_SPEC_FIELDS[field]} to use it")
     return dataclasses.replace(
         spec,
         token_url=spec.token_url or endpoints.token,

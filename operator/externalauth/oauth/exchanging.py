@@ -42,8 +42,10 @@ from externalauth.providers import ClientAuth, Revocation
 log = logging.getLogger(__name__)
 Observer = Callable[[str, int], None]  # (endpoint, HTTP code or 0) -> None
 DEFAULT_DEADLINE = 30.0  # seconds for a whole provider call: well inside the 60 s claim lease
-#: A failed discovery is tried again at most this often (every refresh would otherwise).
-DISCOVERY_RETRY = 30.0
+#: A failed discovery is tried again at most this often, in the background.
+DISCOVERY_RETRY = timing.DISCOVERY_RETRY
+_NOT_SENT = ("not sent: the claim on the Secret ran low while the call waited for its turn "
+             "(it is sent again under a fresh claim)")
 
 
 @runtime_checkable
@@ -75,8 +77,9 @@ class ProviderClient:
     A spec with ``issuerURL`` is resolved by OIDC discovery here, when the client is
     built: a document that is missing or unusable raises
     :class:`~externalauth.errors.DiscoveryError` (the provider is InvalidSpec); an
-    issuer that does not answer is tried again on the next call (at most every
-    DISCOVERY_RETRY seconds), and until then calls fail as transient, sending nothing.
+    issuer that does not answer is tried again in the background when a call finds it
+    unresolved (at most every DISCOVERY_RETRY seconds; no call waits for it), and until then
+    calls fail as transient at once, sending nothing.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class ProviderClient:
         self._lock = threading.Lock()  # the rate-limit gates
         self._discovery_lock = threading.Lock()  # one discovery at a time
         self._discovery_failed: tuple[float, str] | None = None  # (monotonic, message)
+        self._rediscovering = False  # a background discovery is running
         if spec.needs_discovery:
             self._discover()
 
@@ -125,7 +129,7 @@ class ProviderClient:
 
     def _discover(self) -> None:
         """Resolve the spec's URLs from its issuer. A permanent failure raises; a transient
-        one is remembered (and logged) for :meth:`_unresolved`."""
+        one is remembered (and logged) for :meth:`unresolved`."""
         assert self.spec.issuer_url is not None
         try:
             endpoints = discovering.discover(self.spec.issuer_url, get=self._get_document)
@@ -138,23 +142,34 @@ class ProviderClient:
         self.spec = discovering.resolve(self.spec, endpoints)
         self._discovery_failed = None
 
-    def _unresolved(self) -> str | None:
-        """Why the spec cannot be used yet (discovery failed), retrying discovery when it
-        is time; None when the spec is usable."""
+    def unresolved(self) -> str | None:
+        """Why the spec cannot be used yet (discovery failed), None when it can. Never waits
+        for the issuer: when a retry is due, discovery runs again in a background thread
+        (a refresh never waits up to the discovery deadline for it)."""
         if not self.spec.needs_discovery:
             return None
         with self._discovery_lock:
-            if not self.spec.needs_discovery:
-                return None
             failed = self._discovery_failed
-            if failed is None or time.monotonic() - failed[0] >= DISCOVERY_RETRY:
-                try:
-                    self._discover()
-                except DiscoveryError as e:  # the document turned unusable: the admin's to fix
-                    log.warning("provider %s: OIDC discovery failed: %s", self.spec.name, e)
-                    self._discovery_failed = (time.monotonic(), f"OIDC discovery: {e}")
-            return None if not self.spec.needs_discovery else (
-                self._discovery_failed[1] if self._discovery_failed else "OIDC discovery has not succeeded")
+            due = failed is None or time.monotonic() - failed[0] >= DISCOVERY_RETRY
+            if due and not self._rediscovering and self.spec.needs_discovery:
+                self._rediscovering = True
+                threading.Thread(target=self._rediscover, name="externalauth-discovery", daemon=True).start()
+        if not self.spec.needs_discovery:
+            return None
+        return failed[1] if failed is not None else "OIDC discovery has not succeeded"
+
+    def _rediscover(self) -> None:
+        try:
+            self._discover()
+        except DiscoveryError as e:  # the document turned unusable: the admin's to fix
+            log.warning("provider %s: OIDC discovery failed: %s", self.spec.name, e)
+            self._discovery_failed = (time.monotonic(), f"OIDC discovery: {e}")
+        except Exception as e:  # a bug below us: try again later
+            log.warning("provider %s: OIDC discovery failed unexpectedly (%s)", self.spec.name, type(e).__name__)
+            self._discovery_failed = (time.monotonic(), "OIDC discovery has not succeeded")
+        finally:
+            with self._discovery_lock:
+                self._rediscovering = False
 
     # --- rate limits ------------------------------------------------------------------
     def rate_limited_for(self, endpoint: str) -> float | None:
@@ -211,10 +226,14 @@ class ProviderClient:
                         "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8"},
         }
 
-    def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
-        """Exchange ``refresh_token``; ``now`` is when the request is sent. Never raises:
-        every outcome is an ExchangeResult."""
-        unresolved = self._unresolved()
+    def refresh(self, refresh_token: SecretStr, *, now: dt.datetime,
+                send_before: float | None = None) -> ExchangeResult:
+        """Exchange ``refresh_token``; ``now`` is when the request is sent. ``send_before``
+        (``time.monotonic()`` scale): the claim's lease end minus the margin to persist; the
+        call is not sent when it is about to be sent too close to it, and its deadline is
+        capped to end by then (contract §9.15). Never raises: every outcome is an
+        ExchangeResult."""
+        unresolved = self.unresolved()
         if unresolved is not None:  # nothing was sent: the refresh token is intact
             return ExchangeResult(classifying.Classified(classifying.TokenVerdict.TRANSIENT, unresolved))
         wait = self.rate_limited_for("token")
@@ -226,12 +245,18 @@ class ProviderClient:
             log.warning("provider %s: cannot prepare the token request (%s)", self.spec.name, type(e).__name__)
             return ExchangeResult(classifying.Classified(
                 classifying.TokenVerdict.TRANSIENT, "the token request could not be prepared"))
+        # Checked here, in the worker thread, after any wait for a thread or a connection:
+        # the last moment before the refresh token leaves.
         started = time.monotonic()
+        budget = timing.call_budget(send_before=send_before, now=started, deadline=self._deadline)
+        if budget is None:  # nothing was sent: the refresh token is intact
+            log.info("provider %s: token call not sent: its claim ran low while it waited", self.spec.name)
+            return ExchangeResult(classifying.Classified(classifying.TokenVerdict.TRANSIENT, _NOT_SENT))
         try:
-            answer = self._fetch("POST", self.spec.token_url, **request)
+            answer = self._fetch("POST", self.spec.token_url, deadline=budget, **request)
         except transport.NoAnswer as e:
             self._observe("token", 0)
-            return ExchangeResult(self._no_answer(e))
+            return ExchangeResult(self._no_answer(e, budget))
         except Exception as e:  # a bug below us; the request may have been sent
             self._observe("token", 0)
             log.warning("provider %s: token call failed unexpectedly (%s)", self.spec.name, type(e).__name__)
@@ -249,7 +274,7 @@ class ProviderClient:
                                   classifying.Classified(classifying.TokenVerdict.TRANSIENT,
                                                          f"the token endpoint answered HTTP {answer.status}"))
 
-    def _no_answer(self, e: transport.NoAnswer) -> classifying.Classified:
+    def _no_answer(self, e: transport.NoAnswer, deadline: float) -> classifying.Classified:
         if e.kind is transport.NoAnswerKind.TLS:
             log.warning("provider %s: TLS verification failed (%s); check spec.caBundle", self.spec.name, e.cause)
             return classifying.Classified(classifying.TokenVerdict.TRANSIENT, _TLS_MESSAGE)
@@ -257,7 +282,7 @@ class ProviderClient:
         if e.kind is transport.NoAnswerKind.DEADLINE:
             return classifying.Classified(
                 classifying.TokenVerdict.TRANSIENT,
-                f"the token endpoint did not answer within {self._deadline:g}s")
+                f"the token endpoint did not answer within {deadline:.3g}s")
         return classifying.classify_token_answer(classifying.TokenAnswer(status=None))
 
     def _read(self, answer: transport.Answer, *, consumed: SecretStr, arrived: dt.datetime) -> ExchangeResult:
@@ -267,7 +292,7 @@ class ProviderClient:
     def validate(self, access_token: SecretStr, *, now: dt.datetime) -> classifying.ValidationOutcome:
         """Ask the validation endpoint about ``access_token``; ``now`` is when the request is
         sent. Never raises."""
-        unresolved = self._unresolved()
+        unresolved = self.unresolved()
         if unresolved is not None:
             return classifying.ValidationOutcome(classifying.ValidationVerdict.UNREACHABLE, unresolved)
         url = self.spec.validate_url
@@ -314,7 +339,7 @@ class ProviderClient:
         """Revoke the grant these tokens belong to (contract §2 ``revokeOnDelete``). Same
         rules as every provider call: verified TLS, no redirects, a capped body, one
         deadline. Never raises; nothing secret in the outcome's message."""
-        unresolved = self._unresolved() or self._discover_revocation()
+        unresolved = self.unresolved() or self._discover_revocation()
         if unresolved is not None:  # the revocation endpoint may come from discovery
             return revocations.Outcome(revocations.Verdict.TRANSIENT, unresolved)
         style = self.spec.quirks.revocation

@@ -36,6 +36,31 @@ MISSING_SECRET_RECHECK = dt.timedelta(seconds=30)
 CLAIM_REPORT_AFTER = dt.timedelta(seconds=10)
 #: A claim that ends at T is taken over at T + this, if its holder never released it.
 CLAIM_GRACE = dt.timedelta(seconds=0.5)
+#: A token call must end this long before its claim's lease does (room to persist the
+#: answer): its deadline is capped at the lease left minus this (contract §9.15).
+LEASE_SEND_MARGIN = 5.0
+#: A token call with less time than this before that cap is not sent at all: the claim ran
+#: low while the call waited for its turn; it is a transient outcome, retried with a fresh
+#: claim (contract §9.15).
+MIN_SEND_WINDOW = 2.0
+
+
+def call_budget(*, send_before: float | None, now: float, deadline: float) -> float | None:
+    """Seconds a token call may take when it is about to be sent at ``now`` (pure): the
+    call's ``deadline``, capped so that it ends by ``send_before`` (the claim's lease end
+    minus :data:`LEASE_SEND_MARGIN`, on the same monotonic scale as ``now``); None when
+    less than :data:`MIN_SEND_WINDOW` is left, and the call must not be sent (§9.15)."""
+    if send_before is None:
+        return deadline
+    window = send_before - now
+    if window < MIN_SEND_WINDOW:
+        return None
+    return min(deadline, window)
+
+
+#: A failed OIDC discovery is tried again (in the background, never on a refresh) at most
+#: this often.
+DISCOVERY_RETRY = 30.0
 #: A token another writer stored is validated only if no replica has recorded a verdict
 #: on it this long after this replica first saw it.
 VALIDATION_GRACE = dt.timedelta(seconds=30)

@@ -25,9 +25,11 @@ from externalauth.model.durations import format_time
 from externalauth.model.names import CLAIM_ANNOTATION, PROVIDER_LABEL
 from externalauth.model.secure import SecretStr
 from externalauth.oauth.exchanging import ExchangeResult, read_answer
-from externalauth.policy import revocations
+from externalauth.policy import revocations, timing
 from externalauth.policy.classifying import (
+    Classified,
     TokenAnswer,
+    TokenVerdict,
     ValidationOutcome,
     ValidationVerdict,
     classify_token_answer,
@@ -326,8 +328,19 @@ class FakeProvider:
             lambda rt, n: success(f"access-{n}", f"refresh-{n}"))
         self.verdict = ValidationOutcome(ValidationVerdict.VALID, "the provider accepted the token", "alice")
         self.revocation = revocations.Outcome(revocations.Verdict.REVOKED, "the refresh token was revoked")
+        self.queued = 0.0  # seconds (on the fake clock) a token call waits for its turn
+        self.budgets: list[float] = []  # the deadline each sent token call was given
 
-    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime) -> ExchangeResult:
+    async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime,
+                      send_before: float | None = None) -> ExchangeResult:
+        if self.queued:
+            self.clock.advance(self.queued)
+        # What ProviderClient.refresh decides in its worker thread, just before sending.
+        budget = timing.call_budget(send_before=send_before, now=self.clock.monotonic(), deadline=30.0)
+        if budget is None:
+            self.journal.append(f"unsent {refresh_token.reveal()}")
+            return ExchangeResult(Classified(TokenVerdict.TRANSIENT, "not sent"))
+        self.budgets.append(budget)
         self.journal.append(f"exchange {refresh_token.reveal()}")
         self.exchanged.append(refresh_token.reveal())
         if self.gate is not None:

@@ -172,6 +172,40 @@ async def test_a_lease_that_ran_low_in_the_queue_is_renewed_before_the_token_is_
 
 
 @run
+async def test_a_token_call_that_waited_past_its_lease_is_not_sent_and_is_retried_under_a_fresh_claim() -> None:
+    """§9.15: the call waited 70 s for its turn (a slow provider's threads, say): when it is
+    about to be sent its claim has run out, so nothing is sent, the claim is released and the
+    link retries as transient; the retry claims again and exchanges the same, unspent token."""
+    rig = Rig(settings=Settings(claim_lease=60))
+    await rig.standard()
+    rig.provider.queued = 70
+    await rig.reconcile()
+    assert (["claim", "unsent", "release"], None, ("False", "RetryingTransientError")) == (
+        rig.steps("claim", "unsent", "exchange", "release"), rig.kube.claim(SECRET), rig.condition("Refreshable"))
+    rig.provider.queued = 0
+    wake = rig.engine.scheduler.when(LINK)
+    assert wake is not None
+    rig.clock.advance((wake - rig.clock.now()).total_seconds())
+    await rig.reconcile()
+    assert (["claim", "unsent", "release", "claim", "exchange", "persist"], "refresh-1") == (
+        rig.steps("claim", "unsent", "exchange", "release", "persist"), rig.kube.stored(SECRET, "refresh_token"))
+
+
+@run
+async def test_a_token_calls_deadline_ends_before_its_claims_lease_does() -> None:
+    """A call sent 40 s into a 60 s lease may take 15 s (the lease left minus 5 s to persist),
+    not the provider deadline's 30 s; one sent at once gets the whole 30 s."""
+    budgets = []
+    for queued in (40.0, 0.0):
+        rig = Rig(settings=Settings(claim_lease=60))
+        await rig.standard()
+        rig.provider.queued = queued
+        await rig.reconcile()
+        budgets += rig.provider.budgets
+    assert [15.0, 30.0] == budgets
+
+
+@run
 async def test_a_secret_deleted_during_the_exchange_loses_the_token_and_stops() -> None:
     """The provider answered, but the Secret is gone: no endless retry of the write."""
     rig = Rig()

@@ -366,3 +366,17 @@ def test_watch_retry(failures: int, wait: float) -> None:
 ])
 def test_listing_retry(attempt: int, retry_after: float | None, wait: float) -> None:
     assert wait == timing.listing_retry(attempt, retry_after=retry_after)
+
+
+@pytest.mark.parametrize(("send_before", "now", "expected"), [
+    pytest.param(None, 100.0, 30.0, id="no claim to respect: the provider deadline"),
+    pytest.param(200.0, 100.0, 30.0, id="plenty of lease left: the provider deadline"),
+    pytest.param(115.0, 100.0, 15.0, id="15 s left before the cap: the call may take 15 s"),
+    pytest.param(102.0, 100.0, 2.0, id="exactly the minimum window left: sent with 2 s"),
+    pytest.param(101.9, 100.0, None, id="less than the minimum window left: not sent"),
+    pytest.param(90.0, 100.0, None, id="the cap already passed while the call waited: not sent"),
+])
+def test_a_token_call_is_sent_only_with_time_left_in_its_lease(send_before: float | None, now: float,
+                                                                 expected: float | None) -> None:
+    budget = timing.call_budget(send_before=send_before, now=now, deadline=30.0)
+    assert expected == (None if budget is None else pytest.approx(budget))

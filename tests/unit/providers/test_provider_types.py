@@ -260,6 +260,50 @@ def test_an_unusable_discovery_document_is_a_permanent_error(document: object, m
     assert not raised.value.transient
 
 
+ELSEWHERE = "https://login.elsewhere.example/x"
+
+
+@pytest.mark.parametrize(("spec", "endpoints", "outcome"), [
+    pytest.param({}, discovering.Endpoints(f"{ISSUER}/token", f"{ISSUER}/device", f"{ISSUER}/userinfo",
+                                           f"{ISSUER}/revoke"), "resolved",
+                 id="every endpoint on the issuer's host is used"),
+    pytest.param({}, discovering.Endpoints("https://ID.EXAMPLE:8443/token"), "resolved",
+                 id="the issuer's host in other case and on another port is the issuer's host"),
+    pytest.param({}, discovering.Endpoints(ELSEWHERE), "token_endpoint on another host (login.elsewhere.example)",
+                 id="a token endpoint on another host is refused (the client secret would go there)"),
+    pytest.param({}, discovering.Endpoints(f"{ISSUER}/token", userinfo=ELSEWHERE), "userinfo_endpoint",
+                 id="a userinfo endpoint on another host is refused (access tokens would go there)"),
+    pytest.param({}, discovering.Endpoints(f"{ISSUER}/token", device=ELSEWHERE), "device_authorization_endpoint",
+                 id="a device endpoint on another host is refused"),
+    pytest.param({}, discovering.Endpoints(f"{ISSUER}/token", revocation=ELSEWHERE), "revocation_endpoint",
+                 id="a revocation endpoint on another host is refused"),
+    pytest.param({"tokenURL": ELSEWHERE}, discovering.Endpoints(ELSEWHERE), "resolved",
+                 id="a token endpoint on another host that the spec names is used"),
+    pytest.param({"validateURL": ELSEWHERE}, discovering.Endpoints(f"{ISSUER}/token", userinfo="https://x.example/u"),
+                 "resolved", id="a foreign userinfo endpoint the spec replaces is not used, so not refused"),
+])
+def test_discovered_endpoints_must_be_on_the_issuers_host_unless_the_spec_names_them(
+        spec: dict[str, Any], endpoints: discovering.Endpoints, outcome: str) -> None:
+    parsed = parse_provider("p", {"type": "generic", "clientID": "c", "issuerURL": ISSUER, **spec})
+    try:
+        resolved = discovering.resolve(parsed, endpoints)
+    except DiscoveryError as e:
+        assert (True, False) == (outcome in str(e), e.transient)
+        return
+    assert ("resolved", False) == (outcome, resolved.needs_discovery)
+
+
+def test_discovery_messages_name_the_host_never_credentials_in_the_issuer_url() -> None:
+    """Provider status is readable by every user: user info in spec.issuerURL stays out of it."""
+    def down(url: str) -> transport.Answer:
+        raise transport.NoAnswer(transport.NoAnswerKind.UNREACHABLE, "ConnectionError")
+
+    with pytest.raises(DiscoveryError) as raised:
+        discovering.discover("https://admin:hunter2@id.example/realms/dev", get=down)
+    assert ("the issuer id.example did not answer (unreachable)", False) == (
+        str(raised.value), "hunter2" in str(raised.value))
+
+
 def fixed(status: int, body: bytes | None = b"{}") -> discovering.Get:
     def get(url: str) -> transport.Answer:
         assert f"{ISSUER}/.well-known/openid-configuration" == url
