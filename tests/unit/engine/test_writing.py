@@ -1,0 +1,136 @@
+"""SecretWriter (engine/writing.py) on its own, against the fake API server: what each
+claim answer comes to, releases, re-reads, and the persist's retries. Sentences, one
+behaviour each; the engine-level paths are in test_refreshing.py and test_exactly_once.py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from externalauth.engine.writing import ClaimState, PersistOutcome
+from externalauth.errors import ConflictError, NotFoundError, TransientError
+from externalauth.model.names import CLAIM_ANNOTATION
+from externalauth.model.secure import SecretStr
+from externalauth.model.tokens import b64
+from tests.unit.engine.rig import SECRET, Rig, run
+
+RT = SecretStr("refresh-0")
+
+
+async def _rig() -> Rig:
+    rig = Rig()
+    await rig.standard()
+    return rig
+
+
+@run
+async def test_a_claim_taken_says_whose_and_until_when() -> None:
+    rig = await _rig()
+    result = await rig.engine.writer.claim(SECRET, RT)
+    until = rig.clock.now().timestamp() + rig.engine.settings.claim_lease
+    assert (ClaimState.CLAIMED, "me", until) == (result.state, result.claim and result.claim.holder,
+                                                 result.claim and result.claim.until)
+    assert result.body is not None and result.body["metadata"]["annotations"][CLAIM_ANNOTATION] == f"me;{until:.0f}"
+
+
+@run
+async def test_a_claim_on_a_deleted_secret_is_a_race_and_the_cache_forgets_it() -> None:
+    rig = await _rig()
+    del rig.kube.secrets[SECRET]
+    result = await rig.engine.writer.claim(SECRET, RT)
+    assert (ClaimState.RACED, None) == (result.state, rig.engine.caches.secrets.get(SECRET))
+
+
+@run
+async def test_a_claim_that_conflicts_is_a_race_and_re_reads() -> None:
+    rig = await _rig()
+    rig.kube.edit_secret(SECRET, {"data": {"note": b64("x")}})
+    result = await rig.engine.writer.claim(SECRET, RT)
+    cached = rig.engine.caches.secrets.get(SECRET)
+    assert (ClaimState.RACED, rig.kube.secrets[SECRET]["metadata"]["resourceVersion"]) == (
+        result.state, cached and cached["metadata"]["resourceVersion"])
+
+
+@run
+async def test_a_claim_the_api_server_refuses_fails_with_why() -> None:
+    rig = await _rig()
+
+    def unreachable(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        raise TransientError("API server unreachable")
+
+    rig.kube.before_secret_patch = unreachable
+    result = await rig.engine.writer.claim(SECRET, RT)
+    assert (ClaimState.FAILED, "cannot claim the Secret for refresh: API server unreachable") == (
+        result.state, result.message)
+
+
+@run
+async def test_nothing_is_released_without_a_claim_of_ours() -> None:
+    rig = await _rig()
+    await rig.engine.writer.release(SECRET)
+    assert [] == rig.kube.writes
+
+
+@run
+async def test_a_failed_re_read_keeps_the_cached_copy_and_a_missing_secret_is_forgotten() -> None:
+    rig = await _rig()
+    cached = rig.engine.caches.secrets.get(SECRET)
+    rig.kube.fail_reads = 1
+    assert cached is not None and cached == await rig.engine.writer.reread(SECRET)
+    del rig.kube.secrets[SECRET]
+    assert (None, None) == (await rig.engine.writer.reread(SECRET), rig.engine.caches.secrets.get(SECRET))
+
+
+@run
+async def test_a_persist_whose_conflict_re_read_fails_waits_and_tries_again() -> None:
+    """409, then the re-read fails: wait a little (a growing delay) and write again (409
+    again), read, and write on the new version."""
+    rig = await _rig()
+    claimed = await rig.engine.writer.claim(SECRET, RT)
+    assert claimed.body is not None
+    rig.kube.edit_secret(SECRET, {"data": {"note": b64("x")}})
+    rig.kube.fail_reads = 1
+    start = rig.clock.monotonic()
+    outcome = await rig.engine.writer.persist(SECRET, base=claimed.body, consumed=RT,
+                                              data={"access_token": b64("access-1")})
+    assert (PersistOutcome.PERSISTED, "access-1") == (outcome, rig.kube.stored(SECRET, "access_token"))
+    assert 0 < rig.clock.monotonic() - start <= 1
+    assert ["persist ns/tok 409", "get ns/tok", "persist ns/tok 409", "get ns/tok", "persist ns/tok"] == rig.steps(
+        "persist", "get", full=True)
+
+
+@run
+async def test_a_persist_told_not_found_by_a_server_that_cannot_say_keeps_trying() -> None:
+    """404, and the read that would confirm it fails too: not believed, tried again."""
+    rig = await _rig()
+    claimed = await rig.engine.writer.claim(SECRET, RT)
+    assert claimed.body is not None
+    rig.kube.fail_writes = [NotFoundError("not found")]
+    rig.kube.fail_reads = 1
+    outcome = await rig.engine.writer.persist(SECRET, base=claimed.body, consumed=RT,
+                                              data={"access_token": b64("access-1")})
+    assert (PersistOutcome.PERSISTED, "access-1") == (outcome, rig.kube.stored(SECRET, "access_token"))
+
+
+@run
+async def test_a_persist_of_a_deleted_secret_is_lost_and_forgotten() -> None:
+    rig = await _rig()
+    claimed = await rig.engine.writer.claim(SECRET, RT)
+    assert claimed.body is not None
+    rig.kube.edit_secret(SECRET, {"data": {"note": b64("x")}})
+
+    def deleted(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        del rig.kube.secrets[key]
+        raise ConflictError("conflict")
+
+    rig.kube.before_secret_patch = deleted
+    outcome = await rig.engine.writer.persist(SECRET, base=claimed.body, consumed=RT,
+                                              data={"access_token": b64("access-1")})
+    assert (PersistOutcome.LOST_GONE, None) == (outcome, rig.engine.caches.secrets.get(SECRET))
+
+
+@run
+async def test_format_keys_are_not_written_for_a_token_the_secret_no_longer_holds() -> None:
+    rig = await _rig()
+    await rig.engine.writer.write_formats(SECRET, access_token=SecretStr("older"), data={"netrc": b64("x")})
+    assert [] == rig.kube.writes
