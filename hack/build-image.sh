@@ -88,7 +88,7 @@ SECURITY_MIRROR=$(security_mirror)
 # Content hash of every input: this script, the package metadata and its source.
 inputs_hash() {
   { echo "$SUITE $INCLUDE $MIRROR $SECURITY_MIRROR $WEEK"
-    find hack/build-image.sh pyproject.toml README.md "$LOCK" operator -type f \
+    find hack/build-image.sh pyproject.toml README.md "$LOCK" operator scripts -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -not -path '*.egg-info/*' -print0 \
       | sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16

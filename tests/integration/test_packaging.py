@@ -46,6 +46,7 @@ def operator_wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / f, src / f)
     shutil.copytree(REPO / "operator", src / "operator", ignore=_IGNORE)
+    shutil.copytree(REPO / "scripts", src / "scripts", ignore=_IGNORE)
     return _wheel(src, tmp_path_factory.mktemp("operator-wheel"))
 
 

@@ -69,7 +69,9 @@ def test_both_start_from_debian_bookworm() -> None:
     (default,) = [a for w, a in INSTRUCTIONS if w == "ARG" and a.startswith("BASE_IMAGE=")]
     assert "debian:bookworm" in default
     assert re.search(r"^SUITE=bookworm$", BUILD_IMAGE, re.M)
-    assert [a for w, a in INSTRUCTIONS if w == "FROM"] == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+    assert [a for w, a in INSTRUCTIONS if w == "FROM"] == ["${BASE_IMAGE} AS build", "${BASE_IMAGE} AS runtime",
+                                                            "scratch"]
+    assert _final("COPY") == ["--from=runtime / /"]
 
 
 def test_both_use_the_same_python() -> None:
