@@ -13,7 +13,7 @@ from externalauth.errors import TransientError
 from externalauth.model import tokens as tokmod
 from externalauth.model.names import CLAIM_ANNOTATION
 from externalauth.model.secure import SecretStr
-from externalauth.policy.effects import Refresh, RefreshOutcome
+from externalauth.policy.effects import Refresh
 from tests.unit.engine.fakes import NO_ANSWER, answer, error, success
 from tests.unit.engine.rig import SECRET, Rig, run
 
