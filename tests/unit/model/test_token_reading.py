@@ -76,6 +76,18 @@ ROWS: list[tuple[str, Any, tuple[Any, ...]]] = [
     ("without usable codes, the AADSTS number opening the description is the code",
      {"error": "invalid_grant", "error_codes": ["x"], "error_description": "AADSTS50173: the grant expired"},
      (None,) * 6 + ("invalid_grant", None, (), (50173,))),
+    ("error code 0 is a code", {"error": "invalid_grant", "error_codes": [0]},
+     (None,) * 6 + ("invalid_grant", None, (), (0,))),
+    ("a lifetime of exactly a year is not capped", {**OK, "expires_in": YEAR},
+     ("at", "rt", "bearer", YEAR, None, None, None, "rt", (), ())),
+    ("a numeric string of 64 characters is read", {**OK, "expires_in": "6" + "0" * 63},
+     ("at", "rt", "bearer", YEAR, None, None, None, "rt", ("expires_in capped at a year",), ())),
+    ("a numeric string of 65 characters is not a number", {**OK, "expires_in": "6" + "0" * 64},
+     ("at", "rt", "bearer", None, None, None, None, "rt",
+      ("expires_in is not a positive number of seconds; treated as unknown",), ())),
+    ("an answer with tokens and an error keeps both, and the error's codes",
+     {**OK, "error": "invalid_grant", "error_codes": [70008]},
+     ("at", "rt", "bearer", None, None, None, "invalid_grant", "rt", (), (70008,))),
     ("codes of an answer without an error are not read", {**OK, "error_codes": [70008]},
      ("at", "rt", "bearer", None, None, None, None, "rt", (), ())),
 ]
@@ -94,6 +106,12 @@ def test_render_token_keys_writes_every_key_it_has_and_blanks_none() -> None:
             "scope": b64("repo")} == render_token_keys(tokens)
     assert {"access_token": b64("at"), "token_type": b64("bearer")} == render_token_keys(
         TokenSet(access_token=SecretStr("at"), refresh_token=None))
+
+
+def test_a_secret_without_token_type_is_bearer() -> None:
+    from externalauth.model.tokens import parse_secret_data
+
+    assert "bearer" == parse_secret_data({"access_token": b64("at")}).token_type
 
 
 def test_b64_is_utf8() -> None:
