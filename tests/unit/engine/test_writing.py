@@ -134,3 +134,29 @@ async def test_format_keys_are_not_written_for_a_token_the_secret_no_longer_hold
     rig = await _rig()
     await rig.engine.writer.write_formats(SECRET, access_token=SecretStr("older"), data={"netrc": b64("x")})
     assert [] == rig.kube.writes
+
+
+@run
+async def test_a_persist_whose_secret_a_read_confirms_deleted_is_lost_and_forgotten() -> None:
+    """404, and an urgent read agrees: the Secret is gone; the cache forgets it."""
+    rig = await _rig()
+    claimed = await rig.engine.writer.claim(SECRET, RT)
+    assert claimed.body is not None
+    del rig.kube.secrets[SECRET]
+    outcome = await rig.engine.writer.persist(SECRET, base=claimed.body, consumed=RT,
+                                              data={"access_token": b64("access-1")})
+    assert (PersistOutcome.LOST_GONE, None, 1) == (outcome, rig.engine.caches.secrets.get(SECRET),
+                                                   rig.kube.urgent_reads)
+
+
+@run
+async def test_a_persist_that_fails_retries_after_growing_delays() -> None:
+    """Two failed writes (API server unreachable): retried after 0.4 s, then 0.8 s."""
+    rig = await _rig()
+    claimed = await rig.engine.writer.claim(SECRET, RT)
+    assert claimed.body is not None
+    rig.kube.fail_writes = [TransientError("503"), TransientError("503")]
+    start = rig.clock.monotonic()
+    outcome = await rig.engine.writer.persist(SECRET, base=claimed.body, consumed=RT,
+                                              data={"access_token": b64("access-1")})
+    assert (PersistOutcome.PERSISTED, 1.2) == (outcome, round(rig.clock.monotonic() - start, 6))
