@@ -68,6 +68,10 @@ def _pyproject(only: list[str], jobs: int) -> str:
     """The repository's pyproject.toml with a [tool.mutmut] section for this run."""
     text = (ROOT / "pyproject.toml").read_text()
     text = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", text)
+    # mutmut names the tests to run by their ids: ids with non-ASCII characters ("§9.16")
+    # must stay as they are, not escaped, or pytest cannot find them again.
+    text = text.replace("[tool.pytest.ini_options]\n", "[tool.pytest.ini_options]\n"
+                        "disable_test_id_escaping_and_forfeit_all_rights_to_community_support = true\n", 1)
     quoted = ", ".join(f'"{p}"' for p in only)
     ignores = ", ".join(f'"--ignore={p}"' for p in IGNORE)
     also = ", ".join(f'"{p}"' for p in ALSO_COPY)
