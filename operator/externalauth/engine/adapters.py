@@ -58,9 +58,10 @@ class ThreadedKube:
         return cast(RawBody, await run_blocking(pool, self.kube.patch_secret, namespace, name,
                                   dict(patch), resource_version=resource_version))
 
-    async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> RawBody:
+    async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                                *, resource_version: str | None = None) -> RawBody:
         return cast(RawBody, await run_blocking(self._pool, self.kube.patch_link_status,
-                                  namespace, name, dict(status)))
+                                  namespace, name, dict(status), resource_version=resource_version))
 
     async def patch_provider_status(self, name: str, status: Mapping[str, Any]) -> RawBody:
         return cast(RawBody, await run_blocking(self._pool, self.kube.patch_provider_status,

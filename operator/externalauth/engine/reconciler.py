@@ -396,6 +396,8 @@ class Engine:
                              expiry=inp.tokens.expiry if inp.tokens else None)
         if written.result is Written.FAILED:
             self.scheduler.schedule(key, inp.now + timing.STATUS_RETRY)
+        elif written.result is Written.STALE:  # the newer link's watch event decides again
+            self.scheduler.schedule(key, inp.now + timing.RETRY_SOON)  # (or this, if it was missed)
         elif deferred is not None:  # over the namespace's budget: when it has a call again
             self.scheduler.reset(key, inp.now + deferred)
         elif plan.action is not Action.NONE:

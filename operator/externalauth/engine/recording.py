@@ -12,7 +12,7 @@ from externalauth import metrics
 from externalauth.engine.background import Background
 from externalauth.engine.caches import Caches
 from externalauth.engine.ports import Clock, KubePort
-from externalauth.errors import ExternalAuthError, NotFoundError
+from externalauth.errors import ConflictError, ExternalAuthError, NotFoundError
 from externalauth.model import conditions as cond
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
@@ -31,6 +31,7 @@ class Written(enum.Enum):
     UNCHANGED = "unchanged"
     WRITTEN = "written"
     GONE = "gone"  # the link was deleted meanwhile
+    STALE = "stale"  # the link changed since we read it (another replica wrote): decide again
     FAILED = "failed"
 
 
@@ -59,9 +60,15 @@ class Recorder:
         for gone in set(existing) - set(new):
             patch[gone] = None
         try:
-            updated = await self._kube.patch_link_status(key[0], key[1], patch)
+            # Compare-and-swap: a status decided from a stale copy of the link (another
+            # replica wrote since) is not written over the newer one, whose watch event
+            # brings the link back to be decided again (no back-and-forth between replicas).
+            updated = await self._kube.patch_link_status(
+                key[0], key[1], patch, resource_version=(body.get("metadata") or {}).get("resourceVersion"))
         except NotFoundError:
             return StatusWrite(Written.GONE)
+        except ConflictError:
+            return StatusWrite(Written.STALE)
         except ExternalAuthError as e:
             log.warning("cannot write status of ExternalAuthLink %s/%s: %s", key[0], key[1], e)
             return StatusWrite(Written.FAILED)

@@ -304,11 +304,17 @@ class Kube:
             metadata["resourceVersion"] = resource_version
         return self.patch_link(namespace, name, {"metadata": metadata}, what="writing finalizers of")
 
-    def patch_link_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patch_link_status(self, namespace: str, name: str, status: dict[str, Any], *,
+                          resource_version: str | None = None) -> dict[str, Any]:
+        """Merge ``status`` into the link's; with ``resource_version`` a compare-and-swap
+        (409 if the link changed since: a replica never overwrites a status it has not seen)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         return self._call("PATCH", f"writing status of ExternalAuthLink {namespace}/{name}",
                           version=API, namespace=namespace,
                           url=f"externalauthlinks/{name}/status",
-                          data=json.dumps({"status": status}), headers=MERGE)
+                          data=json.dumps(body), headers=MERGE)
 
     # --- events ------------------------------------------------------------------
     def link_events(self, namespace: str, name: str) -> list[dict[str, Any]]:

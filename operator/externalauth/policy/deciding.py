@@ -430,6 +430,9 @@ class Refreshing:
     action: Action = Action.NONE  # NONE or REFRESH
     why: str = "nothing to do"
     next_refresh: dt.datetime | None = None  # when to look again for it (None: on the next event)
+    # status.nextRefreshTime stays as the status has it (another replica's refresh is in
+    # progress: its plan is not ours to overwrite, and the write would wake every replica)
+    keep_next_refresh: bool = False
 
 
 def _refreshable(status: Status, reason: str, message: str) -> cond.Condition:
@@ -486,9 +489,9 @@ def claimed_elsewhere(f: Facts) -> Refreshing | None:
         condition = _refreshable(Status.FALSE, RefreshableReason.CLAIMED_ELSEWHERE,
                                  f"another replica ({f.inp.claimed_by}) is refreshing the token; "
                                  f"its claim ends at {format_time(until)}")
-    else:
-        condition = _unchanged(f.existing_refreshable)
-    return Refreshing(condition, next_refresh=until + timing.CLAIM_GRACE)
+        return Refreshing(condition, next_refresh=until + timing.CLAIM_GRACE)
+    return Refreshing(_unchanged(f.existing_refreshable), next_refresh=until + timing.CLAIM_GRACE,
+                      keep_next_refresh=True)
 
 
 def refresh_now(f: Facts) -> Refreshing | None:
@@ -672,11 +675,15 @@ def decide(inp: LinkInput) -> Plan:
         if chore is not None:
             action, why = chore.action, chore.why
     ready = first(NOT_READY, f) or token_current(f)
+    fields = status_fields(f, action=action, next_refresh=refreshing.next_refresh)
+    if refreshing.keep_next_refresh:
+        shown = inp.status.get("nextRefreshTime")
+        fields["nextRefreshTime"] = shown if isinstance(shown, str) else None
     return Plan(
         action=action,
         why=why,
         conditions=(ready, refreshing.condition, f.validated),
-        fields=status_fields(f, action=action, next_refresh=refreshing.next_refresh),
+        fields=fields,
         wake_at=wake_at(f, action=action, next_refresh=refreshing.next_refresh),
         ready=ready.status == Status.TRUE,
         requested=f.requested and action is Action.REFRESH,

@@ -245,11 +245,15 @@ class FakeKube:
     def writes_of(self, kind: str) -> list[SecretWrite]:
         return [w for w in self.writes if w.kind == kind]
 
-    async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> RawBody:
+    async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                                *, resource_version: str | None = None) -> RawBody:
         await asyncio.sleep(0)
         body = self.links.get((namespace, name))
         if body is None:
             raise NotFoundError("writing status: not found")
+        if resource_version is not None and body["metadata"]["resourceVersion"] != resource_version:
+            self.journal.append(f"status {namespace}/{name} 409")
+            raise ConflictError("writing status: conflict")
         self.journal.append(f"status {namespace}/{name}")
         _merge(body.setdefault("status", {}), status)
         self.bump(body)

@@ -20,7 +20,8 @@ class BlockingKube:
         self.release = threading.Event()
         self.secret_writes: list[tuple[str, str]] = []
 
-    def patch_link_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patch_link_status(self, namespace: str, name: str, status: dict[str, Any], *,
+                          resource_version: str | None = None) -> dict[str, Any]:
         self.release.wait(30)
         return {"metadata": {"namespace": namespace, "name": name}, "status": status}
 
