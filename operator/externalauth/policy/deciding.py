@@ -396,7 +396,10 @@ def facts_of(inp: LinkInput) -> Facts:
         and inp.refresh_requested != (mem.acted_request or inp.status.get("lastRefreshRequest"))
     )
     request_at = timing.request_allowed_at(mem.asked, now) if asked else None
-    issued = mem.last_refresh if mem.last_refresh_fingerprint == access_fp else None
+    # To the second, as status.lastRefreshTime has it: the replica that refreshed (memory) and
+    # the others (status) then plan the same nextRefreshTime, instead of rewriting each other's.
+    issued = mem.last_refresh.replace(microsecond=0) if (
+        mem.last_refresh is not None and mem.last_refresh_fingerprint == access_fp) else None
     issued = issued or _status_time(inp.status, "lastRefreshTime")
     validating = spec.validate and provider.spec.validate_url is not None
     validation_due, validation_at = _validation_due(inp, access_fp) if validating else (False, None)
