@@ -249,7 +249,7 @@ class Engine:
         uid = meta.get("uid", "")
         if tokens is not None:
             self.memory[key] = remembering.seen(self._memory(key), access_fp=tokens.access_token.fingerprint(),
-                                                now=self.clock.now())
+                                                now=self.clock.now(), claimed_elsewhere=facts.claimed_by is not None)
         inp = deciding.LinkInput(
             now=self.clock.now(),
             uid=uid,

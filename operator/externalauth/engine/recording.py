@@ -52,6 +52,8 @@ class Recorder:
     # --- status -----------------------------------------------------------------------
     async def write_status(self, key: LinkKey, *, body: RawBody, plan: deciding.Plan,
                            now: dt.datetime, generation: int) -> StatusWrite:
+        if plan.hold_status:
+            return StatusWrite(Written.UNCHANGED)
         existing = body.get("status") or {}
         new = deciding.render_status(plan, existing=existing, now=now, generation=generation)
         if new == existing:

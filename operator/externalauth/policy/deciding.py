@@ -93,6 +93,8 @@ class LinkMemory:
     unanswered: str | None = None  # refresh token whose last exchange got no answer back
     # (access-token fingerprint, when first seen, whether it replaced a token seen before)
     seen: tuple[str, dt.datetime, bool] | None = None
+    # the access token the Secret held when another replica's live claim on it was last seen
+    claim_seen: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +138,9 @@ class Plan:
     # the refresh is not due by the token's expiry (a request, or a Secret without an expiry):
     # it spends the namespace's budget of such calls at this provider (contract §9.16)
     budgeted: bool = False
+    # the status is not written now: another replica just refreshed the token, and its
+    # status (with its verdict) is on the way; written after VALIDATION_GRACE if it is not
+    hold_status: bool = False
 
 
 def _c(kind: ConditionType, status: Status, reason: str, message: str) -> cond.Condition:
@@ -205,6 +210,16 @@ def _status_says_dead(inp: LinkInput) -> bool:
 def _status_vouches(inp: LinkInput) -> bool:
     """Does the status say this very access token was validated (by any replica)?"""
     return inp.token_digest is not None and inp.status.get("validatedTokenDigest") == inp.token_digest
+
+
+def _refreshed_elsewhere(inp: LinkInput, fp: str) -> bool:
+    """Is this token, which replaced one another replica held a claim on, so new that the
+    status of the replica that refreshed it may not have arrived yet? Then writing ours
+    (Validated Pending, the older verdict) would only be overwritten by it (contract §10)."""
+    mem, seen = inp.memory, inp.memory.seen
+    return (mem.claim_seen is not None and mem.claim_seen != fp and seen is not None and seen[0] == fp
+            and seen[2] and inp.now < seen[1] + timing.VALIDATION_GRACE
+            and mem.last_refresh_fingerprint != fp and inp.claimed_until is None and not _status_vouches(inp))
 
 
 def _validation_due(inp: LinkInput, fp: str) -> tuple[bool, dt.datetime | None]:
@@ -691,6 +706,7 @@ def decide(inp: LinkInput) -> Plan:
         ready=ready.status == Status.TRUE,
         requested=f.requested and action is Action.REFRESH,
         budgeted=action is Action.REFRESH and f.failure is None and (f.requested or f.due is None),
+        hold_status=action is Action.NONE and _refreshed_elsewhere(inp, f.access_fp),
     )
 
 

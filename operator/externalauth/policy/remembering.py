@@ -74,9 +74,12 @@ def failed(mem: LinkMemory, *, reason: RefreshableReason, message: str, now: dt.
                                acted_request=acted)
 
 
-def seen(mem: LinkMemory, *, access_fp: str, now: dt.datetime) -> LinkMemory:
+def seen(mem: LinkMemory, *, access_fp: str, now: dt.datetime, claimed_elsewhere: bool = False) -> LinkMemory:
     """Remember when this replica first saw an access token (unchanged if already seen), and
-    whether it replaced one seen before (a rotation, by this replica or another writer)."""
+    whether it replaced one seen before (a rotation, by this replica or another writer);
+    and the token another replica's live claim was seen on (it is refreshing it)."""
+    if claimed_elsewhere and mem.claim_seen != access_fp:
+        mem = dataclasses.replace(mem, claim_seen=access_fp)
     if mem.seen is not None and mem.seen[0] == access_fp:
         return mem
     return dataclasses.replace(mem, seen=(access_fp, now, mem.seen is not None))

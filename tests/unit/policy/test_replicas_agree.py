@@ -29,3 +29,25 @@ def test_the_status_of_the_replica_that_refreshed_is_a_fixed_point_for_the_other
                                 generation=1)
         other = decide(inp(tokens=t, status=written, memory=LinkMemory(), uid=f"uid-{n}"))
         assert written == render_status(other, existing=written, now=NOW, generation=1), f"link {n}"
+
+
+_OLD, _NEW = tokens(access="old"), tokens(access="new")
+_NEW_FP, _OLD_FP = _NEW.access_token.fingerprint(), _OLD.access_token.fingerprint()
+_SEEN_NOW = (_NEW_FP, NOW, True)
+
+
+@pytest.mark.parametrize(("memory", "status", "hold"), [
+    pytest.param(LinkMemory(claim_seen=_OLD_FP, seen=_SEEN_NOW), {}, True,
+                 id="a token that replaced one another replica was refreshing waits for that replica's status"),
+    pytest.param(LinkMemory(seen=_SEEN_NOW), {}, False,
+                 id="a token that replaced one nobody else claimed (a user's write) is reported at once"),
+    pytest.param(LinkMemory(claim_seen=_OLD_FP, seen=(_NEW_FP, NOW - dt.timedelta(seconds=30), True)), {}, False,
+                 id="after the grace the replica writes its own status"),
+    pytest.param(LinkMemory(claim_seen=_NEW_FP, seen=(_NEW_FP, NOW, False)), {}, False,
+                 id="the token the claim was seen on is reported as usual"),
+    pytest.param(LinkMemory(claim_seen=_OLD_FP, seen=_SEEN_NOW), {"validatedTokenDigest": "d-new"}, False,
+                 id="once the status vouches for the token there is nothing to wait for"),
+])
+def test_who_waits_for_another_replicas_status(memory: LinkMemory, status: dict[str, str], hold: bool) -> None:
+    plan = decide(inp(tokens=_NEW, memory=memory, status=status, token_digest="d-new"))
+    assert hold == plan.hold_status
