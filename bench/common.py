@@ -56,6 +56,16 @@ def links_decided(port: int) -> int:
     return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith("externalauth_links{")))
 
+def wait_decided(port: int, n: int, *, timeout: float) -> float:
+    """Seconds until the operator whose /metrics is on ``port`` has decided ``n`` links."""
+    started = time.monotonic()
+    while links_decided(port) < n:
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"only {links_decided(port)} of {n} links decided after {timeout:.0f}s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 60 s."""

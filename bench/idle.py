@@ -23,18 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import bench, cpu_seconds, free_port, links_decided, rss_mib
+from common import bench, cpu_seconds, free_port, rss_mib, wait_decided
 
 from externalauth.memory_report import REPORT_ENV
-
-
-def wait_decided(port: int, n: int, *, timeout: float) -> float:
-    started = time.monotonic()
-    while links_decided(port) < n:
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"only {links_decided(port)} of {n} links decided after {timeout:.0f}s")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def memory_breakdown(pid: int, report: Path) -> dict[str, object]:

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import bench, free_port, links_decided, rss_mib
+from common import bench, free_port, rss_mib, wait_decided
 
 TARGET_MIB = 50
 
@@ -36,14 +36,6 @@ def peak_mib(pid: int) -> float:
             return int(line.split()[1]) / 1024
     return 0.0
 
-
-def wait_decided(port: int, n: int, *, timeout: float) -> float:
-    started = time.monotonic()
-    while links_decided(port) < n:
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"only {links_decided(port)} of {n} links decided after {timeout:.0f}s")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def settle_rss(pid: int, seconds: float = 5.0) -> float:

@@ -706,7 +706,6 @@ def test_the_operator_serves_its_namespace_under_the_namespaced_rbac_and_nothing
     """Contract §9.9: with watchNamespaces the operator holds no cluster-wide Secret
     permission. Run as a user bound to exactly the chart's namespaced Roles, it refreshes
     a link in its namespace and is denied Secrets in a namespace it does not serve."""
-    from tests.harness.operator_fixtures import OperatorProcess
 
     release, user = f"nsop-{world.ns[-6:]}", f"namespaced-operator-{world.ns[-6:]}"
     other = f"{world.ns}-other"[:63]
@@ -727,17 +726,7 @@ def test_the_operator_serves_its_namespace_under_the_namespaced_rbac_and_nothing
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     kubeconfig = control_plane.mint_user(user)
 
-    world.make_provider()
-    before = world.make_token_secret("tok", expires_in=300)
-    world.make_link("link", secret="tok")
-    op = OperatorProcess(kubeconfig=str(kubeconfig), namespaces=[world.ns], log_path=tmp_path / "op.log")
-    try:
-        op.start()
-        wait_for(lambda: world.secret_data("tok")["refresh_token"] != before["refresh_token"], timeout=60,
-                 message=lambda: f"the refresh under the namespaced RBAC; log:\n{op.logs()[-3000:]}")
-        world.wait_condition("link", "Ready", "True")
-    finally:
-        op.stop()
+    _refresh_once_as(kubeconfig, world, tmp_path, under="the namespaced RBAC")
     denied = [control_plane.kubectl("auth", "can-i", verb, "secrets", "-n", other, kubeconfig=kubeconfig,
                                     check=False).stdout.strip() for verb in ("get", "list", "watch", "patch")]
     assert ["no"] * 4 == denied
@@ -769,7 +758,6 @@ def test_the_admission_policy_lets_the_operator_refresh_and_refuses_its_account_
     RBAC, refreshes a link; the same account is refused a change to another data key,
     another annotation or the label of that Secret, and any change to an unlabelled
     Secret it may patch by RBAC. The cluster admin is not affected."""
-    from tests.harness.operator_fixtures import OperatorProcess
 
     release = f"vap-{world.ns[-6:]}"
     sa = f"{release}-externalauth-operator"
@@ -796,18 +784,8 @@ def test_the_admission_policy_lets_the_operator_refresh_and_refuses_its_account_
         wait_for(lambda: "denied request" in patch("probe", {"data": {"access_token": b64("probe")}}).stderr,
                  timeout=60, message="the admission policy to refuse the unlabelled Secret")
 
-        world.make_provider()
-        before = world.make_token_secret("tok", expires_in=300)
-        world.make_link("link", secret="tok")
-        op = OperatorProcess(kubeconfig=str(kubeconfig), namespaces=[world.ns], log_path=tmp_path / "op.log")
-        try:
-            op.start()
-            wait_for(lambda: world.secret_data("tok")["refresh_token"] != before["refresh_token"], timeout=60,
-                     message=lambda: f"the refresh under the admission policy; log:\n{op.logs()[-3000:]}")
-            world.wait_condition("link", "Ready", "True")
-        finally:
-            op.stop()
-        assert "denied request" not in op.logs()
+        logs = _refresh_once_as(kubeconfig, world, tmp_path, under="the admission policy")
+        assert "denied request" not in logs
 
         refused = {
             "another data key": patch("tok", {"data": {"password": b64("x")}}),
@@ -826,3 +804,22 @@ def test_the_admission_policy_lets_the_operator_refresh_and_refuses_its_account_
         assert patch("plain", {"data": {"password": b64("x")}}, as_admin=True).returncode == 0
     finally:
         control_plane.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest, check=False)
+
+
+def _refresh_once_as(kubeconfig: Any, world: Any, tmp_path: Path, *, under: str) -> str:
+    """A provider, a due token Secret and its link; the operator run with ``kubeconfig``
+    until the token is refreshed and the link Ready. Returns the operator's log."""
+    from tests.harness.operator_fixtures import OperatorProcess
+
+    world.make_provider()
+    before = world.make_token_secret("tok", expires_in=300)
+    world.make_link("link", secret="tok")
+    op = OperatorProcess(kubeconfig=str(kubeconfig), namespaces=[world.ns], log_path=tmp_path / "op.log")
+    try:
+        op.start()
+        wait_for(lambda: world.secret_data("tok")["refresh_token"] != before["refresh_token"], timeout=60,
+                 message=lambda: f"the refresh under {under}; log:\n{op.logs()[-3000:]}")
+        world.wait_condition("link", "Ready", "True")
+    finally:
+        op.stop()
+    return op.logs()
