@@ -147,7 +147,7 @@ def test_valid_link_is_accepted_with_defaults(custom_objects: Any, namespace: st
         GROUP, VERSION, namespace, "externalauthlinks", _link("good", **VALID_LINK)
     )
 
-    assert {**VALID_LINK, "refreshBefore": "15m", "validate": True, "suspend": False} == (
+    assert {**VALID_LINK, "refreshBefore": "15m", "validate": True, "suspend": False, "revokeOnDelete": False} == (
         created["spec"]
     )
 
