@@ -36,11 +36,6 @@ from externalauth.policy.revocations import Verdict
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class _Attempts:
-    count: int = 0
-    last: str = ""
-
 
 class Revoker:
     def __init__(self, *, kube: KubePort, caches: Caches, writer: SecretWriter, providers: Providers,
@@ -52,7 +47,7 @@ class Revoker:
         self._recorder = recorder
         self._clock = clock
         self._settings = settings
-        self._attempts: dict[LinkKey, _Attempts] = {}
+        self._attempts: dict[LinkKey, int] = {}  # failed attempts so far, per deleted link
         #: Links whose revocation has ended (reported) while their finalizer may still be
         #: on them: never revoked or reported twice, whatever triggers another look.
         self._ended: set[LinkKey] = set()
@@ -134,11 +129,9 @@ class Revoker:
         young = deleted_at is None or now - deleted_at < timing.REVOCATION_PROVIDER_GRACE
         outcome, retry_after = await self._revoke(key, spec, young=young)
         if outcome.verdict is Verdict.TRANSIENT:
-            attempts = self._attempts.setdefault(key, _Attempts())
-            attempts.count += 1
-            attempts.last = outcome.message
+            attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
             if deleted_at is None or now - deleted_at < dt.timedelta(seconds=self._settings.revocation_deadline):
-                wait = timing.revocation_retry(attempt=attempts.count, retry_after=retry_after)
+                wait = timing.revocation_retry(attempt=attempts, retry_after=retry_after)
                 log.info("ExternalAuthLink %s/%s: revocation not done yet (%s); trying again in %.0fs",
                          key[0], key[1], outcome.message, wait)
                 return now + dt.timedelta(seconds=wait)
