@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, cast
 
+from externalauth.engine import scheduling
+from externalauth.engine.scheduling import FairSlots
 from externalauth.kube.api import Kube
 from externalauth.model.bodies import RawBody
 from externalauth.model.secure import SecretStr
@@ -35,50 +37,69 @@ class ThreadedKube:
 
     Urgent calls (persists of new tokens and their re-reads) run in ``urgent_pool``, a
     pool of their own: a backlog of status writes, events and claims in ``pool`` cannot
-    hold back a token that so far lives only in memory (the kill window)."""
+    hold back a token that so far lives only in memory (the kill window).
+
+    The others wait for one of ``slots`` places (the pool's threads) in a line of the
+    engine's own instead of the pool's first-come queue (contract §9.16): the calls of due
+    refreshes (:func:`~externalauth.engine.scheduling.due_work`: claims, releases, re-reads)
+    before status writes, events and the claims of calls that are not due, and within each,
+    round-robin over namespaces, so that 1,000 status writes of one namespace queued first
+    do not hold back another namespace's claims. Without ``slots``, the pool's queue."""
 
     def __init__(self, kube: Kube, pool: ThreadPoolExecutor, *,
-                 urgent_pool: ThreadPoolExecutor | None = None) -> None:
+                 urgent_pool: ThreadPoolExecutor | None = None, slots: int | None = None) -> None:
         self.kube = kube
         self._pool = pool
         self._urgent_pool = urgent_pool or pool
+        self._line = FairSlots(slots) if slots else None
+
+    async def _call(self, namespace: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn`` in the pool, once it is this call's turn (namespace ``""``: cluster-scoped)."""
+        if self._line is None:
+            return await run_blocking(self._pool, fn, *args, **kwargs)
+        async with self._line.slot(namespace, due=scheduling.is_due()):
+            return await run_blocking(self._pool, fn, *args, **kwargs)
 
     async def get_secret(self, namespace: str, name: str, *, urgent: bool = False) -> RawBody | None:
-        pool = self._urgent_pool if urgent else self._pool
-        body = await run_blocking(pool, self.kube.get_secret, namespace, name)
+        if urgent:
+            body = await run_blocking(self._urgent_pool, self.kube.get_secret, namespace, name)
+        else:
+            body = await self._call(namespace, self.kube.get_secret, namespace, name)
         return cast(RawBody, body) if body is not None else None
 
     async def get_secret_metadata(self, namespace: str, name: str) -> RawBody | None:
-        body = await run_blocking(self._pool, self.kube.get_secret_metadata, namespace, name)
+        body = await self._call(namespace, self.kube.get_secret_metadata, namespace, name)
         return cast(RawBody, body) if body is not None else None
 
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any],
                            *, resource_version: str | None, urgent: bool = False) -> RawBody:
-        pool = self._urgent_pool if urgent else self._pool
-        return cast(RawBody, await run_blocking(pool, self.kube.patch_secret, namespace, name,
-                                  dict(patch), resource_version=resource_version))
+        if urgent:
+            return cast(RawBody, await run_blocking(self._urgent_pool, self.kube.patch_secret, namespace, name,
+                                                    dict(patch), resource_version=resource_version))
+        return cast(RawBody, await self._call(namespace, self.kube.patch_secret, namespace, name,
+                                              dict(patch), resource_version=resource_version))
 
     async def patch_link_status(self, namespace: str, name: str, status: Mapping[str, Any],
                                 *, resource_version: str | None = None) -> RawBody:
-        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_link_status,
-                                  namespace, name, dict(status), resource_version=resource_version))
+        return cast(RawBody, await self._call(namespace, self.kube.patch_link_status,
+                                              namespace, name, dict(status), resource_version=resource_version))
 
     async def patch_provider_status(self, name: str, status: Mapping[str, Any]) -> RawBody:
-        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_provider_status,
-                                  name, dict(status)))
+        return cast(RawBody, await self._call("", self.kube.patch_provider_status, name, dict(status)))
 
     async def post_event(self, obj: RawBody, *, type_: str, reason: str, message: str,
                          now: dt.datetime) -> None:
-        await run_blocking(self._pool, self.kube.post_event, dict(obj), type_=type_,
-                           reason=reason, message=message, now=now)
+        namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+        await self._call(namespace, self.kube.post_event, dict(obj), type_=type_,
+                         reason=reason, message=message, now=now)
 
     async def patch_link_finalizers(self, namespace: str, name: str, finalizers: list[str],
                                     *, resource_version: str | None) -> RawBody:
-        return cast(RawBody, await run_blocking(self._pool, self.kube.patch_link_finalizers, namespace, name,
-                                                list(finalizers), resource_version=resource_version))
+        return cast(RawBody, await self._call(namespace, self.kube.patch_link_finalizers, namespace, name,
+                                              list(finalizers), resource_version=resource_version))
 
     async def list_providers(self) -> list[RawBody]:
-        return cast(list[RawBody], await run_blocking(self._pool, self.kube.list_providers))
+        return cast(list[RawBody], await self._call("", self.kube.list_providers))
 
 
 class ThreadedProvider:

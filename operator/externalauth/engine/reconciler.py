@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import uuid
+from typing import cast
 
 from externalauth import metrics
 from externalauth.engine.background import Background
@@ -24,7 +25,7 @@ from externalauth.engine.provider_states import Providers
 from externalauth.engine.recording import Recorder, Written
 from externalauth.engine.refreshing import Refresher
 from externalauth.engine.revoking import Revoker
-from externalauth.engine.scheduling import Scheduler
+from externalauth.engine.scheduling import Scheduler, due_work
 from externalauth.engine.settings import Settings
 from externalauth.engine.validating import Validator
 from externalauth.engine.writing import SecretWriter
@@ -58,6 +59,11 @@ class SecretFacts:
     claimed_since: dt.datetime | None = None
 
 
+def _namespace_of(key: object) -> str:
+    """A link key's tenant (contract §9.16: fair shares go by namespace)."""
+    return cast(LinkKey, key)[0]
+
+
 def default_holder() -> str:
     """This replica's name on claims: host, process and a random part."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -83,7 +89,8 @@ class Engine:
         self.recorder = Recorder(kube=kube, caches=self.caches, clock=clock)
         self.revoker = Revoker(kube=kube, caches=self.caches, writer=self.writer, providers=self.providers,
                                recorder=self.recorder, clock=clock, settings=settings)
-        self.scheduler = Scheduler(self._reconcile_key, concurrency=settings.concurrency, clock=clock)
+        self.scheduler = Scheduler(self._reconcile_key, concurrency=settings.concurrency, clock=clock,
+                                   tenant=_namespace_of)
         self._warned_rt: dict[LinkKey, str] = {}
         self.background = Background()  # provider reconciles started by a watch event
         #: Each (provider, namespace)'s budget of calls that are not due (contract §9.16),
@@ -321,9 +328,12 @@ class Engine:
                 return {**tokmod.render_token_keys(new),
                         **render_formats(spec, provider, token=new.access_token, account=account).keys}
 
-            result = await self.refresher.refresh(secret_key, provider=provider.name,
-                                                  consumed=tokens.refresh_token, render=render,
-                                                  due=not plan.budgeted)
+            # A due refresh's claim and re-reads go before status writes and events in the
+            # API-server calls' line (ThreadedKube), as its call does at the provider.
+            with due_work(not plan.budgeted):
+                result = await self.refresher.refresh(secret_key, provider=provider.name,
+                                                      consumed=tokens.refresh_token, render=render,
+                                                      due=not plan.budgeted)
             memory, acted, warned = self._memory(key), self._latest_request(key), self._warned_rt.get(key)
             rejected_until = await self._tell_provider(provider.name, skew=result.clock_skew,
                                                        news=effects.client_news(result.outcome))

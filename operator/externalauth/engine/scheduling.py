@@ -2,7 +2,10 @@
 
 No timer task per object: 10,000 idle links cost one heap entry each and one
 sleeping task in total. Triggers for a key that is already being reconciled are
-coalesced into a single re-run (single-flight per link).
+coalesced into a single re-run (single-flight per link). Keys that fall due together
+(start-up, a flood of new links) are started round-robin over their tenants
+(namespaces), and work that is due goes first wherever it waits (:class:`FairSlots`,
+:func:`due_work`): contract §9.16.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import datetime as dt
 import heapq
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 
 from externalauth.engine.ports import Clock, SystemClock
 from externalauth.policy import timing
@@ -26,6 +29,42 @@ log = logging.getLogger(__name__)
 #: The reconcile slot the running task holds (its semaphore, and whether it still holds it).
 _SLOT: contextvars.ContextVar[tuple[asyncio.Semaphore, list[bool]] | None] = contextvars.ContextVar(
     "reconcile_slot", default=None)
+
+
+#: Whether the running task does due work (a refresh its token's expiry asks for): its
+#: API-server calls then go before status writes, events and calls that are not due.
+_DUE: contextvars.ContextVar[bool] = contextvars.ContextVar("due_work", default=False)
+
+
+@contextlib.contextmanager
+def due_work(due: bool = True) -> Iterator[None]:
+    """Mark what the running task does inside as due (or not) work, for :func:`is_due`."""
+    token = _DUE.set(due)
+    try:
+        yield
+    finally:
+        _DUE.reset(token)
+
+
+def is_due() -> bool:
+    """Is the running task inside :func:`due_work`?"""
+    return _DUE.get()
+
+
+def round_robin(keys: list[Hashable], tenant: Callable[[Hashable], str]) -> list[Hashable]:
+    """``keys`` reordered one tenant at a time, in the order each tenant first appears,
+    each tenant's keys in their own order: A1 A2 A3 B1 C1 → A1 B1 C1 A2 A3."""
+    queues: dict[str, collections.deque[Hashable]] = {}
+    for key in keys:
+        queues.setdefault(tenant(key), collections.deque()).append(key)
+    ordered: list[Hashable] = []
+    while queues:
+        for name in list(queues):
+            queue = queues[name]
+            ordered.append(queue.popleft())
+            if not queue:
+                del queues[name]
+    return ordered
 
 
 def give_up_slot() -> None:
@@ -106,10 +145,17 @@ class FairSlots:
             self.release()
 
 
+def _one_tenant(key: Hashable) -> str:
+    return ""
+
+
 class Scheduler:
     def __init__(self, work: Callable[[Hashable], Awaitable[None]], *, concurrency: int = 256,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, tenant: Callable[[Hashable], str] = _one_tenant) -> None:
+        """``tenant``: whose key it is (for links: the namespace); keys due at once are
+        started round-robin over tenants."""
         self._work = work
+        self._tenant = tenant
         self._clock = clock or SystemClock()
         self._heap: list[tuple[float, int, Hashable]] = []
         self._when: dict[Hashable, float] = {}
@@ -171,16 +217,19 @@ class Scheduler:
             await self._clock.wait(self._wake, timeout)
 
     def dispatch_due(self) -> int:
-        """Start a reconcile for every key whose time has come; how many were due."""
-        now, due = self._now(), 0
+        """Start a reconcile for every key whose time has come, round-robin over their
+        tenants (1,000 links of one namespace listed before another's 100 do not all start,
+        decide and write first: contract §9.16); how many were due."""
+        now, due = self._now(), []
         while not self._paused and self._heap and self._heap[0][0] <= now:
             when, _, key = heapq.heappop(self._heap)
             if self._when.get(key) != when:
                 continue  # superseded entry
             del self._when[key]
-            due += 1
+            due.append(key)
+        for key in round_robin(due, self._tenant) if len(due) > 1 else due:
             self._dispatch(key)
-        return due
+        return len(due)
 
     def _dispatch(self, key: Hashable) -> None:
         if key in self._running:

@@ -90,7 +90,8 @@ async def start(options: Options) -> Running:
                                     deadline=settings.provider_deadline)
         return ThreadedProvider(client, calls=spec.max_concurrent)
 
-    engine = Engine(ThreadedKube(kube, api_pool, urgent_pool=persist_pool), make_client=make_client,
+    engine = Engine(ThreadedKube(kube, api_pool, urgent_pool=persist_pool, slots=settings.api_threads),
+                    make_client=make_client,
                     settings=settings)
     loop = asyncio.get_running_loop()
 
