@@ -33,6 +33,20 @@ CLIENT_ID, CLIENT_SECRET = "bench", "bench-secret"
 STARTED = b"externalauth operator started"
 
 
+class Recorders:
+    """The py-spy recorders of one profile, stopped and awaited as one."""
+
+    def __init__(self, spies: list[subprocess.Popen[bytes]]) -> None:
+        self.spies = spies
+
+    def send_signal(self, sig: int) -> None:
+        for spy in self.spies:
+            spy.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return max(spy.wait(timeout) for spy in self.spies)
+
+
 def cpu_seconds(pid: int) -> float:
     """user + system CPU time of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -140,15 +154,21 @@ class Bench:
         """CPU time used so far by kube-apiserver and etcd together."""
         return sum(cpu_seconds(pid) for pid in self.server_pids())
 
-    def profile(self, pid: int, svg: str) -> subprocess.Popen[bytes]:
-        """py-spy recording ``pid`` into a flame graph until it is sent SIGINT."""
+    def profile(self, pid: int, out: str, *, rate: int = 100) -> Recorders:
+        """py-spy recording ``pid`` (``rate`` samples a second) until it is sent SIGINT.
+
+        ``out`` ending in .json is a speedscope profile, anything else a flame graph; beside
+        a flame graph a second recorder writes the collapsed stacks to ``out + ".txt"``, the
+        input of bench/profile_top.py (top functions by own and inclusive samples). py-spy is
+        installed into this environment the first time it is needed (the `bench` extra)."""
         spy = Path(sys.executable).parent / "py-spy"
         if not spy.exists():
-            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-        how = "speedscope" if svg.endswith(".json") else "flamegraph"
-        return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--output", svg, "--rate", "100",
-                                 "--gil", "--nonblocking", "--format", how],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy>=0.4"], check=True)
+        how = [("speedscope", out)] if out.endswith(".json") else [("flamegraph", out), ("raw", out + ".txt")]
+        spies = [subprocess.Popen([str(spy), "record", "--pid", str(pid), "--output", path, "--rate", str(rate),
+                                   "--gil", "--nonblocking", "--format", fmt],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for fmt, path in how]
+        return Recorders(spies)
 
     def start_operator(self, *extra: str) -> subprocess.Popen[bytes]:
         kubeconfig = least_privileged_kubeconfig(self.cp, "bench-operator")

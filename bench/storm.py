@@ -34,7 +34,9 @@ def main() -> int:
     ap.add_argument("--validate", action="store_true",
                     help="links validate each new access token (the provider's /user, same latency)")
     ap.add_argument("--profile", metavar="SVG",
-                    help="record the operator with py-spy during the storm (needs py-spy installed)")
+                    help="record the operator with py-spy during the storm (installed if missing); beside "
+                         "a flame graph, its collapsed stacks in SVG.txt (bench/profile_top.py)")
+    ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples a second")
     args = ap.parse_args()
     target = 1.3 * args.links * args.latency / args.concurrency
     deadline = max(600.0, 10 * target)
@@ -61,7 +63,7 @@ def main() -> int:
         api_before = b.api_cpu_seconds()
         validations_before = b.sim.stats.validation_calls  # links first seen are validated at once
         requests_before = api_requests(b)
-        profiler = b.profile(operator.pid, args.profile) if args.profile else None
+        profiler = b.profile(operator.pid, args.profile, rate=args.profile_rate) if args.profile else None
         while b.sim.stats.successful_refreshes < args.links:
             if operator.poll() is not None:
                 print("the operator died; see", b.log)
