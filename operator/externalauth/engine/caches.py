@@ -41,6 +41,15 @@ def _discard(index: dict[K, set[V]], at: K, value: V) -> None:
             del index[at]
 
 
+def _held(old: RawBody | None, new: RawBody) -> bool:
+    """Is ``new`` a version the cache already holds, or an older one (the echo of our own
+    write, whose answer was stored first)?"""
+    if old is None:
+        return False
+    was = bodies.resource_version(old)
+    return was == bodies.resource_version(new) or not bodies.newer(old, new)
+
+
 class Caches:
     def __init__(self) -> None:
         self.links: dict[LinkKey, RawBody] = {}
@@ -56,8 +65,7 @@ class Caches:
     def store_link(self, body: RawBody) -> Affected:
         key = bodies.key_of(body)
         old = self.links.get(key)
-        if old is not None and (not bodies.newer(old, body)
-                                or bodies.resource_version(old) == bodies.resource_version(body)):
+        if _held(old, body):
             return NOTHING  # older, or the echo of our own status write: nothing new to decide
         was = self._unindex_link(key, old)
         body = bodies.slim(body)
@@ -92,6 +100,12 @@ class Caches:
         if not self.reads_secret(key):
             self.secrets.pop(key, None)
 
+    def holds_link(self, body: RawBody) -> bool:
+        """Is this link event one :meth:`store_link` would ignore (a version already held, or
+        older)? Asked by the watch thread, so that the echo of our own status write is dropped
+        there instead of waiting in the inbox (it only reads)."""
+        return _held(self.links.get(bodies.key_of(body)), body)
+
     def links_of_provider(self, name: str) -> frozenset[LinkKey]:
         return frozenset(self._links_by_provider.get(name, ()))
 
@@ -99,6 +113,13 @@ class Caches:
     def reads_secret(self, key: LinkKey) -> bool:
         """Does a cached link (its token Secret) or provider (its client Secret) read it?"""
         return key in self._links_by_secret or key in self._providers_by_secret
+
+    def holds_secret(self, body: RawBody) -> bool:
+        """Is this Secret event one :meth:`store_secret` would ignore (a version already held,
+        or older)? Asked by the watch thread before :meth:`prepare_secret`: the echoes of our
+        claim and persist (whose answers were stored first) are dropped there, not cut down,
+        queued and handled by the loop (it only reads)."""
+        return _held(self.secrets.get(bodies.key_of(body)), body)
 
     def prepare_secret(self, body: RawBody) -> RawBody:
         """``body`` as the cache would keep it: a client Secret whole, a token Secret a link
@@ -116,8 +137,7 @@ class Caches:
         data was left out (read by a GET when a link needs it)."""
         key = bodies.key_of(body)
         old = self.secrets.get(key)
-        if old is not None and (not bodies.newer(old, body)
-                                or bodies.resource_version(old) == bodies.resource_version(body)):
+        if _held(old, body):
             return NOTHING
         body = self.prepare_secret(body)
         if body.get("dataOmitted") or not self.reads_secret(key):
@@ -167,8 +187,7 @@ class Caches:
     def store_provider(self, body: RawBody) -> Affected:
         name = bodies.key_of(body)[1]
         old = self.providers.get(name)
-        if old is not None and (not bodies.newer(old, body)
-                                or bodies.resource_version(old) == bodies.resource_version(body)):
+        if _held(old, body):
             return NOTHING  # older, or the echo of our own status write
         self.providers[name] = body = bodies.slim(body)
         if old is not None and old.get("spec") == body.get("spec"):

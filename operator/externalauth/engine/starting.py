@@ -112,13 +112,22 @@ async def start(options: Options) -> Running:
     then: list[tuple[Resource, str | None, str]] = [(SECRETS, ns, PROVIDER_LABEL) for ns in served]
     then.append((SECRETS, settings.operator_namespace, ""))
     inbox = Inbox(loop)
-    secret_events = inbox.sender(engine.on_secret)
+    secret_events, link_events = inbox.sender(engine.on_secret), inbox.sender(engine.on_link)
 
-    def on_secret(kind: str, obj: RawBody) -> None:  # in the watch thread
-        secret_events(kind, obj if kind == "DELETED" else engine.caches.prepare_secret(obj))
+    # In the watch threads. A version the cache already holds (the echo of our own claim,
+    # persist or status write, whose answer was stored first) is dropped here: the storm's
+    # 3,000 echoes are never cut down, queued or handled by the loop.
+    def on_secret(kind: str, obj: RawBody) -> None:
+        if kind == "DELETED":
+            secret_events(kind, obj)
+        elif not engine.caches.holds_secret(obj):
+            secret_events(kind, engine.caches.prepare_secret(obj))
 
-    handlers = {SECRETS: on_secret, LINKS: inbox.sender(engine.on_link),
-                NAMESPACES: inbox.sender(engine.on_namespace)}
+    def on_link(kind: str, obj: RawBody) -> None:
+        if kind == "DELETED" or not engine.caches.holds_link(obj):
+            link_events(kind, obj)
+
+    handlers = {SECRETS: on_secret, LINKS: on_link, NAMESPACES: inbox.sender(engine.on_namespace)}
     watchers: list[Watcher] = []
     for scopes in (first, then):
         await _watch_until_listed(loop, kube, scopes, handlers, watchers)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from externalauth.engine.caches import Caches
 
 
@@ -28,6 +30,28 @@ def test_the_echo_of_our_own_write_and_older_versions_affect_nothing() -> None:
     caches = Caches()
     caches.store_link(link("5"))
     assert (frozenset(), frozenset()) == (caches.store_link(link("5")).links, caches.store_link(link("4")).links)
+
+
+@pytest.mark.parametrize(("cached", "event", "held"), [
+    pytest.param("5", "5", True, id="the echo of our own write (its answer was stored first) is held"),
+    pytest.param("5", "4", True, id="an older version is held"),
+    pytest.param("5", "6", False, id="a newer version is news"),
+    pytest.param("5", "x", False, id="a version that is not a number and not the one held is news"),
+])
+def test_the_watch_thread_drops_only_what_the_cache_would_ignore(cached: str, event: str, held: bool) -> None:
+    """holds_link / holds_secret (asked in the watch threads, before an event is cut down
+    and queued) say exactly what store_link / store_secret then ignore."""
+    caches = Caches()
+    caches.store_link(link(cached))
+    caches.store_secret(full_secret(cached, access_token="YQ=="))
+    assert (held, held) == (caches.holds_link(link(event)), caches.holds_secret(full_secret(event)))
+    assert (held, held) == (not caches.store_secret(full_secret(event, access_token="YQ==")).links,
+                            not caches.store_link(link(event)).links)
+
+
+def test_nothing_is_held_before_it_was_cached() -> None:
+    caches = Caches()
+    assert (False, False) == (caches.holds_link(link("5")), caches.holds_secret(full_secret("5")))
 
 
 def test_a_secret_change_affects_the_links_that_name_it_only() -> None:
