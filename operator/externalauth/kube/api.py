@@ -151,6 +151,15 @@ class Kube:
             self.writes += 1
         return translating.json_object(resp, what=what)
 
+    def _write(self, method: str, what: str, **kwargs: Any) -> None:
+        """A write whose answer the caller does not read (an event): its status is checked,
+        its body is not decoded."""
+        resp = send(self.client, method, what=what, **kwargs)
+        self.writes += 1
+        error = translating.error_for_answer(resp, what=what)
+        if error is not None:
+            raise error
+
     # --- listing and watching any kind ------------------------------------------------
     def list_page(self, resource: Resource, *, namespace: str | None,
                   params: Mapping[str, Any]) -> dict[str, Any]:
@@ -368,8 +377,8 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        self._call("POST", f"posting event {reason}", url="events", namespace=namespace,
-                   data=json.dumps(event), headers=JSON)
+        self._write("POST", f"posting event {reason}", url="events", namespace=namespace,
+                    data=json.dumps(event), headers=JSON)
 
     def close(self) -> None:
         self.client.close()
