@@ -93,6 +93,11 @@ class Stats:
     # is dead at the token, validation and git endpoints).
     revocation_calls: int = 0
     grants_revoked_by_request: int = 0
+    # Refresh-token grant calls refused because the refresh token is dead (spent, revoked,
+    # expired, unknown or another client's), per refresh token: the first refusal is how a
+    # client learns that a grant is dead; any further one sent a token already known dead.
+    refusals_by_refresh_token: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
+    max_refusals_per_refresh_token: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -247,6 +252,7 @@ class Provider:
         self._late_refreshes = 0
         self._revocation_calls = 0
         self._revoked_by_request = 0
+        self._refusals: Counter[str] = Counter()
         self._calls: collections.deque[Call] = collections.deque(maxlen=100_000)
 
     def reset_stats(self) -> None:
@@ -256,6 +262,7 @@ class Provider:
     def stats(self) -> Stats:
         with self._lock:
             exchanges = dict(self._exchanges)
+            refusals = dict(self._refusals)
             return Stats(
                 token_calls=self._token_calls,
                 validation_calls=self._validation_calls,
@@ -270,6 +277,8 @@ class Provider:
                 late_refreshes=self._late_refreshes,
                 revocation_calls=self._revocation_calls,
                 grants_revoked_by_request=self._revoked_by_request,
+                refusals_by_refresh_token=refusals,
+                max_refusals_per_refresh_token=max(refusals.values(), default=0),
             )
 
     def calls(self, endpoint: Endpoint | str | None = None) -> list[Call]:
@@ -553,24 +562,28 @@ class Provider:
             return client_id, self.dialect.client_error()
         return client_id, None
 
+    def _refused(self, token: str, why: DeadWhy) -> Reply:
+        self._refusals[token] += 1
+        return self.dialect.dead_refresh(why)
+
     def _refresh_grant(self, client_id: str, token: str) -> Reply:
         now = self.clock()
         r = self._refresh.get(token)
         g = self._grants.get(r.grant_id) if r else None
         if r is None or g is None:
-            return self.dialect.dead_refresh(DeadWhy.UNKNOWN)
+            return self._refused(token, DeadWhy.UNKNOWN)
         if g.client_id != client_id:
-            return self.dialect.dead_refresh(DeadWhy.OTHER_CLIENT)
+            return self._refused(token, DeadWhy.OTHER_CLIENT)
         if r.spent:
             self._reuse_attempts += 1
             if self.replay_detection and not g.revoked:
                 self._revoke(g)
                 self._revoked_grants += 1
-            return self.dialect.dead_refresh(DeadWhy.SPENT)
+            return self._refused(token, DeadWhy.SPENT)
         if g.revoked:
-            return self.dialect.dead_refresh(DeadWhy.REVOKED)
+            return self._refused(token, DeadWhy.REVOKED)
         if r.expires_at is not None and r.expires_at <= now:
-            return self.dialect.dead_refresh(DeadWhy.EXPIRED)
+            return self._refused(token, DeadWhy.EXPIRED)
         self._exchanges[token] += 1
         old = self._access.get(g.access_token)
         if old is not None:

@@ -263,9 +263,48 @@ def test_a_replica_started_after_a_dead_grant_does_not_send_the_dead_token(world
     world.wait_condition("link", "Refreshable", "False", "ReauthRequired")
 
 
+DEAD_LINKS = 20
+
+
+def test_two_replicas_send_a_dead_refresh_token_once_between_them(world: World, make_operator: Any,
+                                                                 namespace: str) -> None:
+    """Issue 17: two replicas, 20 due links whose grants are already dead. The replica that
+    learns a grant is dead says so on the Secret in the same write that drops its claim, so
+    the other replica, which waited for that claim, cannot claim the Secret again without
+    seeing the verdict: each dead refresh token reaches the provider once, cluster-wide
+    (before: the verdict reached only the link's status, after the claim was dropped, and the
+    other replica often claimed and sent the dead token a second time)."""
+    world.make_provider()
+    grants = [world.sim.issue_grant(CLIENT_ID) for _ in range(DEAD_LINKS)]
+    for i, grant in enumerate(grants):
+        world.sim.revoke_grant(grant.refresh_token)
+        world.make_token_secret(f"dead-{i}-token", access=grant.access_token, refresh=grant.refresh_token,
+                                expires_in=DUE)
+        world.make_link(f"dead-{i}", secret=f"dead-{i}-token")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        replicas = list(pool.map(lambda _: make_operator(namespaces=[namespace]), range(2)))
+    # Each replica has decided every link as dead (a replica that saw the other's claim
+    # counts the link Ready until then): nothing more will be sent.
+    for replica in replicas:
+        wait_for(lambda r=replica: links_counted(r, ready="false") == DEAD_LINKS, timeout=90,
+                 message=lambda r=replica: f"{DEAD_LINKS} links not Ready, saw {links_counted(r, ready='false')}")
+    stats = world.sim.stats
+    sent = {f"dead-{i}": stats.refusals_by_refresh_token.get(grant.refresh_token, 0) for i, grant in enumerate(grants)}
+    twice = sorted(name for name, n in sent.items() if n > 1)
+    assert (DEAD_LINKS, [], 1) == (stats.token_calls, twice, stats.max_refusals_per_refresh_token), sent
+    for i in range(DEAD_LINKS):
+        assert "dead-grant" in str(world.secret(f"dead-{i}-token").metadata.annotations)
+        world.wait_condition(f"dead-{i}", "Refreshable", "False", "ReauthRequired")
+
+
 def links_counted(operator_: Any, *, ready: str) -> float | None:
-    """externalauth_links{ready=...} on the operator's /metrics (None: no such sample yet)."""
-    for line in operator_.metrics().splitlines():
+    """externalauth_links{ready=...} on the operator's /metrics (None: no such sample yet, or
+    the listener is not up yet)."""
+    try:
+        text = operator_.metrics()
+    except OSError:
+        return None
+    for line in text.splitlines():
         if line.startswith("externalauth_links{") and f'ready="{ready}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return None

@@ -27,6 +27,22 @@ def test_counters_count_calls_exchanges_and_reuse(simulator):
     assert {grant.refresh_token: 1, first["refresh_token"]: 1} == s.exchanges_by_refresh_token
 
 
+def test_refusals_are_counted_per_dead_refresh_token(simulator):
+    """Each call with a dead refresh token (spent, revoked, unknown) is counted against that
+    token; a successful exchange is not a refusal."""
+    grant = simulator.issue_grant(CLIENT_ID)
+    revoked = simulator.issue_grant(CLIENT_ID)
+    simulator.revoke_grant(revoked.refresh_token)
+    refresh(simulator, grant.refresh_token)
+    refresh(simulator, grant.refresh_token)
+    refresh(simulator, grant.refresh_token)
+    refresh(simulator, revoked.refresh_token)
+    refresh(simulator, "unknown")
+    s = simulator.stats
+    assert {grant.refresh_token: 2, revoked.refresh_token: 1, "unknown": 1} == s.refusals_by_refresh_token
+    assert 2 == s.max_refusals_per_refresh_token
+
+
 def test_requests_are_counted_by_endpoint_and_status(simulator):
     """by_status splits each endpoint's requests by HTTP status (or 'drop')."""
     grant = simulator.issue_grant(CLIENT_ID)
@@ -40,9 +56,11 @@ def test_requests_are_counted_by_endpoint_and_status(simulator):
 def test_reset_stats_zeroes_the_counters(simulator):
     grant = simulator.issue_grant(CLIENT_ID)
     refresh(simulator, grant.refresh_token)
+    refresh(simulator, grant.refresh_token)
     simulator.reset_stats()
     s = simulator.stats
-    assert (0, {}, {}) == (s.token_calls, s.exchanges_by_refresh_token, s.by_status)
+    assert (0, {}, {}, {}) == (s.token_calls, s.exchanges_by_refresh_token, s.by_status,
+                              s.refusals_by_refresh_token)
 
 
 def test_stats_repr_shows_no_token(simulator):

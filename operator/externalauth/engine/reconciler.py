@@ -57,6 +57,7 @@ class SecretFacts:
     claimed_by: str | None = None  # another replica's live claim
     claimed_until: dt.datetime | None = None
     claimed_since: dt.datetime | None = None
+    marked_dead: bool = False  # its externalauth.io/dead-grant names its refresh token
 
 
 def _namespace_of(key: object) -> str:
@@ -282,6 +283,7 @@ class Engine:
             secret_opted_in=facts.opted_in,
             secret_label=facts.label,
             secret_unwritable=facts.unwritable,
+            secret_marked_dead=facts.marked_dead,
             namespace_labels=namespace_labels,
         )
         return inp, body
@@ -304,6 +306,7 @@ class Engine:
         except InvalidInputError as e:
             facts.error = str(e)
             return facts
+        facts.marked_dead = self.writer.marked_dead(secret, facts.tokens.refresh_token)
         rendering = render_formats(spec, provider, token=facts.tokens.access_token, account=account)
         data = secret.get("data") or {}
         facts.formats_stale = any(data.get(k) != v for k, v in rendering.keys.items())

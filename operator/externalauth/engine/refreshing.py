@@ -107,8 +107,10 @@ class Refresher:
             if persisted is PersistOutcome.PERSISTED:
                 return Refresh(RefreshOutcome.TRANSIENT, stored=True, message=(
                     f"{verdict.message}; the new refresh token it carried was stored"))
-        await self._writer.release(key)
         outcome = _FAILURES.get(verdict.verdict, RefreshOutcome.TRANSIENT)
+        # A dead grant is marked on the Secret in the write that drops the claim: no replica
+        # can claim the Secret for this token again without seeing it (sent once, cluster-wide).
+        await self._writer.release(key, dead=consumed if outcome is RefreshOutcome.DEAD_GRANT else None)
         if outcome is RefreshOutcome.DEAD_GRANT:
             # Re-checked against a fresh read: a changed token means another writer won.
             if await self._writer.replaced(key, consumed):

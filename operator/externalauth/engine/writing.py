@@ -27,11 +27,14 @@ from externalauth.errors import (
 from externalauth.model import bodies, claims
 from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
-from externalauth.model.names import CLAIM_ANNOTATION, LinkKey
+from externalauth.model.names import CLAIM_ANNOTATION, DEAD_GRANT_ANNOTATION, LinkKey
 from externalauth.model.secure import SecretStr
 from externalauth.policy import timing
 
 log = logging.getLogger(__name__)
+
+#: Writes tried to mark a dead grant on a Secret that others edit meanwhile (409s).
+_DEAD_MARK_ATTEMPTS = 3
 
 
 class ClaimState(enum.Enum):
@@ -101,6 +104,14 @@ class SecretWriter:
         return claims.parse(bodies.annotation(secret, CLAIM_ANNOTATION),
                             now=self._clock.now().timestamp(), max_lease=self._lease)
 
+    @staticmethod
+    def marked_dead(secret: RawBody | None, refresh_token: SecretStr | None) -> bool:
+        """Does the Secret say (``externalauth.io/dead-grant``) that the provider refused this
+        very refresh token?"""
+        uid = ((secret or {}).get("metadata") or {}).get("uid", "")
+        return claims.marked_dead(bodies.annotation(secret, DEAD_GRANT_ANNOTATION), refresh_token,
+                                  secret_uid=uid if isinstance(uid, str) else "")
+
     def lease_left(self, secret: RawBody | None) -> float:
         return claims.lease_left(self.claim_of(secret), holder=self.holder,
                                  now=self._clock.now().timestamp())
@@ -116,8 +127,8 @@ class SecretWriter:
             return ClaimResult(ClaimState.CLAIMED, body=keep, claim=self.claim_of(keep))
         secret = self._caches.secrets.get(key)
         current = tokens_of(secret)
-        if current is None or current.refresh_token != consumed:
-            return ClaimResult(ClaimState.CHANGED)
+        if current is None or current.refresh_token != consumed or self.marked_dead(secret, consumed):
+            return ClaimResult(ClaimState.CHANGED)  # a dead grant: another replica was refused
         now = self._clock.now().timestamp()
         held = self.claim_of(secret)
         if claims.held_elsewhere(held, holder=self.holder, now=now):
@@ -139,19 +150,42 @@ class SecretWriter:
         self._caches.store_secret(body)
         return ClaimResult(ClaimState.CLAIMED, body=body, claim=mine)
 
-    async def release(self, key: LinkKey) -> None:
-        """Drop our claim after a refresh that stored nothing (its lease would end anyway)."""
+    async def release(self, key: LinkKey, *, dead: SecretStr | None = None) -> None:
+        """Drop our claim after a refresh that stored nothing (its lease would end anyway).
+
+        ``dead``: the refresh token the provider refused. The same write marks it dead on
+        the Secret (``externalauth.io/dead-grant``, a salted digest): every claim is a
+        compare-and-swap on the Secret, so no replica can claim it again for that token
+        without seeing the verdict (a verdict written after the release, in a link's status
+        only, came too late for a replica waiting for the claim). After a 409 (an edit
+        meanwhile) the Secret is read and the write redone, without the mark if the Secret
+        holds a new refresh token by then."""
         secret = self._caches.secrets.get(key)
-        held = self.claim_of(secret)
-        if held is None or held.holder != self.holder:
-            return
-        try:
-            body = await self._kube.patch_secret(
-                *key, {"metadata": {"annotations": {CLAIM_ANNOTATION: None}}},
-                resource_version=bodies.resource_version(secret))
+        for _ in range(_DEAD_MARK_ATTEMPTS if dead is not None else 1):
+            held = self.claim_of(secret)
+            annotations: dict[str, str | None] = {}
+            if held is not None and held.holder == self.holder:
+                annotations[CLAIM_ANNOTATION] = None
+            current = tokens_of(secret) if dead is not None else None
+            if dead is not None and secret is not None and current is not None and current.refresh_token == dead:
+                # (a new refresh token stored meanwhile by another writer is not dead)
+                uid = (secret.get("metadata") or {}).get("uid", "")
+                annotations[DEAD_GRANT_ANNOTATION] = claims.dead_grant_digest(dead, secret_uid=uid)
+            if not annotations:
+                return
+            try:
+                body = await self._kube.patch_secret(*key, {"metadata": {"annotations": annotations}},
+                                                     resource_version=bodies.resource_version(secret))
+            except ConflictError:
+                if dead is None:
+                    return  # the lease runs out by itself
+                metrics.SECRET_WRITE_CONFLICTS.inc()
+                secret = await self.reread(key)
+                continue
+            except ExternalAuthError:
+                return  # the lease runs out by itself (and the status carries the verdict)
             self._caches.store_secret(body)
-        except ExternalAuthError:
-            pass  # the lease runs out by itself
+            return
 
     async def replaced(self, key: LinkKey, consumed: SecretStr) -> bool:
         """A fresh read: does the Secret now hold another refresh token than ``consumed``
@@ -184,7 +218,9 @@ class SecretWriter:
 
     async def _persist(self, key: LinkKey, *, base: RawBody, consumed: SecretStr,
                        data: Mapping[str, str | None]) -> PersistOutcome:
-        patch = {"data": dict(data), "metadata": {"annotations": {CLAIM_ANNOTATION: None}}}
+        # New tokens drop our claim and any dead-grant mark (it named a token no longer held).
+        patch = {"data": dict(data),
+                 "metadata": {"annotations": {CLAIM_ANNOTATION: None, DEAD_GRANT_ANNOTATION: None}}}
         attempt = 0
         while True:
             attempt += 1

@@ -5,6 +5,11 @@ It is written with a ``resourceVersion`` precondition before the provider is cal
 removed in the same write as the new tokens. Anyone who can edit the Secret can write
 it too, so a value is believed only when it could have been written by an operator: a
 finite end no further ahead than the longest lease granted (plus clock skew).
+
+A replica whose refresh token the provider refused drops its claim in a write that also
+sets ``externalauth.io/dead-grant`` (a salted digest of that token): a claim is a
+compare-and-swap on the Secret, so no replica can claim it again for that token without
+having seen the verdict.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+
+from externalauth.model.secure import SecretStr
 
 #: Seconds of clock skew between replicas tolerated on a claim's end.
 SKEW_ALLOWANCE = 30.0
@@ -59,3 +66,15 @@ def lease_left(claim: Claim | None, *, holder: str, now: float) -> float:
     if claim is None or claim.holder != holder:
         return 0.0
     return max(0.0, claim.left(now))
+
+
+def dead_grant_digest(refresh_token: SecretStr, *, secret_uid: str) -> str:
+    """What ``externalauth.io/dead-grant`` holds for a refresh token the provider refused:
+    a digest salted with the Secret's uid (it names the token without revealing it)."""
+    return refresh_token.digest(f"dead-grant/{secret_uid}")
+
+
+def marked_dead(value: str | None, refresh_token: SecretStr | None, *, secret_uid: str) -> bool:
+    """Does the annotation value ``value`` say that this very refresh token is dead?"""
+    return value is not None and refresh_token is not None \
+        and value == dead_grant_digest(refresh_token, secret_uid=secret_uid)

@@ -20,6 +20,11 @@ LOGIN_ANNOTATION = f"{PREFIX}created-by-login-for"
 REFRESH_ANNOTATION = f"{PREFIX}refresh-requested"
 #: Annotation on a token Secret: the cross-replica claim ``<holder>;<unix-until>`` (contract §5).
 CLAIM_ANNOTATION = f"{PREFIX}refresh-claim"
+#: Annotation on a token Secret: a salted digest of the refresh token the provider refused
+#: (a dead grant), written in the same write that drops the claim of the replica that sent
+#: it, so that no replica can claim the Secret again for that token without seeing the
+#: verdict; removed in the same write as new tokens. Never the token itself.
+DEAD_GRANT_ANNOTATION = f"{PREFIX}dead-grant"
 #: Longest refresh-request value acted on (contract §5).
 MAX_REFRESH_REQUEST = 253
 

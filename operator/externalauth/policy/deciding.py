@@ -119,6 +119,8 @@ class LinkInput:
     secret_unwritable: str | None = None  # why the Secret could not take refreshed tokens
     token_digest: str | None = None  # the access token's salted digest (status.validatedTokenDigest)
     refresh_digest: str | None = None  # the refresh token's salted digest (status.deadGrantDigest)
+    # the Secret's externalauth.io/dead-grant names its refresh token: a replica was refused it
+    secret_marked_dead: bool = False
     claimed_by: str | None = None  # another replica's live claim on the Secret: its holder
     claimed_until: dt.datetime | None = None  # ... and when it ends
     claimed_since: dt.datetime | None = None  # ... and when it was taken (end minus the lease)
@@ -427,7 +429,8 @@ def facts_of(inp: LinkInput) -> Facts:
         due=timing.due_at(expiry=tokens.expiry, refresh_before=spec.refresh_before, issued_at=issued,
                           seed=f"{inp.uid}/{format_time(tokens.expiry) if tokens.expiry else ''}"),
         expired=tokens.expiry is not None and tokens.expiry <= now,
-        reauth=refresh_fp is not None and (mem.dead_grant_fingerprint == refresh_fp or _status_says_dead(inp)),
+        reauth=refresh_fp is not None and (mem.dead_grant_fingerprint == refresh_fp or _status_says_dead(inp)
+                                           or inp.secret_marked_dead),
         # A failure is about the refresh token that failed: once the Secret holds another one
         # (another replica or the user refreshed it), the retry decides afresh (issue #11.5).
         failure=mem.failure if mem.failure is not None and mem.failure.refresh_fingerprint in (

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 from externalauth.engine.writing import ClaimState
-from externalauth.model.names import CLAIM_ANNOTATION
+from externalauth.model import claims
+from externalauth.model.names import CLAIM_ANNOTATION, DEAD_GRANT_ANNOTATION
 from externalauth.model.secure import SecretStr
 from tests.unit.engine.fakes import FakeProvider, answer, b64, error, success
 from tests.unit.engine.rig import LINK, SECRET, Rig, run, until
@@ -278,6 +280,7 @@ async def test_a_replica_started_after_a_dead_grant_does_not_send_the_dead_token
     await rig.reconcile()
     status = rig.kube.links[LINK]["status"]
     assert status.get("deadGrantDigest") and "refresh-0" not in str(status)
+    assert "refresh-0" not in str(rig.kube.secrets[SECRET]["metadata"])
     rig.clock.advance(600)
     later = rig.replica("later")
     await rig.show(later)
@@ -292,6 +295,104 @@ async def test_a_replica_started_after_a_dead_grant_does_not_send_the_dead_token
     await later.reconcile_link(LINK)
     assert ["refresh-0", "refresh-new"] == rig.provider.exchanged
     assert "deadGrantDigest" not in rig.kube.links[LINK]["status"]
+    assert DEAD_GRANT_ANNOTATION not in rig.kube.secrets[SECRET]["metadata"]["annotations"]
+
+
+def dead_mark(refresh_token: str) -> str:
+    """The Secret's externalauth.io/dead-grant for ``refresh_token`` (the fake's Secrets have no uid)."""
+    return claims.dead_grant_digest(SecretStr(refresh_token), secret_uid="")
+
+
+@run
+async def test_a_replica_that_waited_for_the_claim_does_not_send_a_token_refused_meanwhile() -> None:
+    """Two replicas find the Secret due. Ours claims and is refused (a dead grant); the
+    other sees our claim go before it sees the link's status. Our release marks the token
+    dead on the Secret in the same write, so the other sends nothing: one call for a dead
+    token, cluster-wide (it sent the token again when the verdict reached the status only,
+    after the release)."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.answer = lambda rt, n: error(400, "invalid_grant")
+    other = rig.replica("other")
+    await rig.show(other)
+    await rig.reconcile()
+    assert ["claim", "exchange", "release"] == rig.steps("claim", "exchange", "release")
+    annotations = rig.kube.secrets[SECRET]["metadata"]["annotations"]
+    assert (None, dead_mark("refresh-0")) == (annotations.get(CLAIM_ANNOTATION), annotations[DEAD_GRANT_ANNOTATION])
+    other.on_secret("MODIFIED", copy.deepcopy(rig.kube.secrets[SECRET]))  # type: ignore[arg-type]
+    assert "deadGrantDigest" not in (other.caches.links[LINK].get("status") or {})  # the status lags
+    other.scheduler.forget(LINK)
+    await other.reconcile_link(LINK)
+    assert ["refresh-0"] == rig.provider.exchanged
+    assert ("False", "ReauthRequired") == rig.condition("Refreshable")
+
+
+@run
+async def test_a_link_on_a_secret_marked_dead_asks_for_a_sign_in_without_trying_the_token() -> None:
+    """A link with no verdict in its status (new, or recreated) on a Secret whose refresh
+    token a replica was refused: the mark on the Secret is the verdict. Nothing is claimed
+    or sent; the link says ReauthRequired and its status carries the verdict too."""
+    rig = Rig()
+    await rig.standard(annotations={DEAD_GRANT_ANNOTATION: dead_mark("refresh-0")})
+    await rig.reconcile()
+    assert ([], []) == (rig.provider.exchanged, rig.kube.writes)
+    assert ("False", "ReauthRequired") == rig.condition("Refreshable")
+    assert rig.kube.links[LINK]["status"].get("deadGrantDigest")
+
+
+@run
+async def test_a_claim_for_a_refresh_token_marked_dead_is_not_taken() -> None:
+    """The writer's own check: the Secret says its refresh token is dead (another replica
+    was refused it after our decision), so nothing is claimed or written; a mark for a
+    token the Secret no longer holds (a new sign-in since) stops nothing."""
+    rig = Rig()
+    await rig.standard(annotations={DEAD_GRANT_ANNOTATION: dead_mark("refresh-0")})
+    refused = await rig.engine.writer.claim(SECRET, SecretStr("refresh-0"))
+    assert (ClaimState.CHANGED, []) == (refused.state, rig.kube.writes)
+    rig.kube.edit_secret(SECRET, {"data": {"refresh_token": b64("refresh-new")}})
+    rig.engine.on_secret("MODIFIED", rig.kube.secrets[SECRET])  # type: ignore[arg-type]
+    taken = await rig.engine.writer.claim(SECRET, SecretStr("refresh-new"))
+    assert (ClaimState.CLAIMED, ["claim"]) == (taken.state, [w.kind for w in rig.kube.writes])
+
+
+async def refused_while_edited(edit: Mapping[str, Any]) -> Rig:
+    """The provider refuses refresh-0; another writer applies ``edit`` to the Secret just
+    before our release reaches the API server (which answers 409)."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.answer = lambda rt, n: error(400, "invalid_grant")
+    edited = False
+
+    def edit_once(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        nonlocal edited
+        if DEAD_GRANT_ANNOTATION in (patch.get("metadata") or {}).get("annotations", {}) and not edited:
+            edited = True
+            rig.kube.edit_secret(key, edit)
+
+    rig.kube.before_secret_patch = edit_once
+    await rig.reconcile()
+    assert ["refresh-0"] == rig.provider.exchanged
+    return rig
+
+
+@run
+async def test_a_dead_grant_mark_lost_to_an_unrelated_edit_is_written_again() -> None:
+    """The release that marks the dead grant is a compare-and-swap: after a 409 from an
+    unrelated edit, the Secret is read and the mark and the claim's removal written again."""
+    rig = await refused_while_edited({"data": {"note": b64("x")}})
+    annotations = rig.kube.secrets[SECRET]["metadata"]["annotations"]
+    assert ["release ns/tok 409", "release ns/tok"] == rig.steps("release", full=True)
+    assert (dead_mark("refresh-0"), None) == (annotations.get(DEAD_GRANT_ANNOTATION), annotations.get(CLAIM_ANNOTATION))
+
+
+@run
+async def test_a_new_sign_in_during_the_refused_refresh_is_not_marked_dead() -> None:
+    """After a 409 because the user signed in again meanwhile, only our claim goes: the
+    new refresh token is alive."""
+    rig = await refused_while_edited({"data": {"refresh_token": b64("refresh-new")}})
+    annotations = rig.kube.secrets[SECRET]["metadata"]["annotations"]
+    assert ["release ns/tok 409", "release ns/tok"] == rig.steps("release", full=True)
+    assert (None, None) == (annotations.get(DEAD_GRANT_ANNOTATION), annotations.get(CLAIM_ANNOTATION))
 
 
 # --- persists first: the kill window ---------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 
 from externalauth.model import claims
 from externalauth.model.claims import SKEW_ALLOWANCE, Claim
+from externalauth.model.secure import SecretStr
 
 NOW = 1_800_000_000.0
 LEASE = 60.0
@@ -51,3 +52,24 @@ LEFT: list[tuple[str, Claim | None, float]] = [
 @pytest.mark.parametrize(("claim", "expected"), [r[1:] for r in LEFT], ids=[r[0] for r in LEFT])
 def test_lease_left(claim: Claim | None, expected: float) -> None:
     assert expected == claims.lease_left(claim, holder="me", now=NOW)
+
+
+RT = SecretStr("refresh-token-value")
+MARK = claims.dead_grant_digest(RT, secret_uid="uid-1")
+DEAD: list[tuple[str, str | None, SecretStr | None, str, bool]] = [
+    ("the mark of this token on this Secret says dead", MARK, RT, "uid-1", True),
+    ("no mark says nothing", None, RT, "uid-1", False),
+    ("another token's mark does not", claims.dead_grant_digest(SecretStr("other"), secret_uid="uid-1"), RT,
+     "uid-1", False),
+    ("a mark salted for another Secret (a recreated one) does not", MARK, RT, "uid-2", False),
+    ("a Secret without a refresh token is not marked", MARK, None, "uid-1", False),
+]
+
+
+@pytest.mark.parametrize(("value", "token", "uid", "expected"), [r[1:] for r in DEAD], ids=[r[0] for r in DEAD])
+def test_marked_dead(value: str | None, token: SecretStr | None, uid: str, expected: bool) -> None:
+    assert expected == claims.marked_dead(value, token, secret_uid=uid)
+
+
+def test_a_dead_grant_mark_does_not_reveal_the_token() -> None:
+    assert "refresh-token-value" not in MARK and 16 == len(MARK)
