@@ -123,7 +123,7 @@ class SecretWriter:
         ``resourceVersion`` of the cached copy, so two replicas cannot both win. ``keep``:
         the Secret as our own claim left it, kept as it is (no write) while that claim has
         more than ``keep_above`` seconds of lease left."""
-        if keep is not None and self.lease_left(keep) >= keep_above:
+        if keep is not None and self.lease_left(keep) > keep_above:
             return ClaimResult(ClaimState.CLAIMED, body=keep, claim=self.claim_of(keep))
         secret = self._caches.secrets.get(key)
         current = tokens_of(secret)

@@ -4,6 +4,7 @@ behaviour each; the engine-level paths are in test_refreshing.py and test_exactl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +13,7 @@ from externalauth.errors import ConflictError, NotFoundError, TransientError
 from externalauth.model.names import CLAIM_ANNOTATION
 from externalauth.model.secure import SecretStr
 from externalauth.model.tokens import b64
-from tests.unit.engine.rig import SECRET, Rig, run
+from tests.unit.engine.rig import SECRET, Rig, run, until
 
 RT = SecretStr("refresh-0")
 
@@ -160,3 +161,77 @@ async def test_a_persist_that_fails_retries_after_growing_delays() -> None:
     outcome = await rig.engine.writer.persist(SECRET, base=claimed.body, consumed=RT,
                                               data={"access_token": b64("access-1")})
     assert (PersistOutcome.PERSISTED, 1.2) == (outcome, round(rig.clock.monotonic() - start, 6))
+
+
+# --- our own claim, kept while its lease lasts (engine/refreshing.py renews it when low) ---
+
+async def _claimed(rig: Rig) -> Any:
+    claimed = await rig.engine.writer.claim(SECRET, RT)
+    assert claimed.body is not None and claimed.claim is not None
+    return claimed
+
+
+@run
+async def test_our_own_claim_with_lease_left_is_kept_as_it_is() -> None:
+    """Half a second left and no minimum asked: the same claim, nothing written."""
+    rig = await _rig()
+    claimed = await _claimed(rig)
+    rig.clock.advance(rig.engine.settings.claim_lease - 0.5)
+    writes = len(rig.kube.writes)
+    kept = await rig.engine.writer.claim(SECRET, RT, keep=claimed.body)
+    assert (ClaimState.CLAIMED, claimed.body, claimed.claim, writes) == (
+        kept.state, kept.body, kept.claim, len(rig.kube.writes))
+
+
+@run
+async def test_our_own_claim_is_renewed_when_no_more_than_the_minimum_is_left() -> None:
+    """Exactly 35 s left when more than 35 s are asked: a new claim, a full lease from now."""
+    rig = await _rig()
+    claimed = await _claimed(rig)
+    rig.clock.advance(rig.engine.settings.claim_lease - 35)
+    renewed = await rig.engine.writer.claim(SECRET, RT, keep=claimed.body, keep_above=35)
+    until = rig.clock.now().timestamp() + rig.engine.settings.claim_lease
+    assert (ClaimState.CLAIMED, until, "claim") == (
+        renewed.state, renewed.claim and renewed.claim.until, rig.kube.writes[-1].kind)
+
+
+@run
+async def test_our_own_claim_whose_lease_ran_out_is_never_kept() -> None:
+    """Bug fix: with no minimum asked, a claim with 0 s left (run out) counted as kept, so a
+    token call could go out with no live claim; now a new claim is written."""
+    rig = await _rig()
+    claimed = await _claimed(rig)
+    rig.clock.advance(rig.engine.settings.claim_lease + 1)
+    renewed = await rig.engine.writer.claim(SECRET, RT, keep=claimed.body)
+    until = rig.clock.now().timestamp() + rig.engine.settings.claim_lease
+    assert (ClaimState.CLAIMED, until) == (renewed.state, renewed.claim and renewed.claim.until)
+
+
+@run
+async def test_a_format_write_waits_for_a_refresh_of_the_same_secret() -> None:
+    """The Secret's lock: format keys are never written in the middle of its refresh."""
+    rig = await _rig()
+    writer = rig.engine.writer
+    async with writer.lock(SECRET):
+        task = asyncio.ensure_future(writer.write_formats(SECRET, access_token=SecretStr("access-0"),
+                                                          data={"netrc": b64("x")}))
+        await until(lambda: writer.waiting(SECRET) == 2, tasks=[task])
+        assert [] == rig.kube.writes_of("formats")
+    await task
+    assert ["ok"] == [w.result for w in rig.kube.writes_of("formats")]
+
+
+@run
+async def test_shut_down_waits_for_a_token_write_no_longer_than_its_grace() -> None:
+    """A persist that does not end (an API server that does not answer) does not hold the
+    shut-down past its grace; it is still running, and lands when the server answers."""
+    rig = await _rig()
+    claimed = await _claimed(rig)
+    rig.kube.persist_gate = asyncio.Event()
+    persist = asyncio.ensure_future(rig.engine.writer.persist(SECRET, base=claimed.body, consumed=RT,
+                                                              data={"access_token": b64("access-1")}))
+    await until(lambda: rig.kube.persists_waiting == 1, tasks=[persist])
+    await asyncio.wait_for(rig.engine.writer.drain(grace=0.01), timeout=10)
+    assert not persist.done()
+    rig.kube.persist_gate.set()
+    assert PersistOutcome.PERSISTED == await persist
