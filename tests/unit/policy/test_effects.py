@@ -170,3 +170,50 @@ def test_a_validation_is_counted_by_its_verdict() -> None:
     done = effects.validation_effects(_verdict(ValidationVerdict.RATE_LIMITED), memory=LinkMemory(), access_fp=FP,
                                       digest=None, now=NOW, seed="s", cap=300.0, status_account=None)
     assert ("rate_limited", None) == (done.verdict, done.count)
+
+
+def test_a_rejected_client_whose_provider_went_away_backs_off_by_its_own_backoff() -> None:
+    """No provider backoff to wait for (the provider is gone): the link's own first backoff
+    (2 s, ±20 %), not the Retry-After the answer carried (a rejected client's wait is the
+    provider's to decide)."""
+    done = effects.refresh_effects(Refresh(RefreshOutcome.CLIENT_REJECTED, message="invalid_client",
+                                           retry_after=600.0), ctx(rejected_until=None))
+    assert done.memory.failure is not None and done.memory.failure.retry_at is not None
+    assert NOW + 1.6 * S <= done.memory.failure.retry_at <= NOW + 2.4 * S
+
+
+def _validation(seed: str, *, memory: LinkMemory = LinkMemory(), status_account: str | None = None,
+                 account: str | None = None, verdict: ValidationVerdict = ValidationVerdict.UNREACHABLE,
+                 ) -> effects.Effects:
+    outcome = ValidationOutcome(verdict=verdict, message="the validation endpoint answered HTTP 502",
+                                account=account)
+    return effects.validation_effects(outcome, memory=memory, access_fp=FP, digest="d-1", now=NOW, seed=seed,
+                                      cap=3600.0, status_account=status_account)
+
+
+def test_a_validation_without_a_verdict_is_remembered_with_the_token_digest_and_said() -> None:
+    done = _validation("ns/l")
+    v = done.memory.validation
+    assert v is not None
+    assert (ValidatedReason.UNREACHABLE, "d-1", [("Warning", EventReason.VALIDATION_FAILED,
+                                                  "the validation endpoint answered HTTP 502")]) == (
+        v.reason, v.digest, [(e.type, e.reason, e.message) for e in done.events])
+
+
+def test_validations_without_a_verdict_are_retried_at_times_spread_by_link() -> None:
+    retries = {_validation(f"ns/l-{i}").memory.validation.retry_at for i in range(10)}  # type: ignore[union-attr]
+    assert 10 == len(retries)
+
+
+@pytest.mark.parametrize(("previous", "status_account", "account", "expected"), [
+    pytest.param(None, "octo", None, "octo", id="no account in the answer nor in memory: the status' account stays"),
+    pytest.param(None, "octo", "hubot", "hubot", id="the answer's account wins"),
+    pytest.param("mona", "octo", None, "mona", id="the account in memory before the status'"),
+])
+def test_the_account_a_validation_remembers(previous: str | None, status_account: str | None, account: str | None,
+                                            expected: str) -> None:
+    memory = LinkMemory(validation=None if previous is None else Validation(
+        reason=ValidatedReason.VALID, message="m", at=NOW - S, token_fingerprint=FP, account=previous))
+    done = _validation("ns/l", memory=memory, status_account=status_account, account=account,
+                        verdict=ValidationVerdict.VALID)
+    assert done.memory.validation is not None and expected == done.memory.validation.account
