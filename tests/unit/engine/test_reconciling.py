@@ -1,0 +1,486 @@
+"""What one reconcile shows (engine/reconciler.py): the status fields and conditions it
+writes, the account shown in the output formats, the metrics and gauges it counts, the
+events it posts, and when the link is decided next. Through the real Engine on the fakes."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from externalauth import metrics
+from externalauth.engine.settings import Settings
+from externalauth.errors import TransientError
+from externalauth.model.names import CLAIM_ANNOTATION, MAX_REFRESH_REQUEST, PROVIDER_LABEL, REFRESH_ANNOTATION, LinkKey
+from externalauth.model.secure import SecretStr
+from externalauth.policy import timing
+from externalauth.policy.classifying import ValidationOutcome, ValidationVerdict
+from tests.unit.engine.fakes import b64, error, success
+from tests.unit.engine.rig import LINK, SECRET, Rig, run
+
+HOUR = 3600
+DATE_2MIN_AHEAD = "Sun, 29 Nov 2026 12:02:00 GMT"  # the fake clock starts at 12:00:00
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def status(rig: Rig, key: tuple[str, str] = LINK) -> dict[str, Any]:
+    return rig.kube.links[key].get("status") or {}
+
+
+def message(rig: Rig, kind: str, key: tuple[str, str] = LINK) -> str:
+    return next(c["message"] for c in status(rig, key)["conditions"] if c["type"] == kind)
+
+
+def set_status(rig: Rig, fields: Mapping[str, Any], key: tuple[str, str] = LINK) -> None:
+    """The link as another replica (or this one before a restart) left its status."""
+    rig.kube.links[key]["status"] = dict(fields)
+    rig.kube.bump(rig.kube.links[key])
+    rig.engine.on_link("MODIFIED", copy.deepcopy(rig.kube.links[key]))  # type: ignore[arg-type]
+
+
+def gh_user(rig: Rig) -> str:
+    """The user the gh-hosts.yml output format names."""
+    text = rig.kube.stored(SECRET, "gh-hosts.yml") or ""
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("user:"))
+
+
+# --- the account in the output formats --------------------------------------------------
+
+@run
+async def test_the_account_a_validation_reports_is_written_into_the_gh_hosts_format() -> None:
+    """Refreshed before anyone knew the account (the provider's username), validated (the
+    provider names alice): the format is written again, with alice, in the same reconcile."""
+    rig = Rig(validate=True)
+    await rig.add_provider()
+    rig.add_link(outputFormats=["gh-hosts"])
+    rig.add_secret()
+    await rig.reconcile()
+    assert ["persist", "validate", "formats"] == rig.steps("persist", "validate", "formats")
+    assert ('"alice"', "alice") == (gh_user(rig), status(rig)["account"])
+    before = len(rig.kube.writes)
+    await rig.reconcile()
+    assert len(rig.kube.writes) == before, "formats that are current are not written again"
+
+
+ACCOUNT_ROWS = [
+    ("a restarted replica renders the account the status shows", "alice", '"alice"'),
+    ("without an account in the status the provider's username is used", None, '"oauth2"'),
+    ("an account in the status that is not a string is ignored", 42, '"oauth2"'),
+]
+
+
+@run
+async def test_a_refresh_renders_the_formats_with_the_account_from_the_status() -> None:
+    for case, shown, user in ACCOUNT_ROWS:
+        rig = Rig()
+        await rig.add_provider()
+        rig.add_link(outputFormats=["gh-hosts"])
+        if shown is not None:
+            set_status(rig, {"account": shown})
+        rig.add_secret()
+        await rig.reconcile()
+        assert (["persist"], user) == (rig.steps("persist", "formats"), gh_user(rig)), case
+
+
+# --- what gathering reads into the status -----------------------------------------------
+
+@run
+async def test_the_status_carries_the_generation_and_the_digests_salted_with_the_uid() -> None:
+    rig = Rig(validate=True)
+    await rig.add_provider()
+    rig.add_link()
+    rig.kube.links[LINK]["metadata"]["generation"] = 3
+    rig.kube.bump(rig.kube.links[LINK])
+    rig.engine.on_link("MODIFIED", copy.deepcopy(rig.kube.links[LINK]))  # type: ignore[arg-type]
+    rig.add_secret()
+    await rig.reconcile()
+    shown = status(rig)
+    assert (3, SecretStr("access-1").digest("uid-l")) == (shown["observedGeneration"], shown["validatedTokenDigest"])
+
+
+@run
+async def test_a_dead_grant_publishes_the_refresh_tokens_digest_salted_with_the_uid() -> None:
+    rig = Rig()
+    rig.provider.answer = lambda rt, n: error(400, "invalid_grant")
+    await rig.standard()
+    await rig.reconcile()
+    assert SecretStr("refresh-0").digest("uid-l") == status(rig)["deadGrantDigest"]
+
+
+@run
+async def test_an_invalid_spec_says_why_and_is_counted_without_a_provider() -> None:
+    rig = Rig()
+    await rig.add_provider()
+    rig.add_link(secret="")
+    before = sample("externalauth_links", {"provider": "", "ready": "false"})
+    await rig.reconcile()
+    assert ("False", "InvalidSpec") == rig.condition("Ready")
+    assert "spec.secretName" in message(rig, "Ready")
+    assert before + 1 == sample("externalauth_links", {"provider": "", "ready": "false"})
+
+
+UNUSABLE_ROWS = [
+    ("a Secret of another type", {"type": "kubernetes.io/dockerconfigjson"},
+     "Secret tok: type kubernetes.io/dockerconfigjson is not Opaque"),
+    ("a Secret without an access token", {"data": {"refresh_token": b64("refresh-0")}},
+     "Secret tok: key access_token is missing or empty"),
+]
+
+
+@run
+async def test_an_unusable_token_secret_says_why() -> None:
+    for case, change, says in UNUSABLE_ROWS:
+        rig = Rig()
+        await rig.add_provider()
+        rig.add_link()
+        body = rig.kube.put_secret("ns", "tok", access="access-0", refresh="refresh-0", expiry=None)
+        body.update(change)
+        rig.kube.secrets[SECRET].update(copy.deepcopy(change))
+        rig.engine.on_secret("ADDED", body)
+        await rig.reconcile()
+        assert ("False", "SecretInvalid") == rig.condition("Ready"), case
+        assert message(rig, "Ready").startswith(says), case
+        assert [] == rig.provider.exchanged, case
+
+
+@run
+async def test_a_refresh_request_of_the_longest_allowed_length_is_acted_on() -> None:
+    rig = Rig()
+    await rig.standard(expires_in=HOUR)
+    await rig.reconcile()
+    rig.request_refresh("r" * MAX_REFRESH_REQUEST)
+    await rig.reconcile()
+    assert ["refresh-0"] == rig.provider.exchanged
+    assert "r" * MAX_REFRESH_REQUEST == status(rig)["lastRefreshRequest"]
+
+
+@run
+async def test_each_overlong_refresh_request_is_said_once_as_a_warning() -> None:
+    rig = Rig()
+    await rig.standard(expires_in=HOUR)
+    await rig.reconcile()
+    said = (f"the {REFRESH_ANNOTATION} annotation is longer than {MAX_REFRESH_REQUEST} characters: not acted on")
+    for value in ("a" * (MAX_REFRESH_REQUEST + 1), "a" * (MAX_REFRESH_REQUEST + 1), "b" * (MAX_REFRESH_REQUEST + 1)):
+        rig.request_refresh(value)
+        await rig.reconcile()
+    await rig.settle()
+    assert [("Warning", "InvalidInput", said)] * 2 == [e for e in rig.kube.events if e[1] == "InvalidInput"]
+    assert [] == rig.provider.exchanged
+
+
+# --- metrics, gauges, events --------------------------------------------------------------
+
+@run
+async def test_a_refresh_and_a_validation_are_counted_under_their_provider() -> None:
+    rig = Rig(validate=True)
+    await rig.add_provider()
+    rig.add_link("counted", secret="counted")
+    rig.add_secret("counted")
+    names = [("externalauth_refresh_total", {"provider": "gh", "result": "success"}),
+             ("externalauth_refresh_duration_seconds_count", {"provider": "gh"}),
+             ("externalauth_validation_total", {"provider": "gh", "result": "valid"}),
+             ("externalauth_links", {"provider": "gh", "ready": "true"}),
+             ("externalauth_tokens_lost_total", {"provider": "gh", "reason": "gone"})]
+    before = [sample(n, labels) for n, labels in names]
+    await rig.reconcile(("ns", "counted"))
+    assert [1, 1, 1, 1, 0] == [sample(n, labels) - b for (n, labels), b in zip(names, before, strict=True)]
+    expiry = rig.clock.now().timestamp() + HOUR
+    assert expiry == sample("externalauth_token_expiry_timestamp_seconds", {"namespace": "ns", "link": "counted"})
+
+
+@run
+async def test_a_token_lost_with_its_secret_is_counted_and_said() -> None:
+    rig = Rig()
+    await rig.add_provider()
+    rig.add_link("lost", secret="lost")
+    rig.add_secret("lost")
+
+    def deleted(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        if "access_token" in (patch.get("data") or {}):
+            del rig.kube.secrets[key]
+
+    rig.kube.before_secret_patch = deleted
+    labels = {"provider": "gh", "reason": "gone"}
+    before = sample("externalauth_tokens_lost_total", labels)
+    await rig.reconcile(("ns", "lost"))
+    await rig.settle()
+    assert before + 1 == sample("externalauth_tokens_lost_total", labels)
+    assert ("Warning", "TokenLost") in [e[:2] for e in rig.kube.events]
+
+
+@run
+async def test_a_dead_grant_is_a_warning_event_with_the_providers_words() -> None:
+    rig = Rig()
+    rig.provider.answer = lambda rt, n: error(400, "invalid_grant")
+    await rig.standard()
+    await rig.reconcile()
+    await rig.settle()
+    assert [("Warning", "ReauthRequired", "the provider refused the refresh token (invalid_grant): sign in again to "
+                                          "write a new token into the Secret")] == rig.kube.events
+
+
+@run
+async def test_a_refresh_token_about_to_expire_is_warned_about_once() -> None:
+    """The provider says the refresh token ends in 3 days (the same moment at every
+    refresh): one warning, not one per refresh."""
+    rig = Rig()
+    ends = rig.clock.now().timestamp() + 3 * 24 * HOUR
+
+    def answer(rt: str, n: int) -> Any:
+        return success(f"access-{n}", f"refresh-{n}", lifetime=60,
+                       refresh_token_expires_in=ends - rig.clock.now().timestamp())
+
+    rig.provider.answer = answer
+    await rig.standard()
+    for _ in range(3):
+        await rig.reconcile()
+        rig.clock.advance(60)
+    await rig.settle()
+    assert 3 == len(rig.provider.exchanged)
+    assert 1 == rig.event_reasons().count("RefreshTokenExpiringSoon")
+
+
+SKEW_ROWS = [
+    ("a refresh answer", False),
+    ("a validation answer", True),
+]
+
+
+@run
+async def test_a_provider_clock_two_minutes_off_is_said_in_ready() -> None:
+    for case, by_validation in SKEW_ROWS:
+        rig = Rig(validate=by_validation)
+        if by_validation:
+            rig.provider.verdict = dataclasses.replace(rig.provider.verdict, clock_skew=120.0)
+        else:
+            ok = success("access-1", "refresh-1")
+            rig.provider.answer = lambda rt, n, ok=ok: dataclasses.replace(  # type: ignore[misc]
+                ok, headers={**ok.headers, "date": DATE_2MIN_AHEAD})
+        await rig.standard()
+        await rig.reconcile()
+        assert "clock" in message(rig, "Ready"), case
+
+
+# --- when the link is decided next --------------------------------------------------------
+
+@run
+async def test_a_status_write_that_fails_is_retried_soon() -> None:
+    rig = Rig()
+    await rig.standard(expires_in=HOUR)
+    patch_status = rig.kube.patch_link_status
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise TransientError("API server unreachable")
+
+    rig.kube.patch_link_status = unreachable  # type: ignore[method-assign]
+    await rig.reconcile()
+    assert rig.clock.now() + timing.STATUS_RETRY == rig.engine.scheduler.when(LINK)
+    rig.kube.patch_link_status = patch_status  # type: ignore[method-assign]
+
+
+@run
+async def test_a_status_decided_on_a_stale_link_is_decided_again_soon() -> None:
+    rig = Rig()
+    await rig.standard(expires_in=HOUR)
+    rig.kube.bump(rig.kube.links[LINK])  # another replica wrote; the watch has not told yet
+    await rig.reconcile()
+    assert ({}, ["status ns/l 409"]) == (status(rig), rig.steps("status", full=True))
+    assert rig.clock.now() + timing.RETRY_SOON == rig.engine.scheduler.when(LINK)
+
+
+@run
+async def test_a_secret_claimed_by_another_replica_is_looked_at_again_when_the_claim_ends() -> None:
+    rig = Rig()
+    until = rig.clock.now().timestamp() + 40
+    await rig.standard(annotations={CLAIM_ANNOTATION: f"other;{until:.0f}"})
+    await rig.reconcile()
+    assert [] == rig.steps("claim", "exchange")
+    ends = rig.engine.scheduler.when(LINK)
+    assert ends is not None and ends.timestamp() == until + timing.CLAIM_GRACE.total_seconds()
+
+
+# --- the namespaces' budgets of calls that are not due (contract §9.16) -------------------
+
+def add(rig: Rig, namespace: str, name: str, *, expires_in: float | None = None, provider: str = "gh") -> LinkKey:
+    """A link ``namespace/name`` on a Secret of the same name holding ``rt-name`` (no
+    expiry: its first refresh is not due, and costs the namespace's budget)."""
+    expiry = None if expires_in is None else rig.clock.now() + dt.timedelta(seconds=expires_in)
+    secret = rig.kube.put_secret(namespace, name, access=f"at-{name}", refresh=f"rt-{name}", expiry=expiry,
+                                 labels={PROVIDER_LABEL: provider})
+    body: dict[str, Any] = {
+        "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
+        "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}", "generation": 1,
+                     "annotations": {}},
+        "spec": {"providerName": provider, "secretName": name, "validate": False}}
+    rig.kube.bump(body)
+    rig.kube.links[(namespace, name)] = body
+    rig.engine.on_link("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
+    rig.engine.on_secret("ADDED", secret)
+    return (namespace, name)
+
+
+@run
+async def test_a_namespace_past_its_budget_waits_for_its_booked_moment_others_and_due_work_do_not() -> None:
+    """Burst 2, then one call every 2 s, per namespace per provider: ns's third and fourth
+    first-sight refreshes are booked 2 s and 4 s ahead (their status written meanwhile);
+    a due refresh in ns, and another namespace's and another provider's, go at once."""
+    rig = Rig(settings=Settings(tenant_burst=2, tenant_rate=0.5))
+    await rig.add_provider()
+    await add_second_provider(rig, "gl")
+    keys = [add(rig, "ns", name) for name in ("a", "b", "c", "d")]
+    due = add(rig, "ns", "due", expires_in=60)
+    other = add(rig, "other", "e")
+    elsewhere = add(rig, "ns", "f", provider="gl")
+    for key in (*keys, due, other, elsewhere):
+        await rig.reconcile(key)
+    assert ["rt-a", "rt-b", "rt-due", "rt-e", "rt-f"] == rig.provider.exchanged
+    now = rig.clock.now()
+    assert [now + dt.timedelta(seconds=2), now + dt.timedelta(seconds=4)] == [
+        rig.engine.scheduler.when(k) for k in keys[2:]]
+    assert all("conditions" in status(rig, k) for k in keys[2:]), "a deferred link's status is written"
+    rig.clock.advance(2)
+    await rig.reconcile(keys[2])  # its booked moment: it goes, without booking again
+    assert "rt-c" == rig.provider.exchanged[-1]
+    await rig.reconcile(keys[3])  # not yet
+    assert "rt-c" == rig.provider.exchanged[-1]
+    assert rig.clock.now() + dt.timedelta(seconds=2) == rig.engine.scheduler.when(keys[3])
+
+
+async def add_second_provider(rig: Rig, name: str) -> None:
+    body = {"metadata": {"name": name, "generation": 1, "resourceVersion": "1"},
+            "spec": {"clientID": "id", "maxConcurrentRefreshes": 10, "type": "generic",
+                     "tokenURL": f"https://{name}.test/token", "validateURL": ""}}
+    rig.kube.providers[name] = body
+    await rig.engine.on_provider("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
+
+
+# --- watch events in ------------------------------------------------------------------------
+
+@run
+async def test_a_deleted_link_leaves_nothing_behind_and_is_not_decided_again() -> None:
+    """Its memory, booked budget, schedule and gauges go with it; a reconcile that was
+    already due reads and writes nothing."""
+    rig = Rig(settings=Settings(tenant_burst=1, tenant_rate=0.5))
+    await rig.add_provider()
+    first, key = add(rig, "ns", "first"), add(rig, "ns", "gone")
+    await rig.reconcile(first)
+    await rig.reconcile(key)  # over the budget: booked 2 s ahead
+    rig.engine.scheduler.schedule(key)
+    provider, shown = rig.engine.recorder._ready_gauge[key]
+    ready = {"provider": provider, "ready": shown}
+    before, steps = sample("externalauth_links", ready), len(rig.journal)
+    rig.engine.on_link("DELETED", copy.deepcopy(rig.kube.links.pop(key)))  # type: ignore[arg-type]
+    assert before - 1 == sample("externalauth_links", ready)
+    assert (None, None, None) == (rig.engine.memory.get(key), rig.engine._booked.get(key),
+                                  rig.engine.scheduler.when(key))
+    await rig.engine.reconcile_link(key)
+    assert steps == len(rig.journal)
+
+
+@run
+async def test_a_link_deleted_before_it_was_ever_decided_is_forgotten_quietly() -> None:
+    rig = Rig()
+    await rig.add_provider()
+    rig.add_link()
+    rig.engine.on_link("DELETED", copy.deepcopy(rig.kube.links.pop(LINK)))  # type: ignore[arg-type]
+    assert rig.engine.scheduler.when(LINK) is None
+
+
+def sharded(**settings: Any) -> Settings:
+    """A replica of three whose shard serves namespace ns (and neither op nor tok nor l)."""
+    from externalauth.policy.sharding import Shard, shard_of
+
+    shard = Shard(index=2, count=3)
+    assert shard.serves("ns") and {shard_of(n, 3) for n in ("op", "tok", "l")}.isdisjoint({2})
+    return Settings(shard=shard, operator_namespace="op", **settings)
+
+
+async def add_provider_with_client_secret(rig: Rig) -> None:
+    body = {"metadata": {"name": "gh", "generation": 1, "resourceVersion": "1"},
+            "spec": {"type": "generic", "tokenURL": "https://provider.test/token", "validateURL": "",
+                     "clientID": "id", "clientSecretRef": {"namespace": "op", "name": "client", "key": "secret"}}}
+    rig.kube.providers["gh"] = body
+    await rig.engine.on_provider("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
+
+
+def put_client_secret(rig: Rig) -> Any:
+    body = rig.kube.put_secret("op", "client", access="x", refresh=None, expiry=None, labels={})
+    rig.kube.secrets[("op", "client")]["data"]["secret"] = body["data"]["secret"] = b64("s3cret")
+    return body
+
+
+@run
+async def test_a_client_secret_created_after_its_provider_makes_the_links_refresh() -> None:
+    """The operator namespace's Secrets are watched whatever the shard; the provider is
+    reconciled with the client secret from the watch cache (no extra read) and its links
+    are decided again."""
+    rig = Rig(settings=sharded())
+    await add_provider_with_client_secret(rig)
+    rig.add_link()
+    rig.add_secret()
+    await rig.reconcile()
+    assert [] == rig.provider.exchanged
+    reads = len(rig.steps("get", "meta"))
+    rig.engine.on_secret("ADDED", put_client_secret(rig))
+    await rig.settle()
+    assert rig.clock.now() == rig.engine.scheduler.when(LINK)
+    assert reads == len(rig.steps("get", "meta"))
+    await rig.reconcile()
+    assert ["refresh-0"] == rig.provider.exchanged
+
+
+@run
+async def test_a_providers_status_echo_re_decides_its_links_only_when_what_they_see_changed() -> None:
+    """The client secret appeared in the API before its watch event: the provider's next
+    (status-only) event finds it, and its links are decided again; an echo that changes
+    nothing leaves them be."""
+    rig = Rig(settings=Settings(operator_namespace="op"))
+    await add_provider_with_client_secret(rig)
+    rig.add_link()
+    rig.add_secret(expires_in=HOUR)
+    await rig.reconcile()
+    rig.engine.scheduler.forget(LINK)
+
+    async def echo() -> None:
+        body = copy.deepcopy(rig.kube.providers["gh"])
+        rig.kube.bump(body)
+        rig.kube.providers["gh"] = body
+        await rig.engine.on_provider("MODIFIED", copy.deepcopy(body))  # type: ignore[arg-type]
+
+    await echo()
+    assert rig.engine.scheduler.when(LINK) is None
+    put_client_secret(rig)
+    await echo()
+    assert rig.clock.now() == rig.engine.scheduler.when(LINK)
+    rig.engine.scheduler.forget(LINK)
+    await echo()
+    assert rig.engine.scheduler.when(LINK) is None
+
+
+@run
+async def test_a_sharded_replica_follows_its_namespaces_labels_and_their_deletion() -> None:
+    rig = Rig(settings=sharded())
+    await rig.add_provider()
+    body = copy.deepcopy(rig.kube.providers["gh"])
+    body["spec"]["namespaceSelector"] = {"matchLabels": {"tenant": "yes"}}
+    body["metadata"]["generation"] = 2
+    rig.kube.bump(body)
+    rig.kube.providers["gh"] = body
+    await rig.engine.on_provider("MODIFIED", copy.deepcopy(body))  # type: ignore[arg-type]
+    rig.engine.on_namespace("ADDED", {"metadata": {"name": "op", "labels": {"tenant": "yes"}}})
+    rig.engine.on_namespace("ADDED", {"metadata": {"name": "ns", "labels": {"tenant": "yes"}}})
+    rig.add_link()
+    rig.add_secret(expires_in=HOUR)
+    await rig.reconcile()
+    assert ("True", "TokenCurrent") == rig.condition("Ready")
+    assert rig.engine.caches.namespaces.get("op") is None, "a namespace of another shard is not cached"
+    rig.engine.scheduler.forget(LINK)
+    rig.engine.on_namespace("DELETED", {"metadata": {"name": "ns", "labels": {"tenant": "yes"}}})
+    assert rig.clock.now() == rig.engine.scheduler.when(LINK)
+    await rig.reconcile()
+    assert ("False", "ProviderNotAllowed") == rig.condition("Ready")
