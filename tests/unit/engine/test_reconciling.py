@@ -4,6 +4,7 @@ events it posts, and when the link is decided next. Through the real Engine on t
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import datetime as dt
@@ -18,7 +19,7 @@ from externalauth.model.secure import SecretStr
 from externalauth.policy import timing
 from externalauth.policy.classifying import ValidationOutcome, ValidationVerdict
 from tests.unit.engine.fakes import b64, error, success
-from tests.unit.engine.rig import LINK, SECRET, Rig, run
+from tests.unit.engine.rig import LINK, SECRET, Rig, run, until
 
 HOUR = 3600
 DATE_2MIN_AHEAD = "Sun, 29 Nov 2026 12:02:00 GMT"  # the fake clock starts at 12:00:00
@@ -306,7 +307,8 @@ async def test_a_secret_claimed_by_another_replica_is_looked_at_again_when_the_c
 
 # --- the namespaces' budgets of calls that are not due (contract §9.16) -------------------
 
-def add(rig: Rig, namespace: str, name: str, *, expires_in: float | None = None, provider: str = "gh") -> LinkKey:
+def add(rig: Rig, namespace: str, name: str, *, expires_in: float | None = None, provider: str = "gh",
+        validate: bool = False) -> LinkKey:
     """A link ``namespace/name`` on a Secret of the same name holding ``rt-name`` (no
     expiry: its first refresh is not due, and costs the namespace's budget)."""
     expiry = None if expires_in is None else rig.clock.now() + dt.timedelta(seconds=expires_in)
@@ -316,7 +318,7 @@ def add(rig: Rig, namespace: str, name: str, *, expires_in: float | None = None,
         "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
         "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}", "generation": 1,
                      "annotations": {}},
-        "spec": {"providerName": provider, "secretName": name, "validate": False}}
+        "spec": {"providerName": provider, "secretName": name, "validate": validate}}
     rig.kube.bump(body)
     rig.kube.links[(namespace, name)] = body
     rig.engine.on_link("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
@@ -484,3 +486,137 @@ async def test_a_sharded_replica_follows_its_namespaces_labels_and_their_deletio
     assert rig.clock.now() == rig.engine.scheduler.when(LINK)
     await rig.reconcile()
     assert ("False", "ProviderNotAllowed") == rig.condition("Ready")
+
+
+# --- what an answer teaches about the provider, and backoff ------------------------------
+
+@run
+async def test_a_rejected_client_holds_every_link_of_the_provider_until_its_backoff_ends() -> None:
+    """401 invalid_client on one link's refresh: the provider backs off; the link waits
+    for the provider's backoff and the provider's other links are decided again at once;
+    the next success lifts the backoff and re-decides them again; a success that changes
+    nothing about the client leaves them be."""
+    rig = Rig()
+    await rig.add_provider()
+    a, b = add(rig, "ns", "a", expires_in=60), add(rig, "ns", "b", expires_in=HOUR)
+    await rig.reconcile(b)
+    rig.provider.answer = lambda rt, n: error(401, "invalid_client")
+    rig.engine.scheduler.forget(b)
+    await rig.reconcile(a)
+    until = rig.engine.providers.view("gh").credentials_rejected_until  # type: ignore[union-attr]
+    assert until is not None and until > rig.clock.now()
+    assert (until, rig.clock.now()) == (rig.engine.scheduler.when(a), rig.engine.scheduler.when(b))
+    rig.clock.advance((until - rig.clock.now()).total_seconds())
+    rig.provider.answer = lambda rt, n: success(f"access-{n}", f"rt-a-{n}", lifetime=60)
+    rig.engine.scheduler.forget(b)
+    await rig.reconcile(a)
+    assert rig.clock.now() == rig.engine.scheduler.when(b)
+    rig.engine.scheduler.forget(b)
+    rig.clock.advance(60)
+    await rig.reconcile(a)
+    assert 3 == len(rig.provider.exchanged)
+    assert rig.engine.scheduler.when(b) is None
+
+
+@run
+async def test_links_failing_at_the_same_moment_retry_at_different_moments() -> None:
+    """Jitter per link: a provider outage does not bring every link back at once (refresh
+    backoff of 2 s and validation backoff of 30 s, ±20 %)."""
+    refreshing = Rig()
+    refreshing.provider.answer = lambda rt, n: error(503, "temporarily_unavailable")
+    validating = Rig(validate=True)
+    validating.provider.verdict = ValidationOutcome(ValidationVerdict.UNREACHABLE, "the provider did not answer")
+    for rig, low, high in ((refreshing, 1.6, 2.4), (validating, 24, 36)):
+        await rig.add_provider()
+        keys = [add(rig, "ns", name, expires_in=60, validate=rig is validating) for name in ("a", "b")]
+        for key in keys:
+            await rig.reconcile(key)
+        waits = [(rig.engine.scheduler.when(k) - rig.clock.now()).total_seconds() for k in keys]  # type: ignore[operator]
+        assert all(low <= w <= high for w in waits) and waits[0] != waits[1], waits
+
+
+@run
+async def test_validation_retries_are_capped_by_the_backoff_cap() -> None:
+    rig = Rig(validate=True, settings=Settings(backoff_cap=1.0))
+    rig.provider.verdict = ValidationOutcome(ValidationVerdict.UNREACHABLE, "the provider did not answer")
+    await rig.standard()
+    await rig.reconcile()
+    wait = (rig.engine.scheduler.when(LINK) - rig.clock.now()).total_seconds()  # type: ignore[operator]
+    assert 0.8 <= wait <= 1.2
+
+
+CLAIM_ROWS = [
+    ("a claim taken 20 s ago is said, with its holder and end", 40,
+     "another replica (other) is refreshing the token; its claim ends at 12:00:40"),
+    ("a claim taken 5 s ago is a refresh in progress: not worth a word", 55, None),
+]
+
+
+@run
+async def test_another_replicas_claim_is_reported_once_it_is_no_longer_young() -> None:
+    for case, left, says in CLAIM_ROWS:
+        rig = Rig()
+        until = rig.clock.now().timestamp() + left
+        await rig.standard(annotations={CLAIM_ANNOTATION: f"other;{until:.0f}"})
+        await rig.reconcile()
+        _, reason = rig.condition("Refreshable")
+        shown = message(rig, "Refreshable").replace("2026-11-29T", "").replace("Z", "")
+        assert (says is not None, says or shown) == (reason == "ClaimedElsewhere", shown), case
+
+
+@run
+async def test_a_refresh_request_is_not_held_back_by_the_due_refreshes_before_it() -> None:
+    """The request rate limit (three a minute) counts requests: three due refreshes of a
+    short-lived token in half a minute do not use it up."""
+    rig = Rig()
+    rig.provider.answer = lambda rt, n: success(f"access-{n}", f"refresh-{n}", lifetime=10)
+    await rig.standard(expires_in=10)
+    for _ in range(3):
+        await rig.reconcile()
+        rig.clock.advance(10)
+    await rig.reconcile()
+    rig.request_refresh("please")
+    await rig.reconcile()
+    assert 5 == len(rig.provider.exchanged)
+    assert "please" == status(rig)["lastRefreshRequest"]
+
+
+@run
+async def test_a_valid_token_is_validated_again_after_the_validation_interval() -> None:
+    rig = Rig(validate=True, settings=Settings(validation_interval=dt.timedelta(minutes=5)))
+    await rig.standard()
+    await rig.reconcile()
+    assert ["validate"] == rig.steps("validate")
+    assert rig.clock.now() + dt.timedelta(minutes=5) == rig.engine.scheduler.when(LINK)
+
+
+@run
+async def test_the_tokens_of_a_secret_opted_in_to_another_provider_are_not_read() -> None:
+    """Its expiry is neither published in the status nor in the expiry gauge."""
+    rig = Rig()
+    await rig.add_provider()
+    rig.add_link("not-ours", secret="not-ours")
+    rig.add_secret("not-ours", labels={PROVIDER_LABEL: "team-gitea"})
+    rig.engine.on_secret("ADDED", copy.deepcopy(rig.kube.secrets[("ns", "not-ours")]))  # type: ignore[arg-type]
+    await rig.reconcile(("ns", "not-ours"))
+    assert ("False", "SecretNotOptedIn") == rig.condition("Ready", ("ns", "not-ours"))
+    assert "expiresAt" not in status(rig, ("ns", "not-ours"))
+    assert metrics.REGISTRY.get_sample_value("externalauth_token_expiry_timestamp_seconds",
+                                             {"namespace": "ns", "link": "not-ours"}) is None
+
+
+@run
+async def test_a_drain_waits_for_a_stuck_reconcile_and_persist_no_longer_than_the_grace() -> None:
+    """Shutdown: a persist that never lands (an API server gone quiet) holds the
+    operator's exit for the shutdown grace, not for ever."""
+    rig = Rig(settings=Settings(shutdown_grace=0.05))
+    await rig.standard()
+    rig.kube.persist_gate = asyncio.Event()
+    rig.engine.scheduler.start()
+    rig.engine.scheduler.schedule(LINK)
+    rig.engine.scheduler.dispatch_due()
+    await until(lambda: rig.kube.persists_waiting == 1)
+    await asyncio.wait_for(rig.engine.drain(), timeout=5)
+    assert (1, "access-0") == (rig.engine.scheduler.busy, rig.kube.stored(SECRET, "access_token"))
+    rig.kube.persist_gate.set()
+    await until(lambda: rig.engine.scheduler.busy == 0)

@@ -1,0 +1,69 @@
+"""A provider's slots (maxConcurrentRefreshes = K: K token calls at once, 2K links between
+claim and call) are shared fairly (contract §9.16): namespaces take turns, and due work
+(a token about to expire) goes before work that is not (a refresh request, the first
+refresh of a Secret without an expiry). Through the real Engine, one slot, a provider
+that answers only when told."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+from typing import Any
+
+from externalauth.model.names import LinkKey
+from tests.unit.engine.rig import Rig, run, until
+
+
+def add(rig: Rig, namespace: str, name: str, *, due: bool = True) -> LinkKey:
+    """A link on a Secret holding ``rt-name``: expiring in a minute (due), or without an
+    expiry (its first refresh is not due)."""
+    expiry = rig.clock.now() + dt.timedelta(seconds=60) if due else None
+    secret = rig.kube.put_secret(namespace, name, access=f"at-{name}", refresh=f"rt-{name}", expiry=expiry)
+    body: dict[str, Any] = {
+        "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
+        "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}", "generation": 1, "annotations": {}},
+        "spec": {"providerName": "gh", "secretName": name, "validate": False}}
+    rig.kube.bump(body)
+    rig.kube.links[(namespace, name)] = body
+    rig.engine.on_link("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
+    rig.engine.on_secret("ADDED", secret)
+    return (namespace, name)
+
+
+async def exchange_order(rig: Rig, queued: list[LinkKey]) -> list[str]:
+    """``ns/first`` holds the one call slot (its answer held back) and ``ns/second`` the
+    other pipeline place; ``queued`` then wait for the pipeline, in this order. The order
+    in which the provider is then called."""
+    gate = asyncio.Event()
+    rig.provider.gate = gate
+    runtime = rig.engine.providers.get("gh")
+    assert runtime is not None and runtime.pipeline is not None
+    tasks = [asyncio.create_task(rig.engine.reconcile_link(add(rig, "ns", "first")))]
+    await until(lambda: rig.provider.exchanged == ["rt-first"], tasks=tasks)
+    tasks.append(asyncio.create_task(rig.engine.reconcile_link(add(rig, "ns", "second"))))
+    await until(lambda: rig.kube.claim(("ns", "second")) is not None, tasks=tasks)
+    for n, key in enumerate(queued, start=1):
+        tasks.append(asyncio.create_task(rig.engine.reconcile_link(key)))
+        await until(lambda n=n: runtime.pipeline.waiting == n, tasks=tasks)  # type: ignore[union-attr,misc]
+    gate.set()
+    await asyncio.gather(*tasks)
+    return rig.provider.exchanged
+
+
+@run
+async def test_namespaces_waiting_for_a_provider_take_turns() -> None:
+    """ns queued two links before other queued one: ns, other, ns, not ns, ns, other."""
+    rig = Rig(max_concurrent=1)
+    await rig.add_provider()
+    queued = [add(rig, "ns", "a1"), add(rig, "ns", "a2"), add(rig, "other", "b1")]
+    assert ["rt-first", "rt-second", "rt-a1", "rt-b1", "rt-a2"] == await exchange_order(rig, queued)
+
+
+@run
+async def test_due_refreshes_go_before_those_that_are_not_due() -> None:
+    """A first refresh without an expiry queued before a due one goes after it."""
+    rig = Rig(max_concurrent=1)
+    await rig.add_provider()
+    queued = [add(rig, "ns", "learn", due=False), add(rig, "ns", "due")]
+    assert ["rt-first", "rt-second", "rt-due", "rt-learn"] == await exchange_order(rig, queued)
