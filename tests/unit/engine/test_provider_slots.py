@@ -45,7 +45,7 @@ async def exchange_order(rig: Rig, queued: list[LinkKey]) -> list[str]:
     await until(lambda: rig.kube.claim(("ns", "second")) is not None, tasks=tasks)
     for n, key in enumerate(queued, start=1):
         tasks.append(asyncio.create_task(rig.engine.reconcile_link(key)))
-        await until(lambda n=n: runtime.pipeline.waiting == n, tasks=tasks)  # type: ignore[union-attr,misc]
+        await until(lambda n=n: runtime.pipeline.waiting == n, tasks=tasks)  # type: ignore[misc]
     gate.set()
     await asyncio.gather(*tasks)
     return rig.provider.exchanged
