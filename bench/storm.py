@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 
-from common import api_requests, bench, cpu_seconds, request_figures, rss_mib
+from common import api_requests, bench, cpu_seconds, cpu_split, request_figures, rss_mib
 
 
 def main() -> int:
@@ -59,7 +59,7 @@ def main() -> int:
         print(f"all created in {created:.1f}s; the storm starts in {wait:.0f}s", flush=True)
         time.sleep(wait)  # the instant every token falls due: the benchmark's start line
         started = time.monotonic()
-        cpu_before = cpu_seconds(operator.pid)
+        cpu_before, split_before = cpu_seconds(operator.pid), cpu_split(operator.pid)
         api_before = b.api_cpu_seconds()
         validations_before = b.sim.stats.validation_calls  # links first seen are validated at once
         requests_before = api_requests(b)
@@ -88,6 +88,7 @@ def main() -> int:
             time.sleep(0.2)
         total = time.monotonic() - started
         operator_cpu = cpu_seconds(operator.pid) - cpu_before
+        system_cpu = cpu_split(operator.pid)[1] - split_before[1]
         api_cpu = b.api_cpu_seconds() - api_before
         if args.validate:  # the validations (and their status writes) come after the persists
             while b.sim.stats.validation_calls - validations_before < args.links \
@@ -107,6 +108,7 @@ def main() -> int:
             "max_exchanges_per_refresh_token": stats.max_exchanges_per_refresh_token,
             "operator_cpu_s": round(operator_cpu, 2),
             "operator_cpu_ms_per_refresh": round(1000 * operator_cpu / args.links, 1),
+            "operator_cpu_system_share": round(system_cpu / operator_cpu, 2) if operator_cpu else None,
             "validation": args.validate, "validation_calls_in_storm": stats.validation_calls - validations_before,
             "validation_calls_before_T": validations_before,
             "apiserver_etcd_cpu_ms_per_refresh": round(1000 * api_cpu / args.links, 1),
