@@ -17,13 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
 import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
 import urllib3
 from urllib3._collections import HTTPHeaderDict
 
@@ -121,7 +121,7 @@ class Response:
         return self._content
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return orjson.loads(self.content)
 
     def iter_lines(self) -> Iterator[bytes]:
         """Complete lines of a streamed body (a watch sends one JSON event per line)."""
