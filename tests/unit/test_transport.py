@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from typing import Any
 
 import pytest
@@ -103,3 +104,32 @@ def test_proxy_credentials_go_in_proxy_authorization(monkeypatch: pytest.MonkeyP
     assert isinstance(manager, urllib3.ProxyManager)
     assert {"proxy-authorization": "Basic " + base64.b64encode(b"al@ice:pw").decode()} == {
         k.lower(): v for k, v in manager.proxy_headers.items()}
+
+
+def _expires(deadline: transport.Deadline, within: float) -> bool:
+    """Does ``deadline`` expire within ``within`` seconds (watched, not slept through)?"""
+    until = time.monotonic() + within
+    while not deadline.expired and time.monotonic() < until:
+        time.sleep(0.01)
+    return deadline.expired
+
+
+@pytest.mark.parametrize(("first", "first_ends"), [
+    pytest.param(60.0, False, id="a short deadline added while a longer one runs wakes the watchdog"),
+    pytest.param(0.05, True, id="a deadline after one whose call already ended"),
+    pytest.param(60.0, True, id="a short deadline after a longer one whose call already ended"),
+])
+def test_the_watchdog_expires_a_deadline_on_time_whatever_came_before(first: float, first_ends: bool) -> None:
+    """The watchdog is woken only by a deadline earlier than the one it sleeps for, and
+    passes over calls that ended without a wake-up each: neither may delay a deadline."""
+    earlier = transport.Deadline(first)
+    earlier.__enter__()
+    if first_ends:
+        earlier.__exit__()
+    try:
+        with transport.Deadline(0.2) as short:
+            assert _expires(short, within=5.0)
+    finally:
+        if not first_ends:
+            earlier.__exit__()
+    assert not earlier.expired or first <= 0.2
