@@ -4,6 +4,7 @@ the provider's answers read by the real reader. One row per sentence."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from externalauth.model import tokens as tokmod
 from externalauth.model.names import CLAIM_ANNOTATION
 from externalauth.model.secure import SecretStr
 from externalauth.policy.effects import Refresh
-from tests.unit.engine.fakes import NO_ANSWER, answer, error, success
+from tests.unit.engine.fakes import NO_ANSWER, answer, b64, error, success
 from tests.unit.engine.rig import SECRET, Rig, run
 
 RT = SecretStr("refresh-0")
@@ -113,3 +114,95 @@ async def test_failures_are_returned_whole() -> None:
         await rig.standard()
         rig.provider.answer = provider_answer
         assert {**BASE, **expected} == view(await refresh(rig)), case
+
+
+def on_persist(rig: Rig, act: Callable[[tuple[str, str]], None]) -> None:
+    """``act`` on the Secret just before the new tokens' write arrives (once)."""
+    done = False
+
+    def hook(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        nonlocal done
+        if not done and "access_token" in (patch.get("data") or {}):
+            done = True
+            act(key)
+
+    rig.kube.before_secret_patch = hook
+
+
+@run
+async def test_new_tokens_the_secret_cannot_take_are_lost_with_the_reason() -> None:
+    rows: list[tuple[str, Callable[[Rig], None], dict[str, Any]]] = [
+        ("the Secret deleted during the exchange",
+         lambda rig: on_persist(rig, lambda key: rig.kube.secrets.pop(key)),
+         {"message": "the Secret was deleted during the refresh", "lost_reason": "gone"}),
+        ("the Secret made immutable during the exchange",
+         lambda rig: on_persist(rig, lambda key: rig.kube.secrets[key].update(immutable=True)),
+         {"message": "the API server refused to store it", "lost_reason": "invalid"}),
+    ]
+    for case, arrange, expected in rows:
+        rig = Rig()
+        await rig.standard()
+        arrange(rig)
+        got = view(await refresh(rig))
+        assert {**BASE, "outcome": "lost", "tokens": "access-1", "stored": True, "seconds": 0.0, "unsaved": 0.0,
+                **expected} == got, case
+
+
+@run
+async def test_the_time_of_a_refresh_counts_from_the_call_and_the_time_unsaved_from_the_answer() -> None:
+    """1 s waiting for the provider's thread, 0.25 s writing: 1.25 s in all, 0.25 s unsaved."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.queued = 1.0
+    on_persist(rig, lambda key: rig.clock.advance(0.25))
+    got = view(await refresh(rig))
+    assert ("persisted", 1.25, 0.25) == (got["outcome"], got["seconds"], got["unsaved"])
+
+
+@run
+async def test_a_failed_answer_still_tells_the_providers_clock() -> None:
+    rig = Rig()
+    await rig.standard()
+    failed = error(503, "temporarily_unavailable")
+    rig.provider.answer = lambda rt, n: dataclasses.replace(failed, headers={**failed.headers, "date": DATE_5S_AHEAD})
+    got = view(await refresh(rig))
+    assert ("transient", 5.0) == (got["outcome"], got["clock_skew"])
+
+
+@run
+async def test_without_a_usable_client_nothing_is_claimed_or_sent() -> None:
+    """A provider that is not known, or whose client was dropped (its spec was edited into
+    an invalid one): NO_CLIENT, the Secret untouched."""
+    for case, provider in (("an unknown provider", "nope"), ("a provider whose spec became invalid", "gh")):
+        rig = Rig()
+        await rig.standard()
+        if provider == "gh":
+            body = rig.kube.providers["gh"]
+            body["spec"]["type"] = "no-such-type"
+            body["metadata"]["generation"] = 2
+            rig.kube.bump(body)
+            await rig.engine.on_provider("MODIFIED", copy.deepcopy(body))  # type: ignore[arg-type]
+        got = await rig.engine.refresher.refresh(SECRET, provider=provider, consumed=RT, render=render)
+        assert {**BASE, "outcome": "no-client"} == view(got), case
+        assert ([], []) == (rig.kube.writes, rig.provider.exchanged), case
+
+
+@run
+async def test_a_salvaged_refresh_token_survives_an_unrelated_edit_of_the_secret() -> None:
+    """An unusable 2xx that carries a new refresh token: it is stored even when someone
+    edited the Secret meanwhile (409, re-read: still our refresh token, written again)."""
+    rig = Rig()
+    await rig.standard()
+    rig.provider.answer = lambda rt, n: answer(200, {"refresh_token": "salvaged", "token_type": "bearer"})
+    edited = False
+
+    def user_edits(key: tuple[str, str], patch: Mapping[str, Any]) -> None:
+        nonlocal edited
+        if "refresh_token" in (patch.get("data") or {}) and not edited:
+            edited = True
+            rig.kube.edit_secret(key, {"data": {"note": b64("keep me")}})
+
+    rig.kube.before_secret_patch = user_edits
+    got = view(await refresh(rig))
+    assert ("transient", True) == (got["outcome"], got["stored"])
+    assert ("salvaged", "keep me") == (rig.kube.stored(SECRET, "refresh_token"), rig.kube.stored(SECRET, "note"))
