@@ -116,7 +116,7 @@ async def test_failures_are_returned_whole() -> None:
         assert {**BASE, **expected} == view(await refresh(rig)), case
 
 
-def on_persist(rig: Rig, act: Callable[[tuple[str, str]], None]) -> None:
+def on_persist(rig: Rig, act: Callable[[tuple[str, str]], object]) -> None:
     """``act`` on the Secret just before the new tokens' write arrives (once)."""
     done = False
 
