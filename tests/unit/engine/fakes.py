@@ -337,6 +337,7 @@ class FakeProvider:
 
     async def refresh(self, refresh_token: SecretStr, *, now: dt.datetime,
                       send_before: float | None = None) -> ExchangeResult:
+        called = self.clock.monotonic()
         if self.queued:
             self.clock.advance(self.queued)
         # What ProviderClient.refresh decides in its worker thread, just before sending.
@@ -352,7 +353,10 @@ class FakeProvider:
         raw = self.answer(refresh_token.reveal(), len(self.exchanged))
         if raw is None:  # what ProviderClient.refresh makes of a call without an answer
             return ExchangeResult(classify_token_answer(TokenAnswer(status=None)))
-        return read_answer(raw, spec=self.spec, consumed=refresh_token, arrived=self.clock.now())
+        # Like ProviderClient.refresh: the answer arrived at the ``now`` it was given plus the
+        # time the call took.
+        arrived = now + dt.timedelta(seconds=self.clock.monotonic() - called)
+        return read_answer(raw, spec=self.spec, consumed=refresh_token, arrived=arrived)
 
     async def validate(self, access_token: SecretStr, *, now: dt.datetime) -> ValidationOutcome:
         self.journal.append(f"validate {access_token.reveal()}")

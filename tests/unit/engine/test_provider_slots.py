@@ -11,14 +11,15 @@ import copy
 import datetime as dt
 from typing import Any
 
+from externalauth.engine.settings import Settings
 from externalauth.model.names import LinkKey
 from tests.unit.engine.rig import Rig, run, until
 
 
-def add(rig: Rig, namespace: str, name: str, *, due: bool = True) -> LinkKey:
+def add(rig: Rig, namespace: str, name: str, *, due: bool = True, expires_in: float = 60) -> LinkKey:
     """A link on a Secret holding ``rt-name``: expiring in a minute (due), or without an
     expiry (its first refresh is not due)."""
-    expiry = rig.clock.now() + dt.timedelta(seconds=60) if due else None
+    expiry = rig.clock.now() + dt.timedelta(seconds=expires_in) if due else None
     secret = rig.kube.put_secret(namespace, name, access=f"at-{name}", refresh=f"rt-{name}", expiry=expiry)
     body: dict[str, Any] = {
         "apiVersion": "externalauth.io/v1alpha1", "kind": "ExternalAuthLink",
@@ -67,3 +68,34 @@ async def test_due_refreshes_go_before_those_that_are_not_due() -> None:
     await rig.add_provider()
     queued = [add(rig, "ns", "learn", due=False), add(rig, "ns", "due")]
     assert ["rt-first", "rt-second", "rt-due", "rt-learn"] == await exchange_order(rig, queued)
+
+
+@run
+async def test_a_link_that_must_wait_for_the_provider_lets_another_link_be_reconciled() -> None:
+    """One reconcile slot (concurrency 1), the provider's pipeline full: a third link that
+    has to wait for the provider gives its reconcile slot up, and a link that needs no call
+    is reconciled meanwhile; a link that did not have to wait keeps its slot."""
+    rig = Rig(max_concurrent=1, settings=Settings(concurrency=1))
+    await rig.add_provider()
+    rig.provider.gate = gate = asyncio.Event()
+    runtime = rig.engine.providers.get("gh")
+    assert runtime is not None and runtime.pipeline is not None
+    tasks = [asyncio.create_task(rig.engine.reconcile_link(add(rig, "ns", "first")))]
+    await until(lambda: rig.provider.exchanged == ["rt-first"], tasks=tasks)
+    tasks.append(asyncio.create_task(rig.engine.reconcile_link(add(rig, "ns", "second"))))
+    await until(lambda: rig.kube.claim(("ns", "second")) is not None, tasks=tasks)
+    add(rig, "ns", "waits")  # scheduled by its watch event
+    idle = add(rig, "other", "idle", expires_in=3600)
+    scheduler = rig.engine.scheduler
+    for key in (("ns", "first"), ("ns", "second"), idle):
+        scheduler.forget(key)
+    scheduler.start()
+    scheduler.dispatch_due()
+    await until(lambda: runtime.pipeline.waiting == 1, tasks=tasks)  # type: ignore[union-attr]
+    scheduler.schedule(idle)
+    scheduler.dispatch_due()
+    await until(lambda: "status" in rig.kube.links[idle], tasks=tasks)
+    gate.set()
+    await asyncio.gather(*tasks)
+    await until(lambda: scheduler.busy == 0)
+    assert ["rt-first", "rt-second", "rt-waits"] == rig.provider.exchanged

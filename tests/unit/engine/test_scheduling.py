@@ -220,3 +220,117 @@ async def test_due_work_goes_before_work_that_is_not_due() -> None:
     slots.release()
     await asyncio.gather(*tasks)
     assert ["B0", "B1", "A0", "A1", "A2"] == served
+
+
+@run
+async def test_a_cancelled_waiter_does_not_cost_its_namespace_its_turn() -> None:
+    """A waits with two links, B with one; A's first gives up waiting (its reconcile was
+    cancelled): the slot goes to A's second, then B's, as if the first had never queued."""
+    from externalauth.engine.scheduling import FairSlots
+    slots, served = FairSlots(1), []
+    await slots.acquire("holder")
+
+    async def call(name: str) -> None:
+        async with slots.slot(name[0]):
+            served.append(name)
+
+    gives_up = asyncio.create_task(call("A0"))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(call(name)) for name in ("A1", "B0")]
+    await asyncio.sleep(0)
+    gives_up.cancel()
+    await asyncio.sleep(0)
+    assert 2 == slots.waiting
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert ["A1", "B0"] == served
+
+
+@run
+async def test_slots_given_back_are_all_free_again_and_no_more() -> None:
+    from externalauth.engine.scheduling import FairSlots
+    slots = FairSlots(2)
+    for _ in range(2):
+        await slots.acquire("A")
+    slots.release()
+    slots.release()
+    for _ in range(2):
+        await asyncio.wait_for(slots.acquire("A"), 1)
+    third = asyncio.create_task(slots.acquire("A"))
+    await asyncio.sleep(0)
+    assert (1, False) == (slots.waiting, third.done())
+    slots.release()
+    await asyncio.wait_for(third, 1)
+
+
+@run
+async def test_every_key_whose_time_has_come_is_dispatched_past_superseded_entries() -> None:
+    """k was moved from +10 s to +30 s: its old entry is skipped, not a stop; at +20 s both
+    keys due by then run, at +30 s k."""
+    clock, rec = FakeClock(), Recorder()
+    sched = Scheduler(rec.work, clock=clock)
+    sched.schedule("k", clock.now() + seconds(10))
+    sched.reset("k", clock.now() + seconds(30))
+    sched.schedule("i", clock.now() + seconds(15))
+    sched.schedule("j", clock.now() + seconds(20))
+    sched.start()
+    clock.advance(20)
+    assert 2 == sched.dispatch_due()
+    await until(lambda: sched.busy == 0)
+    clock.advance(10)
+    assert 1 == sched.dispatch_due()
+    await until(lambda: sched.busy == 0)
+    assert ["i", "j", "k"] == rec.done
+
+
+@run
+async def test_the_run_loop_wakes_for_a_key_scheduled_before_the_one_it_sleeps_for() -> None:
+    """Sleeping until +120 s; a key scheduled for +10 s (or half a second) runs at its time."""
+    for early in (10.0, 0.5):
+        clock, rec = FakeClock(), Recorder()
+        sched = Scheduler(rec.work, clock=clock)
+        sched.schedule("late", clock.now() + seconds(120))
+        sched.start()
+        loop = asyncio.create_task(sched.run())
+        await asyncio.sleep(0)
+        sched.schedule("early", clock.now() + seconds(early))
+        await until(lambda: not sched._wake.is_set(), tasks=[loop])  # the loop sleeps again, for early
+        clock.advance(early)
+        await until(lambda: rec.done == ["early"], tasks=[loop])
+        await sched.stop(grace=1)
+        await loop
+
+
+@run
+async def test_a_reconcile_that_crashes_is_tried_again_in_thirty_seconds() -> None:
+    clock = FakeClock()
+    calls: list[Hashable] = []
+
+    async def crashes(key: Hashable) -> None:
+        calls.append(key)
+        raise RuntimeError("a bug")
+
+    sched = Scheduler(crashes, clock=clock)
+    sched.start()
+    sched.schedule("k")
+    sched.dispatch_due()
+    await until(lambda: sched.busy == 0)
+    assert (["k"], clock.now() + seconds(30)) == (calls, sched.when("k"))
+
+
+@run
+async def test_stop_waits_for_the_reconciles_in_flight() -> None:
+    clock = FakeClock()
+    done: list[Hashable] = []
+
+    async def work(key: Hashable) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        done.append(key)
+
+    sched = Scheduler(work, clock=clock)
+    sched.start()
+    sched.schedule("k")
+    sched.dispatch_due()
+    await sched.stop(grace=5)
+    assert ["k"] == done
