@@ -40,6 +40,8 @@ from externalauth.policy import budgets, deciding, effects, remembering, timing
 from externalauth.policy.deciding import Action, LinkMemory
 
 log = logging.getLogger(__name__)
+#: The memory of a link nothing was learnt about yet (frozen: shared, not built on each look).
+_NOTHING_LEARNT = LinkMemory()
 
 
 @dataclasses.dataclass
@@ -270,7 +272,7 @@ class Engine:
             secret_error=facts.error,
             refresh_requested=request,
             status=body.get("status") or {},
-            memory=self.memory.get(key, LinkMemory()),
+            memory=self._memory(key),
             validation_interval=self.settings.validation_interval,
             formats_stale=facts.formats_stale,
             format_problem=facts.format_problem,
@@ -431,7 +433,8 @@ class Engine:
 
     # --- helpers ---------------------------------------------------------------------
     def _memory(self, key: LinkKey) -> LinkMemory:
-        return self.memory.get(key, LinkMemory())
+        memory = self.memory.get(key)
+        return _NOTHING_LEARNT if memory is None else memory
 
     def _latest_request(self, key: LinkKey) -> str | None:
         """The refresh annotation as it is now: a request that arrived while a refresh was
