@@ -11,10 +11,11 @@ class SecretStr:
     Unwrap with :meth:`reveal` only at the HTTP call and the Secret write.
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("_fingerprint", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._fingerprint: str | None = None
 
     def reveal(self) -> str:
         return self._value
@@ -25,8 +26,11 @@ class SecretStr:
         return hashlib.sha256(f"{salt}:{self._value}".encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
-        """A short one-way digest, for in-memory comparisons only (never logged)."""
-        return hashlib.sha256(self._value.encode()).hexdigest()[:16]
+        """A short one-way digest, for in-memory comparisons only (never logged). Computed
+        once: a refresh asks for the same token's several times."""
+        if self._fingerprint is None:
+            self._fingerprint = hashlib.sha256(self._value.encode()).hexdigest()[:16]
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return "SecretStr('[secure]')"
