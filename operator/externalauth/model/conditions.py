@@ -48,18 +48,21 @@ def merge(
 ) -> list[ConditionBody]:
     """Return the new list: ``desired`` applied over ``existing``, order kept, others kept."""
     out: list[ConditionBody] = [dict(c) for c in existing]  # type: ignore[misc]
+    stamp = None  # format_time(now), once, if a condition changes status
     for want in desired:
         old = find(out, want.type)
+        if old is not None and old.get("status") == want.status and old.get("lastTransitionTime"):
+            since = old["lastTransitionTime"]
+        else:
+            since = stamp = stamp or format_time(now)
         body: ConditionBody = {
             "type": want.type,
             "status": want.status,
             "reason": want.reason,
             "message": want.message,
             "observedGeneration": generation,
-            "lastTransitionTime": format_time(now),
+            "lastTransitionTime": since,
         }
-        if old is not None and old.get("status") == want.status and old.get("lastTransitionTime"):
-            body["lastTransitionTime"] = old["lastTransitionTime"]
         if old is None:
             out.append(body)
         else:
