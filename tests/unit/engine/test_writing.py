@@ -8,9 +8,12 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from externalauth.engine.writing import ClaimState, PersistOutcome
+import pytest
+
+from externalauth.engine.writing import ClaimState, PersistOutcome, SecretWriter
 from externalauth.errors import ConflictError, NotFoundError, TransientError
-from externalauth.model.names import CLAIM_ANNOTATION
+from externalauth.model import claims
+from externalauth.model.names import CLAIM_ANNOTATION, DEAD_GRANT_ANNOTATION
 from externalauth.model.secure import SecretStr
 from externalauth.model.tokens import b64
 from tests.unit.engine.rig import SECRET, Rig, run, until
@@ -235,3 +238,33 @@ async def test_shut_down_waits_for_a_token_write_no_longer_than_its_grace() -> N
     assert not persist.done()
     rig.kube.persist_gate.set()
     assert PersistOutcome.PERSISTED == await persist
+
+
+# --- the dead-grant mark: salted with the Secret's uid -------------------------------------
+
+async def _with_uid(rig: Rig, uid: str) -> None:
+    """The fake's Secrets have no uid; the API server gives every Secret one."""
+    rig.kube.edit_secret(SECRET, {"metadata": {"uid": uid}})
+    await rig.engine.writer.reread(SECRET)
+
+
+@run
+async def test_a_refused_refresh_token_is_marked_dead_salted_with_the_secrets_uid() -> None:
+    """The mark names the token without revealing it, and only for this very Secret."""
+    rig = await _rig()
+    await _with_uid(rig, "uid-of-tok")
+    await _claimed(rig)
+    await rig.engine.writer.release(SECRET, dead=RT)
+    annotations = rig.kube.secrets[SECRET]["metadata"]["annotations"]
+    assert (None, claims.dead_grant_digest(RT, secret_uid="uid-of-tok")) == (
+        annotations.get(CLAIM_ANNOTATION), annotations.get(DEAD_GRANT_ANNOTATION))
+
+
+@pytest.mark.parametrize(("salt", "believed"), [
+    pytest.param("uid-of-tok", True, id="a mark salted with the Secret's uid is believed"),
+    pytest.param("uid-of-another-secret", False, id="a mark copied from another Secret is not"),
+])
+def test_a_dead_grant_mark_is_believed_only_for_the_secret_it_was_made_for(salt: str, believed: bool) -> None:
+    secret: Any = {"metadata": {"uid": "uid-of-tok", "annotations": {
+        DEAD_GRANT_ANNOTATION: claims.dead_grant_digest(RT, secret_uid=salt)}}}
+    assert believed == SecretWriter.marked_dead(secret, RT)
