@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 
 from externalauth.engine import scheduling
-from externalauth.engine.ports import Clock
+from externalauth.engine.ports import Clock, ProviderPort
 from externalauth.engine.provider_states import Providers
 from externalauth.engine.writing import ClaimState, PersistOutcome, SecretWriter
 from externalauth.model import tokens as tokmod
@@ -21,7 +21,7 @@ from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
 from externalauth.model.secure import SecretStr
 from externalauth.policy import timing
-from externalauth.policy.classifying import TokenVerdict
+from externalauth.policy.classifying import ExchangeResult, TokenVerdict
 from externalauth.policy.effects import Refresh, RefreshOutcome
 
 _FAILURES = {
@@ -76,19 +76,26 @@ class Refresher:
         # for a thread, and caps the call's deadline by it (contract §9.15).
         # Both bounds are shared fairly by the namespaces that wait (contract §9.16), and a
         # link that has to wait for the provider gives its reconcile slot to another link.
-        if not runtime.pipeline.free:
+        # A call that is not due skips the pipeline: it claims once it holds one of the K
+        # slots, so it never sits on a pipeline slot while it waits behind due work (the
+        # 50 calls of a namespace's burst would leave another namespace's due refreshes K
+        # of their 2K, and their claims no longer overlap the exchanges).
+        first = runtime.pipeline if due else runtime.semaphore
+        if not first.free:
             scheduling.give_up_slot()
-        async with runtime.pipeline.slot(key[0], due=due):
-            claimed = await self._claim(key, consumed)
+        async with first.slot(key[0], due=due):
+            with scheduling.due_work():  # (not due: it holds a K slot, its claim goes first)
+                claimed = await self._claim(key, consumed)
             if isinstance(claimed, Refresh):
                 return claimed
-            async with runtime.semaphore.slot(key[0], due=due):
-                claimed = await self._claim(key, consumed, keep=claimed)  # renewed if low
-                if isinstance(claimed, Refresh):
-                    return claimed
-                started = self._clock.monotonic()
-                send_before = started + self._writer.lease_left(claimed) - timing.LEASE_SEND_MARGIN
-                result = await runtime.client.refresh(consumed, now=self._clock.now(), send_before=send_before)
+            if due:
+                async with runtime.semaphore.slot(key[0]):
+                    sent = await self._send(runtime.client, consumed, claimed, key=key)
+            else:
+                sent = await self._send(runtime.client, consumed, claimed, key=key)
+        if isinstance(sent, Refresh):
+            return sent
+        claimed, started, result = sent
         answered = self._clock.monotonic()
         verdict = result.classified
         if verdict.verdict is TokenVerdict.SUCCESS and result.tokens is not None:
@@ -117,6 +124,18 @@ class Refresher:
                 return Refresh(RefreshOutcome.SUPERSEDED)
         return Refresh(outcome, message=verdict.message, retry_after=verdict.retry_after,
                        answered=verdict.answered, clock_skew=result.clock_skew)
+
+    async def _send(self, client: ProviderPort, consumed: SecretStr, claimed: RawBody, *,
+                    key: LinkKey) -> tuple[RawBody, float, ExchangeResult] | Refresh:
+        """The exchange, within one of the provider's K slots: the claim renewed first if its
+        lease ran low; (the claim, when the call started, its result)."""
+        kept = await self._claim(key, consumed, keep=claimed)  # renewed if low
+        if isinstance(kept, Refresh):
+            return kept
+        started = self._clock.monotonic()
+        send_before = started + self._writer.lease_left(kept) - timing.LEASE_SEND_MARGIN
+        result = await client.refresh(consumed, now=self._clock.now(), send_before=send_before)
+        return kept, started, result
 
     async def _claim(self, key: LinkKey, consumed: SecretStr, *, keep: RawBody | None = None) -> RawBody | Refresh:
         result = await self._writer.claim(key, consumed, keep=keep, keep_above=self._renew_below)

@@ -101,7 +101,8 @@ class MarkingKube(FakeKube):
 
 
 class World:
-    def __init__(self, *, burst: int = 50) -> None:
+    def __init__(self, *, burst: int = 50, max_concurrent: int = 10) -> None:
+        self.max_concurrent = max_concurrent
         self.journal: list[str] = []
         self.clock = FakeClock()
         self.kube = MarkingKube(self.journal)
@@ -111,7 +112,7 @@ class World:
 
     async def start(self) -> None:
         body = {"metadata": {"name": "gh", "generation": 1, "resourceVersion": "1"},
-                "spec": {"clientID": "id", "maxConcurrentRefreshes": 10, "type": "generic",
+                "spec": {"clientID": "id", "maxConcurrentRefreshes": self.max_concurrent, "type": "generic",
                          "tokenURL": "https://provider.test/token"}}
         self.kube.providers["gh"] = body
         await self.engine.on_provider("ADDED", copy.deepcopy(body))  # type: ignore[arg-type]
@@ -154,20 +155,35 @@ async def test_a_due_refresh_makes_its_secret_calls_as_due_work_and_its_status_a
 
 
 @pytest.mark.parametrize(("expires_in", "annotations"), [
-    pytest.param(None, None, id="a Secret without an expiry (first sight) is not due work"),
-    pytest.param(8 * 3600.0, {REFRESH_ANNOTATION: "now"}, id="a refresh request is not due work"),
+    pytest.param(None, None, id="a Secret without an expiry (first sight)"),
+    pytest.param(8 * 3600.0, {REFRESH_ANNOTATION: "now"}, id="a refresh request"),
 ])
-def test_a_refresh_that_is_not_due_makes_its_calls_as_work_that_can_wait(
+def test_a_refresh_that_is_not_due_holds_no_pipeline_slot_while_it_waits_for_the_provider(
         expires_in: float | None, annotations: dict[str, str] | None) -> None:
+    """K = 1 (a pipeline of 2), the provider's slot busy: A's two calls that are not due
+    wait for it without claiming, so B's due refresh still gets a pipeline slot and claims
+    meanwhile; once the slot is free B's call goes first, then A's, each claimed only then."""
     @run
     async def body() -> None:
-        world = World()
+        world = World(max_concurrent=1)
         await world.start()
-        world.link("a", "l0", expires_in=expires_in, annotations=annotations)
-        await world.run_due()
-        assert ["r-l0"] == world.provider.exchanged
-        secret_calls = [e for e in world.calls("a") if " secret " in e]
-        assert ["later secret a/l0", "later secret a/l0"] == secret_calls
+        world.link("a", "junk0", expires_in=expires_in, annotations=annotations)
+        world.link("a", "junk1", expires_in=expires_in, annotations=annotations)
+        world.link("b", "l0", expires_in=30)
+        runtime = world.engine.providers.get("gh")
+        assert runtime is not None and runtime.semaphore is not None
+        await runtime.semaphore.acquire("busy")
+        tasks = [asyncio.create_task(world.engine.reconcile_link(("a", f"junk{i}"))) for i in (0, 1)]
+        await until(lambda: runtime.semaphore.waiting == 2, tasks=tasks)  # type: ignore[union-attr]
+        tasks.append(asyncio.create_task(world.engine.reconcile_link(("b", "l0"))))
+        await until(lambda: "due secret b/l0" in world.journal, tasks=tasks)
+        await until(lambda: runtime.semaphore.waiting == 3, tasks=tasks)  # type: ignore[union-attr]
+        assert [] == [e for e in world.journal if " secret a/" in e], "A claimed while it waited"
+        runtime.semaphore.release()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+        assert ["r-l0", "r-junk0", "r-junk1"] == world.provider.exchanged
+        assert ["due secret a/junk0", "due secret a/junk1"] == [
+            e for e in world.journal if " secret a/" in e][:2], "claimed holding the slot: at once"
     body()
 
 
