@@ -26,6 +26,11 @@ from externalauth.policy import timing
 log = logging.getLogger(__name__)
 
 
+#: Reconciles started per turn of the event loop; the rest of a larger batch (a first
+#: listing, a flood of new links) start in the next turns, so that the answers of calls
+#: already sent are handled in between instead of after every decision of the batch.
+START_PER_TURN = 64
+
 #: The reconcile slot the running task holds (its semaphore, and whether it still holds it).
 _SLOT: contextvars.ContextVar[tuple[asyncio.Semaphore, list[bool]] | None] = contextvars.ContextVar(
     "reconcile_slot", default=None)
@@ -164,6 +169,8 @@ class Scheduler:
         self._running: dict[Hashable, asyncio.Task[None]] = {}
         self._rerun: set[Hashable] = set()
         self._slots = asyncio.Semaphore(concurrency)
+        self._ready: collections.deque[Hashable] = collections.deque()  # due, in order, not started yet
+        self._readied: set[Hashable] = set()
         self._stopped = False
         self._paused = True
 
@@ -210,6 +217,9 @@ class Scheduler:
     async def run(self) -> None:
         while not self._stopped:
             self.dispatch_due()
+            if self._ready:  # more to start, once the loop has handled what came meanwhile
+                await asyncio.sleep(0)
+                continue
             timeout = None
             if not self._paused and self._heap:
                 timeout = max(0.0, self._heap[0][0] - self._now())
@@ -219,7 +229,9 @@ class Scheduler:
     def dispatch_due(self) -> int:
         """Start a reconcile for every key whose time has come, round-robin over their
         tenants (1,000 links of one namespace listed before another's 100 do not all start,
-        decide and write first: contract §9.16); how many were due."""
+        decide and write first: contract §9.16), at most :data:`START_PER_TURN` now and
+        the rest on the next calls (:meth:`run` makes them a turn of the loop apart); how
+        many fell due."""
         now, due = self._now(), []
         while not self._paused and self._heap and self._heap[0][0] <= now:
             when, _, key = heapq.heappop(self._heap)
@@ -228,8 +240,19 @@ class Scheduler:
             del self._when[key]
             due.append(key)
         for key in round_robin(due, self._tenant) if len(due) > 1 else due:
+            if key not in self._readied:
+                self._readied.add(key)
+                self._ready.append(key)
+        for _ in range(min(START_PER_TURN, len(self._ready))):
+            key = self._ready.popleft()
+            self._readied.discard(key)
             self._dispatch(key)
         return len(due)
+
+    @property
+    def waiting_to_start(self) -> int:
+        """Keys that fell due and wait for their turn to start."""
+        return len(self._ready)
 
     def _dispatch(self, key: Hashable) -> None:
         if key in self._running:

@@ -76,6 +76,59 @@ async def test_without_tenants_keys_due_at_once_start_in_time_order() -> None:
     assert ["A1", "B1", "A0"] == started, "oldest first, whatever the namespace"
 
 
+@run
+async def test_a_large_batch_of_due_keys_starts_a_turn_of_the_loop_at_a_time() -> None:
+    """150 keys due at once start START_PER_TURN at a time, one call of dispatch_due each,
+    still round-robin over namespaces across the turns."""
+    clock, started = FakeClock(), []
+    gate = asyncio.Event()
+
+    async def work(key: Hashable) -> None:
+        started.append(key)
+        await gate.wait()
+
+    sched = Scheduler(work, concurrency=1000, clock=clock, tenant=_tenant)
+    for key in [f"A{i}" for i in range(100)] + [f"B{i}" for i in range(50)]:
+        sched.schedule(key)
+    sched.start()
+    assert 150 == sched.dispatch_due()
+    assert (64, 86) == (sched.busy, sched.waiting_to_start)
+    assert 0 == sched.dispatch_due(), "the keys that wait are not due again"
+    assert (128, 22) == (sched.busy, sched.waiting_to_start)
+    sched.dispatch_due()
+    assert (150, 0) == (sched.busy, sched.waiting_to_start)
+    await until(lambda: len(started) == 150)
+    assert [f"A{i}" for i in range(50)] == [k for k in started if k.startswith("A")][:50]
+    assert [f"B{i}" for i in range(50)] == [k for k in started if k.startswith("B")]
+    assert started[:4] == ["A0", "B0", "A1", "B1"] and started[100:] == [f"A{i}" for i in range(50, 100)]
+    gate.set()
+    await until(lambda: sched.busy == 0)
+
+
+@run
+async def test_an_answer_that_arrives_while_a_batch_starts_is_handled_before_the_rest_of_it() -> None:
+    """The run loop yields between turns: the answer to the first reconcile's call (a
+    callback queued as it starts) runs after START_PER_TURN reconciles have started, not
+    after all 150 have decided."""
+    clock, started = FakeClock(), []
+    loop = asyncio.get_running_loop()
+
+    async def work(key: Hashable) -> None:
+        if key == "A0":
+            loop.call_soon(started.append, "answer")
+        started.append(key)
+
+    sched = Scheduler(work, concurrency=1000, clock=clock, tenant=_tenant)
+    for i in range(150):
+        sched.schedule(f"A{i}")
+    sched.start()
+    running = asyncio.create_task(sched.run())
+    await until(lambda: len(started) == 151, tasks=[running])
+    assert 64 == started.index("answer")
+    await sched.stop(grace=1)
+    await running
+
+
 # --- the engine: which calls are due work ---------------------------------------------
 
 class MarkingKube(FakeKube):
