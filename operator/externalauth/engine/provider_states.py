@@ -186,8 +186,9 @@ class Providers:
         runtime.client = await self._make_client(spec, secret)
         if runtime.spec is None or runtime.spec.max_concurrent != spec.max_concurrent \
                 or runtime.semaphore is None:
-            runtime.semaphore = FairSlots(spec.max_concurrent)
             runtime.pipeline = FairSlots(2 * spec.max_concurrent)
+            # Calls that are not due skip the pipeline and wait until no due refresh is in it.
+            runtime.semaphore = FairSlots(spec.max_concurrent, behind=runtime.pipeline)
             runtime.validations = asyncio.Semaphore(spec.max_concurrent)
         if runtime.secret_fp != fp:
             runtime.rejected_failures, runtime.rejected_until = 0, None

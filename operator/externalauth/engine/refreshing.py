@@ -76,12 +76,13 @@ class Refresher:
         # for a thread, and caps the call's deadline by it (contract §9.15).
         # Both bounds are shared fairly by the namespaces that wait (contract §9.16), and a
         # link that has to wait for the provider gives its reconcile slot to another link.
-        # A call that is not due skips the pipeline: it claims once it holds one of the K
-        # slots, so it never sits on a pipeline slot while it waits behind due work (the
-        # 50 calls of a namespace's burst would leave another namespace's due refreshes K
-        # of their 2K, and their claims no longer overlap the exchanges).
+        # A call that is not due skips the pipeline: it waits for one of the K slots until
+        # no due refresh is in the pipeline, then claims; so it never sits on a pipeline
+        # slot while it waits behind due work (the 50 calls of a namespace's burst would
+        # leave another namespace's due refreshes K of their 2K, and their claims would no
+        # longer overlap the exchanges), nor takes a K slot a due refresh is claiming for.
         first = runtime.pipeline if due else runtime.semaphore
-        if not first.free:
+        if not first.free_for(due=due):
             scheduling.give_up_slot()
         async with first.slot(key[0], due=due):
             with scheduling.due_work():  # (not due: it holds a K slot, its claim goes first)

@@ -83,32 +83,57 @@ def give_up_slot() -> None:
         held[0].release()
 
 
+#: One kind of work's waiters at a FairSlots: each tenant's, in round-robin order of tenants.
+_Lane = collections.OrderedDict[str, collections.deque[asyncio.Future[None]]]
+
+
 class FairSlots:
     """``size`` slots shared fairly across tenants (namespaces) with work waiting (contract
     §9.16): a free slot goes to the tenant whose turn it is, round-robin over the tenants
     that wait, each tenant's waiters in order. A tenant with 1,000 waiting links gets one
     slot in turn with a tenant that has one, never 1,000 before it. Work that is due (a
     token about to expire) goes before work that is not (first sight of a Secret without an
-    expiry, refresh requests: ``due=False``), which waits for the slots due work leaves."""
+    expiry, refresh requests: ``due=False``), which waits for the slots due work leaves.
 
-    def __init__(self, size: int) -> None:
+    ``behind``: work that is not due gets a slot only while ``behind`` is idle (a
+    provider's K call slots are behind its 2K pipeline, which only due refreshes enter: a
+    call that is not due waits until no due refresh is claiming, waiting or calling)."""
+
+    def __init__(self, size: int, *, behind: FairSlots | None = None) -> None:
         self.size = size
         self._free = size
         # [due, not due]: each tenant's waiters, in round-robin order of tenants
-        self._waiting: tuple[collections.OrderedDict[str, collections.deque[asyncio.Future[None]]], ...] = (
-            collections.OrderedDict(), collections.OrderedDict())
+        self._waiting: tuple[_Lane, _Lane] = (collections.OrderedDict(), collections.OrderedDict())
+        self._behind = behind
+        self._followers: list[FairSlots] = []  # those behind this one, told when it is idle
+        if behind is not None:
+            behind._followers.append(self)
 
     @property
     def free(self) -> bool:
+        """Would :meth:`acquire` of due work return at once?"""
+        return self._free > 0 and not self._waiting[0]
+
+    @property
+    def idle(self) -> bool:
+        """No slot held, nobody waiting."""
+        return self._free == self.size and not any(self._waiting)
+
+    def free_for(self, *, due: bool) -> bool:
         """Would :meth:`acquire` return at once?"""
-        return self._free > 0 and not any(self._waiting)
+        if due:
+            return self.free
+        return self._free > 0 and not any(self._waiting) and self._serves_not_due()
 
     @property
     def waiting(self) -> int:
         return sum(len(q) for lane in self._waiting for q in lane.values())
 
+    def _serves_not_due(self) -> bool:
+        return self._behind is None or self._behind.idle
+
     async def acquire(self, tenant: str, *, due: bool = True) -> None:
-        if self.free:
+        if self.free_for(due=due):
             self._free -= 1
             return
         lane = self._waiting[0 if due else 1]
@@ -128,18 +153,40 @@ class FairSlots:
             raise
 
     def release(self) -> None:
-        for lane in self._waiting:
-            while lane:
-                tenant, queue = next(iter(lane.items()))
-                future = queue.popleft()
-                if queue:
-                    lane.move_to_end(tenant)  # the next tenant's turn
-                else:
-                    del lane[tenant]
-                if not future.done():
-                    future.set_result(None)
-                    return
         self._free += 1
+        self.poke()
+        self._tell_followers()
+
+    def poke(self) -> None:
+        """Hand the free slots to the waiters whose turn it is (due work first; work that
+        is not due only while ``behind`` is idle)."""
+        while self._free > 0:
+            future = self._next(self._waiting[0])
+            if future is None and self._serves_not_due():
+                future = self._next(self._waiting[1])
+            if future is None:
+                return
+            self._free -= 1
+            future.set_result(None)
+
+    @staticmethod
+    def _next(lane: _Lane) -> asyncio.Future[None] | None:
+        """The next waiter of ``lane`` still waiting, the tenants in turn."""
+        while lane:
+            tenant, queue = next(iter(lane.items()))
+            future = queue.popleft()
+            if queue:
+                lane.move_to_end(tenant)  # the next tenant's turn
+            else:
+                del lane[tenant]
+            if not future.done():
+                return future
+        return None
+
+    def _tell_followers(self) -> None:
+        if self._followers and self.idle:
+            for follower in self._followers:
+                follower.poke()
 
     @contextlib.asynccontextmanager
     async def slot(self, tenant: str, *, due: bool = True) -> AsyncIterator[None]:

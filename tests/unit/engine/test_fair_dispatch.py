@@ -129,6 +129,65 @@ async def test_an_answer_that_arrives_while_a_batch_starts_is_handled_before_the
     await running
 
 
+@run
+async def test_work_that_is_not_due_waits_while_the_pipeline_in_front_has_due_work() -> None:
+    """A provider's K slots behind its pipeline: a call that is not due gets a free slot
+    only while no due refresh is in the pipeline (claiming, waiting or calling), and gets
+    it as soon as the pipeline is idle again, whether by a release or a cancelled wait."""
+    from externalauth.engine.scheduling import FairSlots
+    pipeline = FairSlots(1)
+    calls = FairSlots(2, behind=pipeline)
+    await calls.acquire("A", due=False)  # the pipeline is idle: at once
+    calls.release()
+    await pipeline.acquire("B")  # a due refresh claims
+    assert calls.free and not calls.free_for(due=False)
+    later = asyncio.create_task(calls.acquire("A", due=False))
+    await asyncio.sleep(0)
+    assert not later.done() and 1 == calls.waiting
+    await asyncio.wait_for(calls.acquire("B"), 1)  # the due call goes at once
+    pipeline.release()  # the pipeline is idle: A's call gets the other slot
+    await asyncio.wait_for(later, 1)
+    assert not calls.free_for(due=True)
+    calls.release()
+    calls.release()
+    await pipeline.acquire("B")
+    queued = asyncio.create_task(pipeline.acquire("C"))  # another due refresh waits for the pipeline
+    not_due = asyncio.create_task(calls.acquire("A", due=False))
+    await asyncio.sleep(0)
+    pipeline.release()  # handed to C: the pipeline is still busy
+    await asyncio.wait_for(queued, 1)
+    await asyncio.sleep(0)
+    assert not not_due.done()
+    waiting = asyncio.create_task(pipeline.acquire("D"))
+    await asyncio.sleep(0)
+    pipeline.release()  # handed to D
+    await asyncio.wait_for(waiting, 1)
+    pipeline.release()
+    await asyncio.wait_for(not_due, 1)
+    assert pipeline.idle and not calls.idle
+
+
+@run
+async def test_a_cancelled_holder_that_leaves_the_pipeline_idle_lets_work_that_is_not_due_go() -> None:
+    from externalauth.engine.scheduling import FairSlots
+    pipeline = FairSlots(1)
+    calls = FairSlots(1, behind=pipeline)
+    gate = asyncio.create_task(pipeline.acquire("B"))
+    await gate
+    queued = asyncio.create_task(pipeline.acquire("C"))
+    not_due = asyncio.create_task(calls.acquire("A", due=False))
+    await asyncio.sleep(0)
+    pipeline.release()  # handed to C
+    await asyncio.wait_for(queued, 1)
+    late = asyncio.create_task(pipeline.acquire("D"))
+    await asyncio.sleep(0)
+    pipeline.release()  # handed to D, which is cancelled before it runs: passed on, then idle
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    await asyncio.wait_for(not_due, 1)
+    assert pipeline.idle
+
+
 # --- the engine: which calls are due work ---------------------------------------------
 
 class MarkingKube(FakeKube):

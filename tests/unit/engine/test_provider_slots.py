@@ -34,8 +34,9 @@ def add(rig: Rig, namespace: str, name: str, *, due: bool = True, expires_in: fl
 
 async def exchange_order(rig: Rig, queued: list[LinkKey]) -> list[str]:
     """``ns/first`` holds the one call slot (its answer held back) and ``ns/second`` the
-    other pipeline place; ``queued`` then wait for the pipeline, in this order. The order
-    in which the provider is then called."""
+    other pipeline place; ``queued`` then wait, in this order, for the pipeline (due) or
+    for the call slot (not due: it skips the pipeline). The order in which the provider
+    is then called."""
     gate = asyncio.Event()
     rig.provider.gate = gate
     runtime = rig.engine.providers.get("gh")
@@ -46,7 +47,8 @@ async def exchange_order(rig: Rig, queued: list[LinkKey]) -> list[str]:
     await until(lambda: rig.kube.claim(("ns", "second")) is not None, tasks=tasks)
     for n, key in enumerate(queued, start=1):
         tasks.append(asyncio.create_task(rig.engine.reconcile_link(key)))
-        await until(lambda n=n: runtime.pipeline.waiting == n, tasks=tasks)  # type: ignore[misc]
+        await until(lambda n=n: runtime.pipeline.waiting + runtime.semaphore.waiting == n + 1,  # type: ignore[misc]
+                    tasks=tasks)  # (+1: ns/second waits for the call slot)
     gate.set()
     await asyncio.gather(*tasks)
     return rig.provider.exchanged
