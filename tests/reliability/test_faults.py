@@ -2,7 +2,8 @@
 provider faults, with the secret canary over every operator log.
 
 Bounded by default so that the test command runs it; ``EXTERNALAUTH_RELIABILITY=full``
-runs the full scenarios (200 links, 20 kill rounds) and prints the same figures. Each
+runs the full scenarios (200 links, 20 kill rounds; ``EXTERNALAUTH_KILL_ROUNDS=N`` for
+another count) and prints the same figures. Each
 test prints one ``[reliability]`` JSON line with what it measured; docs/reliability.md
 records them.
 """
@@ -27,7 +28,7 @@ from tests.harness.world import World
 
 FULL = os.environ.get("EXTERNALAUTH_RELIABILITY", "") == "full"
 LINKS = 200 if FULL else 60
-KILL_ROUNDS = 20 if FULL else 1
+KILL_ROUNDS = int(os.environ.get("EXTERNALAUTH_KILL_ROUNDS", "20" if FULL else "1"))
 DUE = 300
 
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
