@@ -22,7 +22,7 @@ LINE = re.compile(r":\d+\)$")
 #: Where a sample was, by the first of these frames its stack holds (docs/benchmarks.md).
 AREAS = (
     ("watch threads", "Watcher.run"),
-    ("API calls (API threads)", "Kube._call"),
+    ("API calls (API threads)", "(externalauth/kube/api.py"),
     ("provider calls (their threads)", "ProviderClient."),
     ("thread-pool machinery", "_worker (concurrent"),
     ("loop: reconciles", "Scheduler._one"),
