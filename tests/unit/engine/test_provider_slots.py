@@ -101,3 +101,22 @@ async def test_a_link_that_must_wait_for_the_provider_lets_another_link_be_recon
     await asyncio.gather(*tasks)
     await until(lambda: scheduler.busy == 0)
     assert ["rt-first", "rt-second", "rt-waits"] == rig.provider.exchanged
+
+
+@run
+async def test_no_more_links_are_reconciled_at_once_than_the_concurrency_setting() -> None:
+    """Concurrency 1: the second due link is not even claimed before the first one's
+    refresh is done."""
+    rig = Rig(settings=Settings(concurrency=1))
+    await rig.add_provider()
+    rig.provider.gate = gate = asyncio.Event()
+    add(rig, "ns", "a")
+    add(rig, "ns", "b")
+    rig.engine.scheduler.start()
+    rig.engine.scheduler.dispatch_due()
+    await until(lambda: rig.provider.exchanged == ["rt-a"])
+    gate.set()
+    await until(lambda: rig.engine.scheduler.busy == 0 and len(rig.provider.exchanged) == 2)
+    assert ["claim ns/a", "exchange rt-a", "persist ns/a", "claim ns/b", "exchange rt-b", "persist ns/b"] == [
+        e for e in rig.steps("claim", "exchange", "persist", full=True) if e.split(" ")[1] in ("ns/a", "ns/b",
+                                                                                               "rt-a", "rt-b")]
