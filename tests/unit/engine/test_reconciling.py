@@ -677,3 +677,32 @@ async def test_a_secret_that_cannot_be_looked_up_is_said_not_found() -> None:
     await rig.standard(labels={})
     await rig.reconcile()
     assert ("False", "SecretNotFound") == rig.condition("Ready")
+
+
+@run
+async def test_a_drain_gives_up_on_events_and_provider_reconciles_that_never_end() -> None:
+    """An event post and a provider's status write that hang (an API server gone quiet):
+    the drain waits for each the background grace (shortened here), not for ever."""
+    rig = Rig(settings=Settings(operator_namespace="op"))
+    hang = asyncio.Event()
+
+    async def hangs(*args: Any, **kwargs: Any) -> Any:
+        await hang.wait()
+
+    await add_provider_with_client_secret(rig)
+    await rig.standard(expires_in=HOUR)
+    await rig.reconcile()
+    rig.kube.post_event = hangs  # type: ignore[method-assign]
+    rig.kube.patch_provider_status = hangs  # type: ignore[method-assign]
+    rig.request_refresh("x" * (MAX_REFRESH_REQUEST + 1))
+    await rig.reconcile()  # an InvalidInput event, posted in the background
+    rig.engine.on_secret("ADDED", put_client_secret(rig))  # the provider reconciled in the background
+    assert len(rig.engine.recorder.background) and len(rig.engine.background)
+    grace = timing.BACKGROUND_GRACE
+    timing.BACKGROUND_GRACE = 0.02
+    try:
+        await asyncio.wait_for(rig.engine.drain(), timeout=5)
+    finally:
+        timing.BACKGROUND_GRACE = grace
+    hang.set()
+    await rig.settle()
