@@ -706,3 +706,15 @@ async def test_a_drain_gives_up_on_events_and_provider_reconciles_that_never_end
         timing.BACKGROUND_GRACE = grace
     hang.set()
     await rig.settle()
+
+
+@run
+async def test_a_deleted_link_gives_up_the_moment_booked_for_it() -> None:
+    rig = Rig(settings=Settings(tenant_burst=1, tenant_rate=0.5))
+    await rig.add_provider()
+    first, key = add(rig, "ns", "first"), add(rig, "ns", "booked")
+    await rig.reconcile(first)
+    await rig.reconcile(key)
+    assert rig.clock.now() + dt.timedelta(seconds=2) == rig.engine._booked.get(key)
+    rig.engine.on_link("DELETED", copy.deepcopy(rig.kube.links.pop(key)))  # type: ignore[arg-type]
+    assert rig.engine._booked.get(key) is None
