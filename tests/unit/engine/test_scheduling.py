@@ -334,3 +334,50 @@ async def test_stop_waits_for_the_reconciles_in_flight() -> None:
     sched.dispatch_due()
     await sched.stop(grace=5)
     assert ["k"] == done
+
+
+@run
+async def test_a_key_due_again_while_it_waits_to_be_started_is_started_once() -> None:
+    """More keys due at once than a turn starts: the one left waiting is triggered again
+    before its turn; it is still reconciled once, not twice."""
+    from externalauth.engine.scheduling import START_PER_TURN
+    clock, rec = FakeClock(), Recorder()
+    sched = Scheduler(rec.work, clock=clock)
+    keys = [f"k{i}" for i in range(START_PER_TURN + 1)]
+    for key in keys:
+        sched.schedule(key)
+    sched.start()
+    sched.dispatch_due()
+    sched.schedule(keys[-1])
+    sched.dispatch_due()
+    await until(lambda: sched.busy == 0)
+    assert sorted(keys) == sorted(rec.done)
+
+
+@run
+async def test_one_slot_given_back_goes_to_one_waiter() -> None:
+    from externalauth.engine.scheduling import FairSlots
+    slots = FairSlots(1)
+    await slots.acquire("A")
+    waiters = [asyncio.create_task(slots.acquire(t)) for t in ("B", "C")]
+    await asyncio.sleep(0)
+    slots.release()
+    assert 1 == slots.waiting
+    await asyncio.wait_for(waiters[0], 1)
+    slots.release()
+    await asyncio.wait_for(waiters[1], 1)
+
+
+@run
+async def test_a_waiter_cancelled_as_the_slot_passes_it_over_ends_cancelled() -> None:
+    """Cancelled, then a release in the same turn skips it: its task ends as cancelled
+    (not with an error), and the slot stays free."""
+    from externalauth.engine.scheduling import FairSlots
+    slots = FairSlots(1)
+    await slots.acquire("A")
+    waiter = asyncio.create_task(slots.acquire("B"))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    slots.release()
+    await asyncio.wait([waiter])
+    assert waiter.cancelled() and slots.free
