@@ -120,3 +120,23 @@ async def test_no_more_links_are_reconciled_at_once_than_the_concurrency_setting
     assert ["claim ns/a", "exchange rt-a", "persist ns/a", "claim ns/b", "exchange rt-b", "persist ns/b"] == [
         e for e in rig.steps("claim", "exchange", "persist", full=True) if e.split(" ")[1] in ("ns/a", "ns/b",
                                                                                                "rt-a", "rt-b")]
+
+
+@run
+async def test_namespaces_take_turns_for_the_call_slots_too() -> None:
+    """Three call slots busy with ns's refreshes; ns's two next ones and then other's one
+    claim and wait for a call slot: when the slots come free, other's goes second."""
+    rig = Rig(max_concurrent=3)
+    await rig.add_provider()
+    rig.provider.gate = gate = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    for name in ("e1", "e2", "e3"):
+        tasks.append(asyncio.create_task(rig.engine.reconcile_link(add(rig, "ns", name))))
+    await until(lambda: len(rig.provider.exchanged) == 3, tasks=tasks)
+    for namespace, name in (("ns", "w1"), ("ns", "w2"), ("other", "w3")):
+        tasks.append(asyncio.create_task(rig.engine.reconcile_link(add(rig, namespace, name))))
+        await until(lambda namespace=namespace, name=name: rig.kube.claim((namespace, name)) is not None,  # type: ignore[misc]
+                    tasks=tasks)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert ["rt-w1", "rt-w3", "rt-w2"] == rig.provider.exchanged[3:]
