@@ -232,3 +232,24 @@ async def test_a_deleted_secret_no_link_revokes_with_is_not_kept() -> None:
     gone = rig.kube.secrets.pop(SECRET)
     rig.engine.on_secret("DELETED", copy.deepcopy(gone))  # type: ignore[arg-type]
     assert {} == rig.engine.revoker._orphans
+
+
+@run
+async def test_a_link_created_again_under_the_same_name_has_its_own_grant_revoked_on_deletion() -> None:
+    """The first link's revocation is done and it is gone; a new link of the same name
+    (another sign-in, new tokens) deleted later is revoked too, not taken for the old one."""
+    rig = await _rig()
+    await rig.reconcile()
+    _delete(rig)
+    await rig.reconcile()
+    rig.engine.on_link("DELETED", copy.deepcopy(rig.kube.links.pop(LINK)))  # type: ignore[arg-type]
+    rig.kube.put_secret("ns", "tok", access="access-new", refresh="refresh-new",
+                        expiry=rig.clock.now() + dt.timedelta(hours=1))
+    rig.add_link(revokeOnDelete=True)
+    rig.engine.on_secret("MODIFIED", copy.deepcopy(rig.kube.secrets[SECRET]))  # type: ignore[arg-type]
+    rig.clock.advance(120)  # the first claim's lease is over
+    await rig.reconcile()
+    _delete(rig)
+    await rig.reconcile()
+    assert ["revoke refresh-0 access-0", "revoke refresh-new access-new"] == rig.steps("revoke", full=True)
+    assert [] == _finalizers(rig)
