@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 _DEAD_MARK_ATTEMPTS = 3
 
 
+def _uid(secret: RawBody | None) -> str:
+    """The Secret's uid, the salt of its dead-grant mark (the same on the write and the read)."""
+    uid = ((secret or {}).get("metadata") or {}).get("uid", "")
+    return uid if isinstance(uid, str) else ""
+
+
 class ClaimState(enum.Enum):
     CLAIMED = "claimed"  # ours, with ``body`` the Secret as written
     CHANGED = "changed"  # the Secret no longer holds the refresh token: decide again
@@ -108,9 +114,8 @@ class SecretWriter:
     def marked_dead(secret: RawBody | None, refresh_token: SecretStr | None) -> bool:
         """Does the Secret say (``externalauth.io/dead-grant``) that the provider refused this
         very refresh token?"""
-        uid = ((secret or {}).get("metadata") or {}).get("uid", "")
         return claims.marked_dead(bodies.annotation(secret, DEAD_GRANT_ANNOTATION), refresh_token,
-                                  secret_uid=uid if isinstance(uid, str) else "")
+                                  secret_uid=_uid(secret))
 
     def lease_left(self, secret: RawBody | None) -> float:
         return claims.lease_left(self.claim_of(secret), holder=self.holder,
@@ -169,8 +174,7 @@ class SecretWriter:
             current = tokens_of(secret) if dead is not None else None
             if dead is not None and secret is not None and current is not None and current.refresh_token == dead:
                 # (a new refresh token stored meanwhile by another writer is not dead)
-                uid = (secret.get("metadata") or {}).get("uid", "")
-                annotations[DEAD_GRANT_ANNOTATION] = claims.dead_grant_digest(dead, secret_uid=uid)
+                annotations[DEAD_GRANT_ANNOTATION] = claims.dead_grant_digest(dead, secret_uid=_uid(secret))
             if not annotations:
                 return
             try:
