@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 from externalauth.errors import InvalidInputError
@@ -30,13 +31,26 @@ _RFC3339 = re.compile(
     re.ASCII,
 )
 MIN_YEAR, MAX_YEAR = 1970, 9999
+#: How many distinct strings (and moments) each parser below remembers. The same ones come
+#: back many times: a link's refreshBefore and its Secret's expiry are read at every look
+#: at it (two or three per refresh), its status times at every decision. Bounded: a few
+#: hundred KiB each however many links there are.
+REMEMBERED = 4096
 
 
 def parse_duration(text: str) -> dt.timedelta:
     """Parse a Go duration like ``1h30m`` of at most a year; raise :class:`InvalidInputError` otherwise."""
-    if not isinstance(text, str) or len(text) > 64 or not _WHOLE.match(text):
-        shown = repr(text[:40]) if isinstance(text, str) else "the value"
-        raise InvalidInputError(f"{shown} is not a duration like 15m or 1h30m")
+    if not isinstance(text, str):
+        raise InvalidInputError("the value is not a duration like 15m or 1h30m")
+    return _duration(text)
+
+
+@functools.lru_cache(maxsize=REMEMBERED)
+def _duration(text: str) -> dt.timedelta:
+    """:func:`parse_duration` of a string (remembered: a timedelta is immutable; what
+    raises is not remembered)."""
+    if len(text) > 64 or not _WHOLE.match(text):
+        raise InvalidInputError(f"{text[:40]!r} is not a duration like 15m or 1h30m")
     seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
     if not seconds <= MAX_DURATION.total_seconds():  # also catches inf from 400 digits
         raise InvalidInputError(f"{text[:40]!r} is longer than {MAX_DURATION_TEXT} (a year)")
@@ -66,7 +80,16 @@ def parse_time(text: str) -> dt.datetime:
     Anything else raises :class:`InvalidInputError` whose message describes the
     problem without repeating the value (callers name the key).
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise InvalidInputError("the timestamp is empty")
+    return _moment(text)
+
+
+@functools.lru_cache(maxsize=REMEMBERED)
+def _moment(text: str) -> dt.datetime:
+    """:func:`parse_time` of a string (remembered: a datetime is immutable; what raises is
+    not remembered)."""
+    if not text.strip():
         raise InvalidInputError("the timestamp is empty")
     match = _RFC3339.match(text.strip())
     if match is None:
@@ -93,8 +116,11 @@ def parse_time(text: str) -> dt.datetime:
     return moment
 
 
+@functools.lru_cache(maxsize=REMEMBERED)
 def format_time(moment: dt.datetime) -> str:
     """RFC 3339 UTC with second precision and a ``Z`` suffix (four-digit years: strftime's
-    ``%Y`` writes year 1 as ``1``, and is slower)."""
+    ``%Y`` writes year 1 as ``1``, and is slower). Remembered: an expiry is written into
+    the status, the seed of its jitter and the Secret several times a refresh (equal
+    moments in any time zone give the same text, so sharing their entry is right)."""
     m = moment.astimezone(dt.UTC)
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"

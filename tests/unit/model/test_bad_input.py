@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 
@@ -70,6 +71,29 @@ def test_rfc3339_timestamps_in_range_parse(text: str, expected: dt.datetime) -> 
 def test_durations_longer_than_a_year_are_invalid_input(text: str, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(900, id="a YAML number is not a duration"),
+    pytest.param(["15m"], id="a list is not a duration (nor a crash of the parsers' memory)"),
+    pytest.param(None, id="null is not a duration"),
+])
+def test_values_that_are_not_strings_are_invalid_durations_and_timestamps(value: object) -> None:
+    with pytest.raises(InvalidInputError, match="not a duration"):
+        parse_duration(value)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="timestamp is empty"):
+        parse_time(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("parse", "text"), [
+    pytest.param(parse_duration, "8761h", id="a duration refused once is refused again"),
+    pytest.param(parse_time, "2030-02-30T00:00:00Z", id="a timestamp refused once is refused again"),
+])
+def test_a_refused_value_is_refused_each_time_it_comes_back(parse: Callable[[str], object], text: str) -> None:
+    """The parsers remember what they parsed, never what they refused."""
+    for _ in range(2):
+        with pytest.raises(InvalidInputError):
+            parse(text)
 
 
 def test_a_year_is_the_longest_duration() -> None:
