@@ -11,9 +11,11 @@ import sys
 from collections.abc import Hashable
 from typing import TypeVar
 
+from externalauth.errors import InvalidInputError
 from externalauth.model import bodies, formats, tokens
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import LinkKey
+from externalauth.model.specs import LinkSpec, parse_link
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Affected:
 
 
 NOTHING = Affected()
+#: A link's spec as parsed (None and why, when it is invalid).
+ParsedSpec = tuple[LinkSpec | None, str | None]
 #: The data keys of a token Secret the engine reads: the token keys and the output-format
 #: keys (their values are compared with what the token renders to).
 SECRET_KEYS = frozenset((*tokens.TOKEN_KEYS, *formats.KEYS.values()))
@@ -60,6 +64,10 @@ class Caches:
         self._links_by_secret: dict[LinkKey, set[LinkKey]] = collections.defaultdict(set)
         self._links_by_provider: dict[str, set[LinkKey]] = collections.defaultdict(set)
         self._providers_by_secret: dict[LinkKey, set[str]] = collections.defaultdict(set)
+        #: Each cached link's spec parsed, beside the raw spec it was parsed from: a refresh
+        #: reads it three times (finalizers, then a look before and after the exchange), and
+        #: a status write stores a new body with the same spec. One entry per cached link.
+        self._link_specs: dict[LinkKey, tuple[object, ParsedSpec]] = {}
 
     # --- links ------------------------------------------------------------------------
     def store_link(self, body: RawBody) -> Affected:
@@ -80,6 +88,7 @@ class Caches:
         return Affected(links=frozenset({key}))
 
     def forget_link(self, key: LinkKey) -> None:
+        self._link_specs.pop(key, None)
         was = self._unindex_link(key, self.links.pop(key, None))
         if was is not None:
             self._drop_unread(was)
@@ -105,6 +114,21 @@ class Caches:
         older)? Asked by the watch thread, so that the echo of our own status write is dropped
         there instead of waiting in the inbox (it only reads)."""
         return _held(self.links.get(bodies.key_of(body)), body)
+
+    def link_spec(self, key: LinkKey, body: RawBody) -> ParsedSpec:
+        """``body``'s spec parsed, or why it is invalid: parsed again only when the spec
+        differs from the one last parsed for the link ``key`` (remembered while it is cached)."""
+        raw = body.get("spec")
+        known = self._link_specs.get(key)
+        if known is not None and (known[0] is raw or known[0] == raw):
+            return known[1]
+        try:
+            parsed: ParsedSpec = (parse_link(raw), None)
+        except InvalidInputError as e:
+            parsed = (None, str(e))
+        if key in self.links:
+            self._link_specs[key] = (raw, parsed)
+        return parsed
 
     def links_of_provider(self, name: str) -> frozenset[LinkKey]:
         return frozenset(self._links_by_provider.get(name, ()))

@@ -35,7 +35,7 @@ from externalauth.model import tokens as tokmod
 from externalauth.model.bodies import RawBody
 from externalauth.model.names import MAX_REFRESH_REQUEST, PROVIDER_LABEL, REFRESH_ANNOTATION, LinkKey
 from externalauth.model.reasons import EventReason
-from externalauth.model.specs import LinkSpec, ProviderSpec, parse_link, render_formats
+from externalauth.model.specs import LinkSpec, ProviderSpec, render_formats
 from externalauth.policy import budgets, deciding, effects, remembering, timing
 from externalauth.policy.deciding import Action, LinkMemory
 
@@ -239,12 +239,7 @@ class Engine:
         if body is None:
             return None
         meta = body.get("metadata") or {}
-        spec: LinkSpec | None = None
-        spec_error = None
-        try:
-            spec = parse_link(body.get("spec"))
-        except InvalidInputError as e:
-            spec_error = str(e)
+        spec, spec_error = self.caches.link_spec(key, body)
         provider_view = self.providers.view(spec.provider_name) if spec is not None else None
         facts = SecretFacts()
         namespace_labels = self.caches.namespaces.get(key[0])

@@ -29,7 +29,7 @@ from externalauth.model.bodies import RawBody
 from externalauth.model.durations import parse_time
 from externalauth.model.names import PROVIDER_LABEL, REVOKE_FINALIZER, LinkKey
 from externalauth.model.reasons import EventReason
-from externalauth.model.specs import LinkSpec, parse_link
+from externalauth.model.specs import LinkSpec
 from externalauth.policy import revocations, timing
 from externalauth.policy.revocations import Verdict
 
@@ -88,10 +88,8 @@ class Revoker:
             if not ours:
                 return True, None  # going away; nothing of ours to do
             return True, await self._finalize(key, body, finalizers)
-        try:
-            wanted = parse_link(body.get("spec")).revoke_on_delete
-        except InvalidInputError:
-            wanted = ours  # a bad spec says nothing new about revocation
+        spec = self._caches.link_spec(key, body)[0]
+        wanted = spec.revoke_on_delete if spec is not None else ours  # a bad spec says nothing new
         if wanted == ours:
             return False, None
         changed = [*finalizers, REVOKE_FINALIZER] if wanted else [f for f in finalizers if f != REVOKE_FINALIZER]
@@ -115,10 +113,7 @@ class Revoker:
 
     # --- deletion ---------------------------------------------------------------------
     async def _finalize(self, key: LinkKey, body: RawBody, finalizers: list[str]) -> dt.datetime | None:
-        try:
-            spec: LinkSpec | None = parse_link(body.get("spec"))
-        except InvalidInputError:
-            spec = None
+        spec = self._caches.link_spec(key, body)[0]
         provider = spec.provider_name if spec is not None else ""
         if key in self._ended:  # revoked or given up already: only the finalizer is left
             if not await self._set_finalizers(key, body, [f for f in finalizers if f != REVOKE_FINALIZER]):

@@ -77,7 +77,7 @@ class ProviderSpec:
             not self.token_url or self.discover_device or self.discover_validation)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # one per cached link (Caches.link_spec)
 class LinkSpec:
     provider_name: str
     secret_name: str

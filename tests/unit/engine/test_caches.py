@@ -164,3 +164,43 @@ def test_a_new_version_of_a_link_keeps_its_secret_cached() -> None:
     caches.store_secret(full_secret("1", access_token="YQ=="))
     caches.store_link(link("2"))
     assert ("ns", "tok") in caches.secrets
+
+
+def test_a_links_spec_is_parsed_once_for_all_its_versions_with_that_spec() -> None:
+    """A status write stores a new version of the link with the same spec: the spec parsed
+    before is what the next look reads (no second parse)."""
+    caches = Caches()
+    caches.store_link(link("1"))
+    first = caches.link_spec(("ns", "l"), caches.links[("ns", "l")])
+    caches.store_link(link("2"))
+    again = caches.link_spec(("ns", "l"), caches.links[("ns", "l")])
+    assert first[0] is not None
+    assert again[0] is first[0]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    pytest.param({"providerName": "gl", "secretName": "tok"}, ("gl", "tok", None),
+                 id="a changed provider is read from the new spec"),
+    pytest.param({"providerName": "gh", "secretName": "other"}, ("gh", "other", None),
+                 id="a changed Secret name is read from the new spec"),
+    pytest.param({"providerName": "gh"}, (None, None, "spec.secretName is required"),
+                 id="a spec that became invalid says why"),
+])
+def test_a_changed_spec_is_parsed_again(spec: dict[str, Any], expected: tuple[str | None, ...]) -> None:
+    caches = Caches()
+    caches.store_link(link("1"))
+    caches.link_spec(("ns", "l"), caches.links[("ns", "l")])
+    caches.store_link({**link("2"), "spec": spec})
+    parsed, error = caches.link_spec(("ns", "l"), caches.links[("ns", "l")])
+    assert expected == (parsed.provider_name if parsed else None, parsed.secret_name if parsed else None, error)
+
+
+def test_the_parsed_spec_of_a_link_no_longer_cached_is_not_kept() -> None:
+    """Remembered only while the link is cached (memory grows with cached links only)."""
+    caches = Caches()
+    caches.store_link(link("1"))
+    body = caches.links[("ns", "l")]
+    remembered = caches.link_spec(("ns", "l"), body)[0]
+    caches.forget_link(("ns", "l"))
+    after = caches.link_spec(("ns", "l"), body)[0]
+    assert (False, False) == (after is remembered, caches.link_spec(("ns", "l"), body)[0] is after)
