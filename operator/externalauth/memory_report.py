@@ -43,7 +43,7 @@ def components(engine: Any) -> dict[str, object]:
         "cache: token Secrets and client Secrets": caches.secrets,
         "cache: providers": caches.providers,
         "cache indexes": (caches._links_by_secret, caches._links_by_provider, caches._providers_by_secret),
-        "cache: parsed link specs": caches._link_specs,
+        "cache: parsed link specs and tokens": (caches._link_specs._known, caches._secret_tokens._known),
         "scheduler": (scheduler._heap, scheduler._when, scheduler._running, scheduler._rerun),
         "per-link memory (engine, recorder)": (engine.memory, engine._warned_rt, engine.recorder._ready_gauge),
         "secret writer locks": engine.writer.__dict__,

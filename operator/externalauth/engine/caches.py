@@ -8,8 +8,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import sys
-from collections.abc import Hashable
-from typing import TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from externalauth.errors import InvalidInputError
 from externalauth.model import bodies, formats, tokens
@@ -29,6 +29,56 @@ class Affected:
 NOTHING = Affected()
 #: A link's spec as parsed (None and why, when it is invalid).
 ParsedSpec = tuple[LinkSpec | None, str | None]
+#: A token Secret's data as parsed (None and why, when they are unusable).
+ParsedTokens = tuple[tokens.TokenSet | None, str | None]
+#: How many links' specs, and Secrets' tokens, :class:`Parsed` keeps: twice as many as
+#: the links reconciled at once (Settings.concurrency), the only ones that ask again soon.
+PARSED = 1024
+P = TypeVar("P")
+
+
+def _parse_spec(raw: object) -> ParsedSpec:
+    try:
+        return parse_link(raw), None  # type: ignore[arg-type]
+    except InvalidInputError as e:
+        return None, str(e)
+
+
+def _parse_tokens(raw: object) -> ParsedTokens:
+    try:
+        return tokens.parse_secret_data(raw), None  # type: ignore[arg-type]
+    except InvalidInputError as e:
+        return None, str(e)
+
+
+class Parsed(Generic[P]):
+    """A pure parser's answers for cached objects, each kept beside the raw value it was
+    given and used again while an object's raw value is equal to it: the last
+    :data:`PARSED` objects asked about, and only while cached (:meth:`drop`)."""
+
+    def __init__(self, parse: Callable[[object], P]) -> None:
+        self._parse = parse
+        self._known: collections.OrderedDict[LinkKey, tuple[object, P]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def of(self, key: LinkKey, raw: object, *, keep: bool) -> P:
+        """``raw`` parsed; remembered for ``key`` if ``keep`` (the object is cached)."""
+        known = self._known.get(key)
+        if known is not None and (known[0] is raw or known[0] == raw):
+            self._known.move_to_end(key)
+            return known[1]
+        parsed = self._parse(raw)
+        if keep:
+            self._known[key] = (raw, parsed)
+            self._known.move_to_end(key)
+            if len(self._known) > PARSED:
+                self._known.popitem(last=False)
+        return parsed
+
+    def drop(self, key: LinkKey) -> None:
+        self._known.pop(key, None)
 #: The data keys of a token Secret the engine reads: the token keys and the output-format
 #: keys (their values are compared with what the token renders to).
 SECRET_KEYS = frozenset((*tokens.TOKEN_KEYS, *formats.KEYS.values()))
@@ -64,10 +114,13 @@ class Caches:
         self._links_by_secret: dict[LinkKey, set[LinkKey]] = collections.defaultdict(set)
         self._links_by_provider: dict[str, set[LinkKey]] = collections.defaultdict(set)
         self._providers_by_secret: dict[LinkKey, set[str]] = collections.defaultdict(set)
-        #: Each cached link's spec parsed, beside the raw spec it was parsed from: a refresh
-        #: reads it three times (finalizers, then a look before and after the exchange), and
-        #: a status write stores a new body with the same spec. One entry per cached link.
-        self._link_specs: dict[LinkKey, tuple[object, ParsedSpec]] = {}
+        #: Links' specs as parsed: a refresh reads its link's three times (finalizers, the
+        #: look before and the one after the exchange), and a status write stores a new
+        #: version with the same spec.
+        self._link_specs: Parsed[ParsedSpec] = Parsed(_parse_spec)
+        #: Token Secrets' data as parsed: a refresh reads them in the look before the
+        #: exchange and at the claim, and the claim's answer holds the same data.
+        self._secret_tokens: Parsed[ParsedTokens] = Parsed(_parse_tokens)
 
     # --- links ------------------------------------------------------------------------
     def store_link(self, body: RawBody) -> Affected:
@@ -88,7 +141,7 @@ class Caches:
         return Affected(links=frozenset({key}))
 
     def forget_link(self, key: LinkKey) -> None:
-        self._link_specs.pop(key, None)
+        self._link_specs.drop(key)
         was = self._unindex_link(key, self.links.pop(key, None))
         if was is not None:
             self._drop_unread(was)
@@ -107,7 +160,7 @@ class Caches:
         """A Secret no link or provider reads any more leaves the cache (read again, by
         one GET, if a link names it later)."""
         if not self.reads_secret(key):
-            self.secrets.pop(key, None)
+            self._uncache_secret(key)
 
     def holds_link(self, body: RawBody) -> bool:
         """Is this link event one :meth:`store_link` would ignore (a version already held, or
@@ -117,18 +170,9 @@ class Caches:
 
     def link_spec(self, key: LinkKey, body: RawBody) -> ParsedSpec:
         """``body``'s spec parsed, or why it is invalid: parsed again only when the spec
-        differs from the one last parsed for the link ``key`` (remembered while it is cached)."""
-        raw = body.get("spec")
-        known = self._link_specs.get(key)
-        if known is not None and (known[0] is raw or known[0] == raw):
-            return known[1]
-        try:
-            parsed: ParsedSpec = (parse_link(raw), None)
-        except InvalidInputError as e:
-            parsed = (None, str(e))
-        if key in self.links:
-            self._link_specs[key] = (raw, parsed)
-        return parsed
+        differs from the one last parsed for the link ``key`` (remembered while it is cached,
+        for the last :data:`PARSED` links asked about)."""
+        return self._link_specs.of(key, body.get("spec"), keep=key in self.links)
 
     def links_of_provider(self, name: str) -> frozenset[LinkKey]:
         return frozenset(self._links_by_provider.get(name, ()))
@@ -165,14 +209,25 @@ class Caches:
             return NOTHING
         body = self.prepare_secret(body)
         if body.get("dataOmitted") or not self.reads_secret(key):
-            self.secrets.pop(key, None)
+            self._uncache_secret(key)
         else:
             self.secrets[key] = body
         return self._readers_of(key)
 
     def forget_secret(self, key: LinkKey) -> Affected:
-        self.secrets.pop(key, None)
+        self._uncache_secret(key)
         return self._readers_of(key)
+
+    def _uncache_secret(self, key: LinkKey) -> None:
+        self.secrets.pop(key, None)
+        self._secret_tokens.drop(key)
+
+    def secret_tokens(self, key: LinkKey, body: RawBody) -> ParsedTokens:
+        """The tokens in ``body``'s data (its type is not looked at), or why they are
+        unusable: parsed again only when the data differ from those last parsed for the
+        Secret ``key`` (remembered while it is cached, for the last :data:`PARSED` Secrets
+        asked about)."""
+        return self._secret_tokens.of(key, body.get("data"), keep=key in self.secrets)
 
     def links_of_secret(self, key: LinkKey) -> frozenset[LinkKey]:
         return frozenset(self._links_by_secret.get(key, ()))

@@ -289,7 +289,8 @@ class Engine:
         """What the link's token Secret says, as far as the link may read it: all reads
         first (the Secret, its claim, the account), then what they mean."""
         account = self._account(key)
-        secret, label, found = await self._token_secret((key[0], spec.secret_name), spec.provider_name)
+        secret_key = (key[0], spec.secret_name)
+        secret, label, found = await self._token_secret(secret_key, spec.provider_name)
         facts = SecretFacts(found=found, label=label, opted_in=label == spec.provider_name)
         if secret is None or not facts.opted_in:
             return facts
@@ -299,9 +300,12 @@ class Engine:
             facts.claimed_until = dt.datetime.fromtimestamp(claim.until, dt.UTC)
             facts.claimed_since = facts.claimed_until - dt.timedelta(seconds=self.settings.claim_lease)
         try:
-            facts.tokens = tokmod.parse_secret_data(secret.get("data"), secret_type=secret.get("type"))
+            tokmod.check_secret_type(secret.get("type"))
         except InvalidInputError as e:
             facts.error = str(e)
+            return facts
+        facts.tokens, facts.error = self.caches.secret_tokens(secret_key, secret)
+        if facts.tokens is None:
             return facts
         facts.marked_dead = self.writer.marked_dead(secret, facts.tokens.refresh_token)
         rendering = render_formats(spec, provider, token=facts.tokens.access_token, account=account)

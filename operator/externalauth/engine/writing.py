@@ -131,7 +131,7 @@ class SecretWriter:
         if keep is not None and self.lease_left(keep) > keep_above:
             return ClaimResult(ClaimState.CLAIMED, body=keep, claim=self.claim_of(keep))
         secret = self._caches.secrets.get(key)
-        current = tokens_of(secret)
+        current = self._caches.secret_tokens(key, secret)[0] if secret is not None else None
         if current is None or current.refresh_token != consumed or self.marked_dead(secret, consumed):
             return ClaimResult(ClaimState.CHANGED)  # a dead grant: another replica was refused
         now = self._clock.now().timestamp()

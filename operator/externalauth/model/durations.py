@@ -33,9 +33,9 @@ _RFC3339 = re.compile(
 MIN_YEAR, MAX_YEAR = 1970, 9999
 #: How many distinct strings (and moments) each parser below remembers. The same ones come
 #: back many times: a link's refreshBefore and its Secret's expiry are read at every look
-#: at it (two or three per refresh), its status times at every decision. Bounded: a few
-#: hundred KiB each however many links there are.
-REMEMBERED = 4096
+#: at it (two or three per refresh), its status times at every decision: twice as many as
+#: the links reconciled at once. Bounded: about 250 KiB each however many links there are.
+REMEMBERED = 1024
 
 
 def parse_duration(text: str) -> dt.timedelta:

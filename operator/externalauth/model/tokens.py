@@ -38,7 +38,7 @@ _AADSTS = re.compile(r"^AADSTS(\d{1,9})\b")
 _MAX_ERROR_CODES = 8
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # one per cached token Secret (Caches.secret_tokens)
 class TokenSet:
     """What a token Secret holds, or what a token exchange returned."""
 
@@ -89,13 +89,18 @@ def _time_key(data: Mapping[str, str], key: str) -> dt.datetime | None:
         raise InvalidInputError(f"key {key}: {e}") from None
 
 
+def check_secret_type(secret_type: str | None) -> None:
+    """Raise InvalidInputError unless a token Secret may have this type (None: not known)."""
+    if secret_type is not None and secret_type not in ACCEPTED_TYPES:
+        raise InvalidInputError(f"type {secret_type} is not Opaque or {SECRET_TYPE}")
+
+
 def parse_secret_data(data: Mapping[str, str] | None, *, secret_type: str | None = None) -> TokenSet:
     """Turn a Secret's base64 ``data`` into a :class:`TokenSet`, or raise InvalidInputError.
 
     Messages name the key and the problem, never the value of any key.
     """
-    if secret_type is not None and secret_type not in ACCEPTED_TYPES:
-        raise InvalidInputError(f"type {secret_type} is not Opaque or {SECRET_TYPE}")
+    check_secret_type(secret_type)
     data = data or {}
     access = _token(data, ACCESS_TOKEN)
     if access is None:

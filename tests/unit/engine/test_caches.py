@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 
-from externalauth.engine.caches import Caches
+from externalauth.engine.caches import PARSED, Caches
 
 
 def link(rv: str, secret: str = "tok", provider: str = "gh") -> Any:
@@ -204,3 +205,66 @@ def test_the_parsed_spec_of_a_link_no_longer_cached_is_not_kept() -> None:
     caches.forget_link(("ns", "l"))
     after = caches.link_spec(("ns", "l"), body)[0]
     assert (False, False) == (after is remembered, caches.link_spec(("ns", "l"), body)[0] is after)
+
+
+def token_secret(rv: str, **data: str) -> Any:
+    return {"metadata": {"namespace": "ns", "name": "tok", "resourceVersion": rv}, "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+def test_a_secrets_tokens_are_parsed_once_for_all_its_versions_with_that_data() -> None:
+    """The claim's answer is a new version of the Secret with the same data: the tokens
+    parsed in the look before it are what the claim reads (their fingerprints with them)."""
+    caches = Caches()
+    caches.store_link(link("1"))
+    caches.store_secret(token_secret("1", access_token="a", refresh_token="r"))
+    first = caches.secret_tokens(("ns", "tok"), caches.secrets[("ns", "tok")])
+    caches.store_secret({**token_secret("2", access_token="a", refresh_token="r"),
+                         "metadata": {"namespace": "ns", "name": "tok", "resourceVersion": "2",
+                                      "annotations": {"externalauth.io/claim": "me"}}})
+    again = caches.secret_tokens(("ns", "tok"), caches.secrets[("ns", "tok")])
+    assert first[0] is not None
+    assert again[0] is first[0]
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    pytest.param({"access_token": "a2", "refresh_token": "r2"}, ("a2", "r2", None),
+                 id="new tokens are read from the new data"),
+    pytest.param({"access_token": "a"}, ("a", None, None), id="a refresh token taken out is gone"),
+    pytest.param({"refresh_token": "r"}, (None, None, "key access_token is missing or empty"),
+                 id="data that became unusable say why"),
+])
+def test_changed_data_are_parsed_again(data: dict[str, str], expected: tuple[str | None, ...]) -> None:
+    caches = Caches()
+    caches.store_link(link("1"))
+    caches.store_secret(token_secret("1", access_token="a", refresh_token="r"))
+    caches.secret_tokens(("ns", "tok"), caches.secrets[("ns", "tok")])
+    caches.store_secret(token_secret("2", **data))
+    tokens, error = caches.secret_tokens(("ns", "tok"), caches.secrets[("ns", "tok")])
+    assert expected == (tokens.access_token.reveal() if tokens else None,
+                        tokens.refresh_token.reveal() if tokens and tokens.refresh_token else None, error)
+
+
+def test_the_tokens_of_a_secret_no_longer_cached_are_not_kept() -> None:
+    """Dropped with the cached Secret: no token outlives it in memory."""
+    caches = Caches()
+    caches.store_link(link("1"))
+    caches.store_secret(token_secret("1", access_token="a", refresh_token="r"))
+    body = caches.secrets[("ns", "tok")]
+    remembered = caches.secret_tokens(("ns", "tok"), body)[0]
+    caches.forget_secret(("ns", "tok"))
+    after = caches.secret_tokens(("ns", "tok"), body)[0]
+    assert (False, False) == (after is remembered, caches.secret_tokens(("ns", "tok"), body)[0] is after)
+
+
+def test_only_the_last_links_asked_about_are_remembered() -> None:
+    """Memory stays bounded with 10,000s of links: the link asked about longest ago is
+    parsed again, the latest is not."""
+    caches = Caches()
+    keys = [("ns", f"l{i}") for i in range(PARSED + 1)]
+    for key in keys:
+        caches.store_link({"metadata": {"namespace": "ns", "name": key[1], "resourceVersion": "1"},
+                           "spec": {"providerName": "gh", "secretName": "tok"}})
+    first = [caches.link_spec(key, caches.links[key])[0] for key in keys]
+    again = [caches.link_spec(key, caches.links[key])[0] for key in (keys[0], keys[-1])]
+    assert (False, True) == (again[0] is first[0], again[1] is first[-1])
