@@ -87,18 +87,30 @@ KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "d
 
 #: Strings up to this long are shared between cached objects (:func:`sys.intern`).
 SHARED_STRING = 64
+_intern = sys.intern
 
 
 def _shared(value: Any) -> Any:
     """``value`` with its keys and short strings interned: 10,000 links decoded from JSON
     otherwise hold 10,000 copies of "lastTransitionTime", "True", "Ready", the provider's
-    name... (a third of a cached link)."""
+    name... (a third of a cached link). Strings, the most of what it meets, are handled
+    in place, without a call each (every status write's answer goes through here)."""
     if isinstance(value, dict):
-        return {sys.intern(k) if isinstance(k, str) else k: _shared(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            if type(k) is str:
+                k = _intern(k)
+            if type(v) is str:
+                out[k] = _intern(v) if len(v) <= SHARED_STRING else v
+            elif isinstance(v, dict | list):
+                out[k] = _shared(v)
+            else:
+                out[k] = v
+        return out
     if isinstance(value, list):
         return [_shared(v) for v in value]
     if type(value) is str and len(value) <= SHARED_STRING:
-        return sys.intern(value)
+        return _intern(value)
     return value
 
 

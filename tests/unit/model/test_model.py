@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,30 @@ def test_the_caches_keep_only_the_metadata_the_engine_reads() -> None:
     } == slim(body)  # type: ignore[arg-type]
     assert {"metadata": {"name": "l"}} == slim({"metadata": {"name": "l", "labels": {"app": "x"}}})
 
+
+
+_DECODED = ('{"metadata": {"name": "l"}, "spec": {"providerName": "gh", "list": ["in a list", 7]},'
+            ' "status": {"conditions": [{"type": "Ready", "message": "' + "m" * 65 + '", "observedGeneration": 1}],'
+            ' "flag": true}}')
+
+
+@pytest.mark.parametrize(("path", "shared"), [
+    pytest.param(("status", "conditions", 0, "type"), True, id="a short string in a list of objects is shared"),
+    pytest.param(("spec", "providerName"), True, id="a short string in the spec is shared"),
+    pytest.param(("spec", "list", 0), True, id="a short string in a list is shared"),
+    pytest.param(("status", "conditions", 0, "message"), False, id="a string longer than 64 is not shared"),
+])
+def test_two_decoded_copies_of_an_object_share_their_short_strings_once_cached(
+        path: tuple[str | int, ...], shared: bool) -> None:
+    """10,000 cached links hold one copy of "Ready", not 10,000 (``bodies.slim``); the
+    copies stay equal to what was decoded, numbers and booleans included."""
+    import json
+
+    from externalauth.model.bodies import slim
+
+    first, second = slim(json.loads(_DECODED)), slim(json.loads(_DECODED))
+    a: Any = first
+    b: Any = second
+    for step in path:
+        a, b = a[step], b[step]
+    assert (shared, json.loads(_DECODED)) == (a is b, {**first, "metadata": {"name": "l"}})
