@@ -24,9 +24,11 @@ import base64
 import dataclasses
 import enum
 import heapq
+import http.client
 import itertools
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -67,6 +69,56 @@ log = logging.getLogger(__name__)
 # urllib3 logs request lines and headers at DEBUG: quiet it as soon as the transport is
 # imported, whoever imports it (contract §9.8).
 logs.quiet_noisy_loggers()
+
+
+# --- answers' headers -----------------------------------------------------------------------
+#: A header line as the ``email`` package tells one (RFC 5322 field name, then a colon).
+_FIELD = re.compile(r"[\041-\071\073-\176]*:")
+#: One line with its end, as ``email`` splits them (CR, LF or CRLF).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.HTTPMessage
+                  ) -> http.client.HTTPMessage:
+    """An answer's header block, read by :mod:`http.client`'s own reader (its limits on
+    line length and count) and split into the same headers the ``email`` parser gives,
+    for a tenth of its CPU: the ``email`` feed parser was ~6 % of the operator's samples
+    in the storm, ~100 µs of an API call's ~600 (docs/benchmarks.md).
+
+    The same headers, in the same order, with the same values (folded lines joined as
+    ``email`` joins them); like ``email``, the block ends at a line that is neither a
+    header nor a continuation, lines of an empty field name are skipped, and so are
+    ``From `` lines and a continuation with nothing before it."""
+    text = b"".join(_read_headers(fp)).decode("iso-8859-1")
+    message = _class()
+    name: str | None = None
+    lines: list[str] = []
+    for line in _LINE.findall(text):
+        if line[0] in " \t":
+            if name is not None:
+                lines.append(line)
+            continue
+        if name is not None:
+            message[name] = (lines[0].lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
+            name = None
+        if line.startswith("From "):
+            continue
+        field = _FIELD.match(line)
+        if field is None:
+            break  # the blank line, or where email's parser would see the body begin
+        if field.end() > 1:
+            name, lines = line[:field.end() - 1], [line[field.end():]]
+    if name is not None:
+        message[name] = (lines[0].lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
+    return message
+
+
+#: http.client's reader of a header block (with its limits on line length and count).
+_read_headers: Any = getattr(http.client, "_read_headers", None)
+if _read_headers is not None:
+    # http.client reads every answer's headers through this module-level name (urllib3's
+    # connections included): the same result, cheaper.
+    http.client.parse_headers = parse_headers  # type: ignore[assignment]  # same contract, one overload
 
 
 # --- TLS ------------------------------------------------------------------------------------

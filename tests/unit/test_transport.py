@@ -133,3 +133,58 @@ def test_the_watchdog_expires_a_deadline_on_time_whatever_came_before(first: flo
         if not first_ends:
             earlier.__exit__()
     assert not earlier.expired or first <= 0.2
+
+
+# --- answers' headers (transport.parse_headers, in place of http.client's email parser) ------
+def email_headers(block: bytes) -> list[tuple[str, str]]:
+    """The headers http.client's own parser (the email package) reads from ``block``."""
+    import email.parser
+    import http.client
+
+    return list(email.parser.Parser(_class=http.client.HTTPMessage).parsestr(block.decode("iso-8859-1")).items())
+
+
+def our_headers(block: bytes) -> list[tuple[str, str]]:
+    return list(transport.parse_headers(io.BytesIO(block)).items())
+
+
+@pytest.mark.parametrize("block", [
+    pytest.param(b"Content-Type: application/json\r\nAudit-Id: 1\r\n\r\n", id="plain headers"),
+    pytest.param(b"A: 1\r\na: 2\r\nA: 3\r\n\r\n", id="a header repeated, in any case"),
+    pytest.param(b"A:b\r\n c\r\n\td\r\nE: f \r\n\r\n", id="folded lines are joined as email joins them"),
+    pytest.param(b"A: \r\n  c\r\n\r\n", id="a value only on the folded line"),
+    pytest.param(b" lead\r\nA: b\r\n\r\n", id="a continuation with nothing before it is skipped"),
+    pytest.param(b"A: b\r\nnot a header\r\nC: d\r\n\r\n", id="a line that is not a header ends the block"),
+    pytest.param(b"A :b\r\nC: d\r\n\r\n", id="a space before the colon is not a header"),
+    pytest.param(b":x\r\nA: b\r\n\r\n", id="an empty field name is skipped"),
+    pytest.param(b"From x\r\nA: b\r\nFrom y\r\nC: d\r\n\r\n", id="From lines are skipped"),
+    pytest.param(b"A: b\rC: d\r\n\r\n", id="a lone CR ends a line"),
+    pytest.param(b"A: b\nC: d\n\n", id="LF line ends"),
+    pytest.param(b"A: \xe9\xff\r\n\r\n", id="bytes beyond ASCII are Latin-1"),
+    pytest.param(b"\r\n", id="no headers"),
+    pytest.param(b"A: b\r\n", id="the connection closed after the last header"),
+])
+def test_an_answers_headers_are_read_as_the_email_parser_reads_them(block: bytes) -> None:
+    assert email_headers(block) == our_headers(block)
+
+
+def test_random_header_blocks_are_read_as_the_email_parser_reads_them() -> None:
+    """2,000 blocks drawn from header-ish pieces (seeded, so a failure repeats)."""
+    import random
+
+    rng = random.Random(20261206)
+    pieces = [b"Name: value", b"X-A:", b"x", b" folded", b"\tfolded", b"", b":", b"From me", b"a b: c",
+              b"K:v\r", b"\xe9: \xe9", b"  ", b"Content-Length: 1", b"A\t: b"]
+    ends = [b"\r\n", b"\n", b"\r"]
+    mismatches = []
+    for _ in range(2000):
+        block = b"".join(rng.choice(pieces) + rng.choice(ends) for _ in range(rng.randint(0, 6))) + b"\r\n"
+        if email_headers(block) != our_headers(block):
+            mismatches.append(block)
+    assert [] == mismatches
+
+
+def test_http_client_reads_every_answers_headers_with_ours() -> None:
+    import http.client
+
+    assert http.client.parse_headers is transport.parse_headers
