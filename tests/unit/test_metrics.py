@@ -85,6 +85,21 @@ def test_a_providers_observer_records_its_budget_and_clock_skew() -> None:
         registry.get_sample_value("externalauth_provider_clock_skew_seconds", {"provider": "gl"}))
 
 
+def test_a_child_looked_up_again_counts_into_the_same_series() -> None:
+    """metrics.child keeps each child it looked up: what is counted through it after the
+    first look-up is what /metrics shows for its labels, and other labels count apart."""
+    before = metrics.REGISTRY.get_sample_value(
+        "externalauth_refresh_total", {"provider": "child-test", "result": "success"}) or 0.0
+    for _ in range(3):
+        metrics.child(metrics.REFRESH_TOTAL, "child-test", "success").inc()
+    metrics.child(metrics.REFRESH_TOTAL, "child-test", "transient-error").inc()
+    assert (before + 3, 1.0) == (
+        metrics.REGISTRY.get_sample_value("externalauth_refresh_total",
+                                          {"provider": "child-test", "result": "success"}),
+        metrics.REGISTRY.get_sample_value("externalauth_refresh_total",
+                                          {"provider": "child-test", "result": "transient-error"}))
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     pytest.param("127.0.0.1", ("127.0.0.1", None), id="an IPv4 address"),
     pytest.param(":8080", ("0.0.0.0", 8080), id="a port alone means every address"),

@@ -384,15 +384,15 @@ class Engine:
         what it means was decided by :mod:`externalauth.policy.effects`."""
         self.memory[key] = done.memory
         if done.refresh_seconds is not None:
-            metrics.REFRESH_DURATION.labels(provider).observe(done.refresh_seconds)
+            metrics.child(metrics.REFRESH_DURATION, provider).observe(done.refresh_seconds)
         if done.unsaved_seconds is not None:
-            metrics.UNSAVED_DURATION.labels(provider).observe(done.unsaved_seconds)
+            metrics.child(metrics.UNSAVED_DURATION, provider).observe(done.unsaved_seconds)
         if done.verdict is not None:
-            metrics.VALIDATION_TOTAL.labels(provider, done.verdict).inc()
+            metrics.child(metrics.VALIDATION_TOTAL, provider, done.verdict).inc()
         if done.count is not None:
-            metrics.REFRESH_TOTAL.labels(provider, done.count).inc()
+            metrics.child(metrics.REFRESH_TOTAL, provider, done.count).inc()
         if done.lost is not None:
-            metrics.TOKENS_LOST.labels(provider, done.lost).inc()
+            metrics.child(metrics.TOKENS_LOST, provider, done.lost).inc()
         if done.rt_warned is not None:
             self._warned_rt[key] = done.rt_warned
         for event in done.events:

@@ -90,8 +90,8 @@ class Recorder:
         previous = self._ready_gauge.get(key)
         if previous != label:
             if previous is not None:
-                metrics.LINKS.labels(*previous).dec()
-            metrics.LINKS.labels(*label).inc()
+                metrics.child(metrics.LINKS, *previous).dec()
+            metrics.child(metrics.LINKS, *label).inc()
             self._ready_gauge[key] = label
         if expiry is not None:
             metrics.TOKEN_EXPIRY.labels(key[0], key[1]).set(expiry.timestamp())
@@ -99,7 +99,7 @@ class Recorder:
     def forget(self, key: LinkKey) -> None:
         previous = self._ready_gauge.pop(key, None)
         if previous is not None:
-            metrics.LINKS.labels(*previous).dec()
+            metrics.child(metrics.LINKS, *previous).dec()
         try:
             metrics.TOKEN_EXPIRY.remove(key[0], key[1])
         except KeyError:

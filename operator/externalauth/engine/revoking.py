@@ -210,12 +210,12 @@ class Revoker:
 
     def _report(self, key: LinkKey, provider: str, outcome: revocations.Outcome) -> None:
         if outcome.verdict is Verdict.REVOKED:
-            metrics.REVOCATIONS.labels(provider, "revoked").inc()
+            metrics.child(metrics.REVOCATIONS, provider, "revoked").inc()
             log.info("ExternalAuthLink %s/%s: %s (provider %s)", key[0], key[1], outcome.message, provider)
             self._recorder.event(key, "Normal", EventReason.REVOKED, f"{outcome.message} (provider {provider})")
             return
         result = "unsupported" if outcome.verdict is Verdict.UNSUPPORTED else "failed"
-        metrics.REVOCATIONS.labels(provider, result).inc()
+        metrics.child(metrics.REVOCATIONS, provider, result).inc()
         log.warning("ExternalAuthLink %s/%s: the grant was not revoked: %s", key[0], key[1], outcome.message)
         self._recorder.event(key, "Warning", EventReason.REVOCATION_FAILED,
                              f"the grant was not revoked: {outcome.message}")
