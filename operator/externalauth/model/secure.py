@@ -11,19 +11,26 @@ class SecretStr:
     Unwrap with :meth:`reveal` only at the HTTP call and the Secret write.
     """
 
-    __slots__ = ("_fingerprint", "_value")
+    __slots__ = ("_fingerprint", "_salted", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
         self._fingerprint: str | None = None
+        self._salted: tuple[str, str] | None = None  # the last salt asked for, and its digest
 
     def reveal(self) -> str:
         return self._value
 
     def digest(self, salt: str) -> str:
         """A short salted one-way digest that may be published (a link's status records
-        which token was validated): it names the token without revealing it."""
-        return hashlib.sha256(f"{salt}:{self._value}".encode()).hexdigest()[:16]
+        which token was validated): it names the token without revealing it. The last one
+        is kept: every look at a link asks for its tokens' (salted with the link's uid)."""
+        known = self._salted
+        if known is not None and known[0] == salt:
+            return known[1]
+        digest = hashlib.sha256(f"{salt}:{self._value}".encode()).hexdigest()[:16]
+        self._salted = (salt, digest)
+        return digest
 
     def fingerprint(self) -> str:
         """A short one-way digest, for in-memory comparisons only (never logged). Computed

@@ -71,6 +71,20 @@ def test_secret_str_never_prints_its_value() -> None:
     assert "gho_canary" == s.reveal()
 
 
+@pytest.mark.parametrize("salts", [
+    pytest.param(("uid-1", "uid-1"), id="a digest asked for again is the same"),
+    pytest.param(("uid-1", "uid-2"), id="another salt gives that salt's digest"),
+    pytest.param(("uid-1", "uid-2", "uid-1"), id="a salt asked for again after another gives its own digest"),
+])
+def test_a_tokens_digest_is_that_of_the_last_salt_asked_for(salts: tuple[str, ...]) -> None:
+    """SecretStr keeps its last digest: whatever was asked before, a digest is the one a
+    token never asked anything gives for that salt."""
+    token = SecretStr("gho_canary")
+    answers = [token.digest(salt) for salt in salts]
+    assert [SecretStr("gho_canary").digest(salt) for salt in salts] == answers
+    assert len(set(salts)) == len(set(answers))
+
+
 def test_a_full_token_secret_parses() -> None:
     tokens = parse_secret_data({
         "access_token": b64("a1"), "refresh_token": b64("r1"), "token_type": b64("bearer"),
