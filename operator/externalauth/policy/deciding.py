@@ -146,7 +146,9 @@ class Plan:
 
 
 def _c(kind: ConditionType, status: Status, reason: str, message: str) -> cond.Condition:
-    return cond.Condition(type=kind.value, status=status.value, reason=str(reason), message=message)
+    # str() of a StrEnum is its value, as a plain str (and cheaper than ``.value``: 3-4
+    # conditions a decision, two decisions a refresh).
+    return cond.Condition(type=str(kind), status=str(status), reason=str(reason), message=message)
 
 
 def _status_time(status: Mapping[str, Any], key: str) -> dt.datetime | None:
