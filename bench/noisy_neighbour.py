@@ -43,6 +43,7 @@ import multiprocessing
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,9 @@ def start_up(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             figures["a_token_calls_per_minute"] = round(a_calls * 60 / args.window, 1)
         return figures
 
-    print(f"start-up round 1: {args.due} due links in B alone ...", flush=True)
-    alone = b_round("noisy-b1", junk=0)
-    print(f"alone: {alone}; start-up round 2: with {args.junk} junk links in A ...", flush=True)
-    noisy = b_round("noisy-b2", junk=args.junk)
-    print(f"with A: {noisy}", flush=True)
-    return {"b_alone": alone, "b_with_a": noisy, "b_ratio": ratio(noisy, alone),
-            "b_ratio_exchanged": ratio(noisy, alone, "b_all_exchanged_s")}
+    return two_rounds(b_round, ("noisy-b1", "noisy-b2"), junk=args.junk,
+                      said=(f"start-up round 1: {args.due} due links in B alone",
+                            f"start-up round 2: with {args.junk} junk links in A"))
 
 
 def live(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -154,10 +151,19 @@ def live(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             pool.join()
         return figures
 
-    print(f"live round 1: {args.due} links in B fall due, alone ...", flush=True)
-    alone = b_round("noisy-b3", junk=0)
-    print(f"alone: {alone}; live round 2: with {args.junk} junk links created in A meanwhile ...", flush=True)
-    noisy = b_round("noisy-b4", junk=args.junk)
+    return two_rounds(b_round, ("noisy-b3", "noisy-b4"), junk=args.junk,
+                      said=(f"live round 1: {args.due} links in B fall due, alone",
+                            f"live round 2: with {args.junk} junk links created in A meanwhile"))
+
+
+def two_rounds(b_round: Callable[..., dict[str, Any]], namespaces: tuple[str, str], *, junk: int,
+               said: tuple[str, str]) -> dict[str, Any]:
+    """B alone in the first namespace, then B with A's ``junk`` links in the second; the
+    figures of both and the ratios with A / alone."""
+    print(f"{said[0]} ...", flush=True)
+    alone = b_round(namespaces[0], junk=0)
+    print(f"alone: {alone}; {said[1]} ...", flush=True)
+    noisy = b_round(namespaces[1], junk=junk)
     print(f"with A: {noisy}", flush=True)
     return {"b_alone": alone, "b_with_a": noisy, "b_ratio": ratio(noisy, alone),
             "b_ratio_exchanged": ratio(noisy, alone, "b_all_exchanged_s")}
