@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, cast
@@ -27,9 +26,40 @@ T = TypeVar("T")
 
 async def run_blocking(pool: ThreadPoolExecutor, fn: Callable[P, T], /,
                        *args: P.args, **kwargs: P.kwargs) -> T:
-    """``fn(*args, **kwargs)`` in ``pool``, type-checked against ``fn``'s signature."""
+    """``fn(*args, **kwargs)`` in ``pool``, type-checked against ``fn``'s signature.
+
+    As ``loop.run_in_executor`` (a call cancelled before a thread took it never runs), but
+    the thread settles the loop's future itself, with one ``call_soon_threadsafe``, instead
+    of chaining a second future to it: about a third less CPU per hand-off with ten calls
+    in flight, and a refresh makes five or more (docs/benchmarks.md)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+    done: asyncio.Future[T] = loop.create_future()
+
+    def work() -> None:
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the awaiting task, as run_in_executor does
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, done, None, e)
+        else:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, done, result, None)
+
+    job = pool.submit(work)
+    try:
+        return await done
+    except asyncio.CancelledError:
+        job.cancel()  # not started yet: it never runs
+        raise
+
+
+def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if done.done():  # cancelled meanwhile
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(cast(T, result))
 
 
 class ThreadedKube:

@@ -62,3 +62,45 @@ async def test_a_persist_is_not_queued_behind_a_backlog_of_status_writes_and_eve
         kube.release.set()
         pool.shutdown(wait=True)
         urgent.shutdown(wait=True)
+
+
+@run
+async def test_a_blocking_call_hands_back_its_result_or_its_error() -> None:
+    from externalauth.engine.adapters import run_blocking
+
+    def fail(what: str) -> None:
+        raise LookupError(what)
+
+    pool = ThreadPoolExecutor(2)
+    try:
+        assert 5 == await run_blocking(pool, lambda a, b: a + b, 2, 3)
+        try:
+            await run_blocking(pool, fail, "missing")
+        except LookupError as e:
+            assert "missing" == str(e)
+        else:
+            raise AssertionError("the thread's error did not reach the caller")
+    finally:
+        pool.shutdown(wait=True)
+
+
+@run
+async def test_a_blocking_call_cancelled_before_a_thread_took_it_never_runs() -> None:
+    """The one thread is busy; the queued call's caller gives up: the call is dropped, not
+    run later (a claim nobody waits for would otherwise still be written)."""
+    from externalauth.engine.adapters import run_blocking
+
+    busy, ran = threading.Event(), []
+    pool = ThreadPoolExecutor(1)
+    try:
+        first = asyncio.ensure_future(run_blocking(pool, busy.wait, 30))
+        queued = asyncio.ensure_future(run_blocking(pool, ran.append, "queued"))
+        await asyncio.sleep(0)  # both submitted
+        queued.cancel()
+        busy.set()
+        assert True is await first
+        assert queued.cancelled()
+    finally:
+        busy.set()
+        pool.shutdown(wait=True)
+    assert [] == ran
