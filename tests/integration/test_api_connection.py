@@ -30,7 +30,7 @@ def test_one_kept_alive_connection_serves_request_after_request(kubeconfig: Path
     sockets = set()
     for _ in range(20):
         assert kube.get_secret("default", "absent") is None
-        (idle,) = direct_of(client)._idle
+        ((idle, _),) = direct_of(client)._idle
         sockets.add(id(idle.sock))
     client.close()
     assert 1 == len(sockets)
@@ -41,11 +41,12 @@ def test_a_connection_the_server_closed_is_not_used_again(kubeconfig: Path) -> N
     timeout, a restart): the next request takes a new one instead of failing."""
     client = connection.connect(kubeconfig=str(kubeconfig))
     kube = api.Kube(client)
+    direct_of(client).stale_after = 0.0  # else only a connection idle for a second is checked
     assert kube.get_secret("default", "absent") is None
-    (idle,) = direct_of(client)._idle
+    ((idle, _),) = direct_of(client)._idle
     socket.socket.shutdown(idle.sock, socket.SHUT_RD)  # reads now see the end, as after the server's close
     assert kube.get_secret("default", "absent") is None
-    (fresh,) = direct_of(client)._idle
+    ((fresh, _),) = direct_of(client)._idle
     client.close()
     assert fresh is not idle
 

@@ -20,6 +20,7 @@ import dataclasses
 import http.client
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -195,17 +196,25 @@ class _Direct:
         self._port = parts.port or (443 if self._tls else 80)
         self._context = ctx
         self._maxsize = maxsize
-        self._idle: list[http.client.HTTPConnection] = []
+        # Idle connections, each with the monotonic time it was put back.
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
+        #: A connection idle longer than this (seconds) is checked before use for a close by
+        #: the server; one used since is taken as it is (in a storm each is back within
+        #: milliseconds, and the check is a system call that gives up the GIL). Should the
+        #: server have closed it anyway, the request fails as transient and is retried.
+        self.stale_after = 1.0
 
     def _connection(self, connect: float | None) -> http.client.HTTPConnection:
         """An idle connection the server has not closed meanwhile, else a new one."""
         while True:
             with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
+                idle = self._idle.pop() if self._idle else None
+            if idle is None:
                 break
-            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
+            conn, since = idle
+            if conn.sock is not None and (time.monotonic() - since <= self.stale_after
+                                          or not wait_for_read(conn.sock, timeout=0.0)):
                 return conn
             conn.close()  # closed by the server (or it sent something unasked): not reusable
         if self._tls:
@@ -241,7 +250,7 @@ class _Direct:
             with self._lock:
                 kept = len(self._idle) < self._maxsize
                 if kept:
-                    self._idle.append(conn)
+                    self._idle.append((conn, time.monotonic()))
         if not kept:
             conn.close()
         return Response(None, streamed=False, status=answer.status,
@@ -250,7 +259,7 @@ class _Direct:
     def clear(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
 
