@@ -64,10 +64,13 @@ class Parsed(Generic[P]):
         return len(self._known)
 
     def of(self, key: LinkKey, raw: object, *, keep: bool) -> P:
-        """``raw`` parsed; remembered for ``key`` if ``keep`` (the object is cached)."""
+        """``raw`` parsed; remembered for ``key`` if ``keep`` (``raw`` is the cached
+        object's: what is kept beside an answer is never more than the cache holds)."""
         known = self._known.get(key)
         if known is not None and (known[0] is raw or known[0] == raw):
-            self._known.move_to_end(key)
+            if keep:  # the cached object's own copy from now on (the older one can go)
+                self._known[key] = (raw, known[1])
+                self._known.move_to_end(key)
             return known[1]
         parsed = self._parse(raw)
         if keep:
@@ -79,6 +82,8 @@ class Parsed(Generic[P]):
 
     def drop(self, key: LinkKey) -> None:
         self._known.pop(key, None)
+
+
 #: The data keys of a token Secret the engine reads: the token keys and the output-format
 #: keys (their values are compared with what the token renders to).
 SECRET_KEYS = frozenset((*tokens.TOKEN_KEYS, *formats.KEYS.values()))
@@ -170,9 +175,10 @@ class Caches:
 
     def link_spec(self, key: LinkKey, body: RawBody) -> ParsedSpec:
         """``body``'s spec parsed, or why it is invalid: parsed again only when the spec
-        differs from the one last parsed for the link ``key`` (remembered while it is cached,
-        for the last :data:`PARSED` links asked about)."""
-        return self._link_specs.of(key, body.get("spec"), keep=key in self.links)
+        differs from the one last parsed for the link ``key`` (remembered when ``body`` is the
+        cached link, while it is cached, for the last :data:`PARSED` links asked about)."""
+        raw = body.get("spec")
+        return self._link_specs.of(key, raw, keep=(self.links.get(key) or {}).get("spec") is raw)
 
     def links_of_provider(self, name: str) -> frozenset[LinkKey]:
         return frozenset(self._links_by_provider.get(name, ()))
@@ -225,9 +231,10 @@ class Caches:
     def secret_tokens(self, key: LinkKey, body: RawBody) -> ParsedTokens:
         """The tokens in ``body``'s data (its type is not looked at), or why they are
         unusable: parsed again only when the data differ from those last parsed for the
-        Secret ``key`` (remembered while it is cached, for the last :data:`PARSED` Secrets
-        asked about)."""
-        return self._secret_tokens.of(key, body.get("data"), keep=key in self.secrets)
+        Secret ``key`` (remembered when ``body`` is the cached Secret, while it is cached, for
+        the last :data:`PARSED` Secrets asked about: a GET's whole body is not kept)."""
+        data = body.get("data")
+        return self._secret_tokens.of(key, data, keep=(self.secrets.get(key) or {}).get("data") is data)
 
     def links_of_secret(self, key: LinkKey) -> frozenset[LinkKey]:
         return frozenset(self._links_by_secret.get(key, ()))
