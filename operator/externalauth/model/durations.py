@@ -116,11 +116,21 @@ def _moment(text: str) -> dt.datetime:
     return moment
 
 
-@functools.lru_cache(maxsize=REMEMBERED)
 def format_time(moment: dt.datetime) -> str:
     """RFC 3339 UTC with second precision and a ``Z`` suffix (four-digit years: strftime's
-    ``%Y`` writes year 1 as ``1``, and is slower). Remembered: an expiry is written into
-    the status, the seed of its jitter and the Secret several times a refresh (equal
-    moments in any time zone give the same text, so sharing their entry is right)."""
-    m = moment.astimezone(dt.UTC)
+    ``%Y`` writes year 1 as ``1``, and is slower). A UTC moment's text is remembered: an
+    expiry is written into the status, the seed of its jitter and the Secret several
+    times a refresh. (Only UTC's: two moments of another zone that compare equal may lie
+    an hour apart, in the hour a clock turns back.)"""
+    if moment.tzinfo is dt.UTC:
+        return _utc_text(moment)
+    return _text(moment.astimezone(dt.UTC))
+
+
+@functools.lru_cache(maxsize=REMEMBERED)
+def _utc_text(moment: dt.datetime) -> str:
+    return _text(moment)
+
+
+def _text(m: dt.datetime) -> str:
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"

@@ -214,6 +214,17 @@ def test_timestamps_are_written_as_rfc3339(moment: dt.datetime, text: str) -> No
         assert moment.replace(microsecond=0) == parse_time(text)
 
 
+def test_the_two_moments_of_the_hour_a_clock_turns_back_are_written_apart() -> None:
+    """02:30 in Berlin on 27 October 2030 happens twice (summer time, then winter time):
+    the two compare equal as datetimes, yet they are an hour apart (format_time remembers
+    what it wrote, and must not hand the first's text to the second)."""
+    from zoneinfo import ZoneInfo
+
+    first = dt.datetime(2030, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    second = first.replace(fold=1)
+    assert ("2030-10-27T00:30:00Z", "2030-10-27T01:30:00Z") == (format_time(first), format_time(second))
+
+
 def test_the_caches_keep_only_the_metadata_the_engine_reads() -> None:
     from externalauth.model.bodies import slim
 
