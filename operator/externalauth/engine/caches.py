@@ -51,6 +51,16 @@ def _parse_tokens(raw: object) -> ParsedTokens:
         return None, str(e)
 
 
+def _same(a: object, b: object) -> bool:
+    """Would a parser read ``a`` and ``b`` alike? Equal, and their values of the same types
+    (``True == 1``: a spec's ``suspend: 1`` is not ``suspend: true``)."""
+    if a is b:
+        return True
+    if type(a) is not dict or type(b) is not dict or a != b:
+        return False
+    return all(type(value) is type(b[key]) for key, value in a.items())
+
+
 class Parsed(Generic[P]):
     """A pure parser's answers for cached objects, each kept beside the raw value it was
     given and used again while an object's raw value is equal to it: the last
@@ -67,7 +77,7 @@ class Parsed(Generic[P]):
         """``raw`` parsed; remembered for ``key`` if ``keep`` (``raw`` is the cached
         object's: what is kept beside an answer is never more than the cache holds)."""
         known = self._known.get(key)
-        if known is not None and (known[0] is raw or known[0] == raw):
+        if known is not None and _same(known[0], raw):
             if keep:  # the cached object's own copy from now on (the older one can go)
                 self._known[key] = (raw, known[1])
                 self._known.move_to_end(key)

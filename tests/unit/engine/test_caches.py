@@ -280,3 +280,20 @@ def test_the_tokens_of_a_body_the_cache_does_not_hold_are_not_kept() -> None:
     first = caches.secret_tokens(("ns", "tok"), whole)[0]
     again = caches.secret_tokens(("ns", "tok"), whole)[0]
     assert (True, False) == (first is not None and again is not None, again is first)
+
+
+@pytest.mark.parametrize(("before", "after", "suspended"), [
+    pytest.param(True, 1, False, id="suspend 1 after suspend true is read again (equal, not alike)"),
+    pytest.param(1, True, True, id="suspend true after suspend 1 is read again"),
+    pytest.param(True, True, True, id="suspend true again is the spec read before"),
+])
+def test_a_spec_equal_to_the_last_but_of_another_type_is_parsed_again(
+        before: object, after: object, suspended: bool) -> None:
+    """``True == 1`` in Python, but only ``suspend: true`` suspends a link."""
+    caches = Caches()
+    caches.store_link({**link("1"), "spec": {"providerName": "gh", "secretName": "tok", "suspend": before}})
+    caches.link_spec(("ns", "l"), caches.links[("ns", "l")])
+    caches.store_link({**link("2"), "spec": {"providerName": "gh", "secretName": "tok", "suspend": after}})
+    parsed = caches.link_spec(("ns", "l"), caches.links[("ns", "l")])[0]
+    assert parsed is not None
+    assert suspended == parsed.suspend
