@@ -569,7 +569,9 @@ class ControlPlane:
                 )
                 if status != 200:
                     return False
-                conditions = crd.get("status", {}).get("conditions", [])
+                # A CRD just created may answer "status": {"conditions": null} (seen once in a
+                # benchmark's start-up): not ready yet, not an error.
+                conditions = (crd.get("status") or {}).get("conditions") or []
                 conds = {c["type"]: c["status"] for c in conditions}
                 if conds.get("Established") != "True" or conds.get("NamesAccepted") != "True":
                     return False
