@@ -74,6 +74,9 @@ logs.quiet_noisy_loggers()
 # --- answers' headers -----------------------------------------------------------------------
 #: A header line as the ``email`` package tells one (RFC 5322 field name, then a colon).
 _FIELD = re.compile(r"[\041-\071\073-\176]*:")
+#: A block of nothing but one-line headers with CRLF ends and the blank line: the usual
+#: answer, split without looking at each line's shape.
+_PLAIN = re.compile(r"(?:[\041-\071\073-\176]+:[^\r\n]*\r\n)*\r\n")
 #: One line with its end, as ``email`` splits them (CR, LF or CRLF).
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 
@@ -91,6 +94,11 @@ def parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.H
     ``From `` lines and a continuation with nothing before it."""
     text = b"".join(_read_headers(fp)).decode("iso-8859-1")
     message = _class()
+    if _PLAIN.fullmatch(text):  # every line "Name: value" with CRLF, then the blank line
+        for line in text.split("\r\n")[:-2]:
+            name, _, value = line.partition(":")
+            message[name] = value.lstrip(" \t")
+        return message
     name: str | None = None
     lines: list[str] = []
     for line in _LINE.findall(text):
