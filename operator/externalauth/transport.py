@@ -95,9 +95,9 @@ def parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.H
     text = b"".join(_read_headers(fp)).decode("iso-8859-1")
     message = _class()
     if _PLAIN.fullmatch(text):  # every line "Name: value" with CRLF, then the blank line
-        for line in text.split("\r\n")[:-2]:
-            name, _, value = line.partition(":")
-            message[name] = value.lstrip(" \t")
+        for plain in text.split("\r\n")[:-2]:
+            field_name, _, value = plain.partition(":")
+            message[field_name] = value.lstrip(" \t")
         return message
     name: str | None = None
     lines: list[str] = []
