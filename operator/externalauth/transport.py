@@ -34,14 +34,16 @@ import ssl
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import certifi
 import urllib3
 import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
+from urllib3.util import wait_for_read
 
 from externalauth import __version__, logs
 from externalauth.proxying import proxies_for
@@ -229,6 +231,7 @@ class Pool:
         self._direct = _manager(ctx, proxy=None, maxsize=maxsize)
         self._proxied: dict[str, urllib3.PoolManager] = {}
         self._routes: dict[str, urllib3.PoolManager] = {}  # origin -> manager
+        self._directs: dict[str, Direct | None] = {}  # origin -> its direct connections, if no proxy
 
     def manager_for(self, url: str) -> urllib3.PoolManager:
         parts = urllib.parse.urlsplit(url)
@@ -247,10 +250,120 @@ class Pool:
             self._routes[origin] = manager
         return manager
 
+    def direct_for(self, url: str) -> Direct | None:
+        """Kept-alive http.client connections to ``url``'s origin when no proxy stands
+        between, else None (the call goes through the proxy's urllib3 pool)."""
+        parts = urllib.parse.urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin in self._directs:
+            return self._directs[origin]
+        manager = self.manager_for(url)
+        with self._lock:
+            direct = Direct(origin, self.context, maxsize=self._maxsize) if manager is self._direct else None
+            return self._directs.setdefault(origin, direct)
+
     def close(self) -> None:
         with self._lock:
             for manager in (self._direct, *self._proxied.values()):
                 manager.clear()
+            for direct in self._directs.values():
+                if direct is not None:
+                    direct.clear()
+
+
+class Direct:
+    """Kept-alive :mod:`http.client` connections straight to one origin, when no proxy stands
+    between: the API server's requests that are read whole (all but watches) and provider
+    calls. The connection and its answer are http.client's own, with the caller's TLS
+    context, without urllib3's per-request layers (they cost ~180 µs of a PATCH's ~440 µs
+    of CPU, and ~40 % of a provider call; docs/decisions.md, record 6). Proxied routes
+    and watches stay on urllib3. Thread-safe; at most ``maxsize`` idle connections are kept
+    (more are opened when needed, as urllib3's ``block=False``)."""
+
+    def __init__(self, url: str, ctx: ssl.SSLContext, *, maxsize: int) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self._host = parts.hostname or ""
+        self._tls = parts.scheme == "https"
+        self._port = parts.port or (443 if self._tls else 80)
+        self._context = ctx
+        self._maxsize = maxsize
+        # Idle connections, each with the monotonic time it was put back.
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._lock = threading.Lock()
+        #: A connection idle longer than this (seconds) is checked before use for a close by
+        #: the server; one used since is taken as it is (in a storm each is back within
+        #: milliseconds, and the check is a system call that gives up the GIL). Should the
+        #: server have closed it anyway, the request fails as transient and is retried.
+        self.stale_after = 1.0
+
+    def take(self, connect: float | None) -> http.client.HTTPConnection:
+        """An idle connection the server has not closed meanwhile, else a new one (not yet
+        connected: ``connect`` bounds its connection and TLS handshake)."""
+        while True:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                break
+            conn, since = idle
+            if conn.sock is not None and (time.monotonic() - since <= self.stale_after
+                                          or not wait_for_read(conn.sock, timeout=0.0)):
+                return conn
+            conn.close()  # closed by the server (or it sent something unasked): not reusable
+        if self._tls:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=connect, context=self._context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=connect)
+
+    def give_back(self, conn: http.client.HTTPConnection) -> None:
+        """A connection whose answer was read whole, kept for the next request if there is room."""
+        with self._lock:
+            kept = len(self._idle) < self._maxsize
+            if kept:
+                self._idle.append((conn, time.monotonic()))
+        if not kept:
+            conn.close()
+
+    @staticmethod
+    def send(conn: http.client.HTTPConnection, method: str, target: str, *, body: bytes | None,
+             headers: Mapping[str, str], read: float | None) -> None:
+        """Connect if need be (within the connection's own timeout), then send the request;
+        each later read waits at most ``read`` seconds."""
+        if conn.sock is None:
+            conn.connect()
+        cast(Any, conn.sock).settimeout(read)
+        conn.request(method, target, body=body, headers=headers)
+
+    def request(self, method: str, target: str, *, body: bytes | None, headers: Mapping[str, str],
+                limits: tuple[float | None, float | None]) -> tuple[int, Mapping[str, str], bytes]:
+        """One request and its whole answer: status, headers, body. Raises :class:`OSError`
+        (TLS included), :class:`ValueError` (unsendable) or
+        :class:`urllib3.exceptions.ProtocolError` when no complete answer came."""
+        connect, read = limits
+        conn = self.take(connect)
+        try:
+            self.send(conn, method, target, body=body, headers=headers, read=read)
+        except BaseException:
+            conn.close()
+            raise
+        try:
+            answer = conn.getresponse()
+            content = answer.read()
+        except http.client.HTTPException as e:  # not an OSError: a bad status line, a cut body, a bad chunk
+            conn.close()
+            raise urllib3.exceptions.ProtocolError(f"the answer was cut or malformed ({type(e).__name__})") from e
+        except BaseException:
+            conn.close()
+            raise
+        if answer.will_close:
+            conn.close()
+        else:
+            self.give_back(conn)
+        return answer.status, cast(Mapping[str, str], answer.msg), content
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
 
 
 # --- deadlines ------------------------------------------------------------------------------
@@ -426,20 +539,25 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _read_body(resp: urllib3.BaseHTTPResponse, *, deadline: Deadline,
                max_body: int) -> tuple[bytes | None, BodyProblem | None]:
-    length = resp.headers.get("content-length")
+    return _read_chunks(resp.headers.get("content-length"), _chunks(resp), deadline=deadline, max_body=max_body)
+
+
+def _read_chunks(length: str | None, pieces: Iterator[bytes], *, deadline: Deadline,
+                 max_body: int) -> tuple[bytes | None, BodyProblem | None]:
+    """A body from its (decoded) pieces, cut at ``max_body`` bytes and at the deadline."""
     if length is not None and length.strip().isdigit() and int(length) > max_body:
         return None, BodyProblem.TOO_LARGE
     chunks: list[bytes] = []
     size = 0
     try:
-        for chunk in _chunks(resp):
+        for chunk in pieces:
             size += len(chunk)
             if size > max_body:
                 return None, BodyProblem.TOO_LARGE
             chunks.append(chunk)
             if deadline.expired or deadline.remaining() <= 0:
                 return None, BodyProblem.DEADLINE
-    except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError, zlib.error) as e:
         log.debug("reading a provider answer failed: %s", type(e).__name__)
         return None, BodyProblem.DEADLINE if deadline.expired else BodyProblem.BROKEN
     if deadline.expired:
@@ -449,6 +567,80 @@ def _read_body(resp: urllib3.BaseHTTPResponse, *, deadline: Deadline,
 
 def _chunks(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     yield from resp.stream(_CHUNK, decode_content=True)
+
+
+def _pieces(answer: http.client.HTTPResponse) -> Iterator[bytes]:
+    """An http.client answer's body as it arrives, decoded as urllib3 decodes it (gzip and
+    deflate; another coding as it is), never more than :data:`_CHUNK` bytes a piece: a
+    small compressed body cannot expand past the cap in one step."""
+    coding = (answer.getheader("content-encoding") or "").strip().lower()
+    raw = iter(lambda: answer.read(_CHUNK), b"")
+    if coding in ("gzip", "x-gzip"):
+        yield from _inflated(raw, zlib.decompressobj(16 + zlib.MAX_WBITS))
+    elif coding == "deflate":
+        first = next(raw, b"")
+        try:  # zlib-wrapped, as the RFC says; else raw deflate, as some servers send
+            zlib.decompressobj().decompress(first, 1)
+            inflater = zlib.decompressobj()
+        except zlib.error:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        yield from _inflated(itertools.chain((first,), raw), inflater)
+    else:
+        yield from raw
+
+
+def _inflated(raw: Iterator[bytes], inflater: Any) -> Iterator[bytes]:
+    for chunk in raw:
+        while chunk:
+            out = inflater.decompress(chunk, _CHUNK)
+            if out:
+                yield out
+            chunk = inflater.unconsumed_tail
+    tail = inflater.flush()
+    if tail:
+        yield tail
+
+
+def _fetch_direct(direct: Direct, method: str, url: str, *, body: bytes | None, headers: Mapping[str, str],
+                  budget: Deadline, connect: float, read: float, max_body: int) -> Answer:
+    """:func:`fetch`'s call over a kept-alive http.client connection (no proxy between)."""
+    parts = urllib.parse.urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = direct.take(connect)
+    started = time.monotonic()
+    try:
+        Direct.send(conn, method, target, body=body, headers=headers, read=read)
+        answer = conn.getresponse()
+    except (http.client.HTTPException, OSError, ValueError) as e:
+        # ValueError: e.g. a header value http.client refuses (its message holds the value).
+        conn.close()
+        if budget.expired:
+            raise NoAnswer(NoAnswerKind.DEADLINE, type(e).__name__) from None
+        if isinstance(e, ssl.SSLError):
+            raise NoAnswer(NoAnswerKind.TLS, type(e).__name__) from None
+        if isinstance(e, http.client.InvalidURL):
+            raise NoAnswer(NoAnswerKind.REFUSED_URL, type(e).__name__) from None
+        raise NoAnswer(NoAnswerKind.UNREACHABLE, type(e).__name__) from None
+    except BaseException:
+        conn.close()
+        raise
+    elapsed = time.monotonic() - started
+    whole = False
+    try:
+        answer_headers = {name.lower(): value for name, value in answer.msg.items()}
+        if budget.expired:  # the header block may have been cut short
+            return Answer(answer.status, answer_headers, None, BodyProblem.DEADLINE, elapsed)
+        if 300 <= answer.status < 400:
+            return Answer(answer.status, answer_headers, None, elapsed=elapsed)
+        content, problem = _read_chunks(answer_headers.get("content-length"), _pieces(answer),
+                                        deadline=budget, max_body=max_body)
+        whole = problem is None and answer.isclosed() and not answer.will_close
+        return Answer(answer.status, answer_headers, content, problem, elapsed)
+    finally:
+        if whole:
+            direct.give_back(conn)
+        else:
+            conn.close()  # a body cut short, or a redirect's unread one
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -511,6 +703,11 @@ def fetch(
         sent["Authorization"] = basic_auth(*auth)
     with Deadline(deadline) as budget:
         left = budget.remaining()
+        direct = pool.direct_for(url)
+        if direct is not None:
+            return _fetch_direct(direct, method, url, body=body, headers=sent, budget=budget,
+                                 connect=min(connect_timeout, left), read=min(read_timeout, left),
+                                 max_body=max_body)
         timeout = urllib3.Timeout(connect=min(connect_timeout, left), read=min(read_timeout, left))
         started = time.monotonic()
         try:

@@ -555,3 +555,23 @@ def test_the_device_flow_goes_through_the_proxy(make_simulator: Any, behind_prox
     spec = parse_provider("p", {"type": "github", "clientID": CLIENT_ID, "baseURL": sim.url, "caBundle": sim.ca_pem})
     authorization = DeviceFlow(spec).start()
     assert (True, 1) == (bool(authorization.user_code), len(proxy.tunnels))
+
+
+def test_calls_to_a_provider_reuse_one_kept_alive_connection(make_simulator: Any) -> None:
+    """No proxy between: http.client's connection is kept and used again (transport.Direct),
+    call after call, token and validation endpoints alike (one origin)."""
+    sim = make_simulator()
+    client = client_for(sim)
+    sockets = set()
+    for _ in range(5):
+        grant = sim.issue_grant(CLIENT_ID)
+        refreshed = client.refresh(SecretStr(grant.refresh_token), now=NOW)
+        assert TokenVerdict.SUCCESS == refreshed.classified.verdict
+        assert refreshed.tokens is not None
+        assert ValidationVerdict.VALID == client.validate(refreshed.tokens.access_token, now=NOW).verdict
+        direct = client._pool.direct_for(sim.url)
+        assert direct is not None
+        ((conn, _),) = direct._idle
+        sockets.add(id(conn.sock))
+    client.close()
+    assert 1 == len(sockets)

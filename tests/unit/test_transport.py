@@ -25,6 +25,9 @@ class ScriptedPool:
     def manager_for(self, url: str) -> ScriptedPool:
         return self
 
+    def direct_for(self, url: str) -> None:
+        return None  # every call through urlopen (a proxied route's way), scripted here
+
     def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.HTTPResponse:
         self.sent.append({"method": method, "url": url, **kwargs})
         return urllib3.HTTPResponse(body=io.BytesIO(json.dumps({"ok": True}).encode()), status=200,
@@ -190,3 +193,75 @@ def test_http_client_reads_every_answers_headers_with_ours() -> None:
     import http.client
 
     assert http.client.parse_headers is transport.parse_headers
+
+
+# --- a provider's answer over http.client (transport._pieces, _read_chunks) -----------------
+class Wire:
+    """A socket whose reads are ``raw``: http.client's real answer parser reads from it."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(io.BytesIO(self.raw))
+
+
+def answer_of(body: bytes, coding: str | None) -> Any:
+    import http.client
+
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    if coding:
+        head += f"Content-Encoding: {coding}\r\n".encode()
+    answer = http.client.HTTPResponse(Wire(head + b"Content-Length: %d\r\n\r\n" % len(body) + body))  # type: ignore[arg-type]
+    answer.begin()
+    return answer
+
+
+def body_of(answer: Any, max_body: int = transport.MAX_BODY) -> tuple[bytes | None, Any]:
+    with transport.Deadline(30) as budget:
+        return transport._read_chunks(None, transport._pieces(answer), deadline=budget, max_body=max_body)
+
+
+def gzipped(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+def deflated(data: bytes, wbits: int) -> bytes:
+    import zlib
+
+    packer = zlib.compressobj(wbits=wbits)
+    return packer.compress(data) + packer.flush()
+
+
+PLAIN = b'{"access_token": "a", "token_type": "bearer"}'
+
+
+@pytest.mark.parametrize(("body", "coding"), [
+    pytest.param(PLAIN, None, id="no coding"),
+    pytest.param(PLAIN, "identity", id="identity"),
+    pytest.param(gzipped(PLAIN), "gzip", id="gzip, though identity was asked for"),
+    pytest.param(gzipped(PLAIN), "x-gzip", id="x-gzip"),
+    pytest.param(deflated(PLAIN, 15), "deflate", id="deflate, zlib-wrapped as the RFC says"),
+    pytest.param(deflated(PLAIN, -15), "deflate", id="deflate, raw as some servers send it"),
+])
+def test_a_providers_body_is_decoded_as_urllib3_decoded_it(body: bytes, coding: str | None) -> None:
+    assert (PLAIN, None) == body_of(answer_of(body, coding))
+
+
+def test_a_body_in_another_coding_is_handed_on_as_it_came() -> None:
+    assert (b"\x00br\x01", None) == body_of(answer_of(b"\x00br\x01", "br"))
+
+
+def test_a_compressed_bomb_is_cut_at_the_cap_without_inflating_it_whole() -> None:
+    """64 MiB of zeros in ~64 KiB of gzip: cut at the 1 MiB cap, read a piece at a time."""
+    bomb = gzipped(bytes(64 * 1024 * 1024))
+    pieces = transport._pieces(answer_of(bomb, "gzip"))
+    sizes = [len(next(pieces)) for _ in range(20)]
+    assert (True, (None, transport.BodyProblem.TOO_LARGE)) == (
+        max(sizes) <= transport._CHUNK, body_of(answer_of(bomb, "gzip")))
+
+
+def test_a_broken_compressed_body_is_a_broken_answer() -> None:
+    assert (None, transport.BodyProblem.BROKEN) == body_of(answer_of(b"not gzip at all", "gzip"))

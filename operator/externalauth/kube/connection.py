@@ -17,18 +17,15 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import http.client
 import ssl
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import urllib3
 from urllib3._collections import HTTPHeaderDict
-from urllib3.util import wait_for_read
 
 from externalauth import __version__, transport
 from externalauth.errors import PermanentError
@@ -181,88 +178,6 @@ def _timeout_of(limit: float | tuple[float, float] | None) -> urllib3.Timeout:
     return urllib3.Timeout(connect=connect, read=read)
 
 
-class _Direct:
-    """Kept-alive connections straight to the API server, for every request whose answer is
-    read whole (all but watches) when no proxy stands between: :mod:`http.client`'s own
-    connection and answer, with the pool's TLS context, without urllib3's per-request layers
-    (they cost ~180 µs of a PATCH's ~440 µs of CPU; docs/decisions.md, record 6). Watches and
-    every proxied connection stay on urllib3. Thread-safe; at most ``maxsize`` idle
-    connections are kept (more are opened when needed, as urllib3's ``block=False``)."""
-
-    def __init__(self, url: str, ctx: ssl.SSLContext, *, maxsize: int) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self._host = parts.hostname or ""
-        self._tls = parts.scheme == "https"
-        self._port = parts.port or (443 if self._tls else 80)
-        self._context = ctx
-        self._maxsize = maxsize
-        # Idle connections, each with the monotonic time it was put back.
-        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
-        self._lock = threading.Lock()
-        #: A connection idle longer than this (seconds) is checked before use for a close by
-        #: the server; one used since is taken as it is (in a storm each is back within
-        #: milliseconds, and the check is a system call that gives up the GIL). Should the
-        #: server have closed it anyway, the request fails as transient and is retried.
-        self.stale_after = 1.0
-
-    def _connection(self, connect: float | None) -> http.client.HTTPConnection:
-        """An idle connection the server has not closed meanwhile, else a new one."""
-        while True:
-            with self._lock:
-                idle = self._idle.pop() if self._idle else None
-            if idle is None:
-                break
-            conn, since = idle
-            if conn.sock is not None and (time.monotonic() - since <= self.stale_after
-                                          or not wait_for_read(conn.sock, timeout=0.0)):
-                return conn
-            conn.close()  # closed by the server (or it sent something unasked): not reusable
-        if self._tls:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=connect, context=self._context)
-        return http.client.HTTPConnection(self._host, self._port, timeout=connect)
-
-    def request(self, method: str, target: str, *, body: bytes | None, headers: Mapping[str, str],
-                limits: tuple[float | None, float | None]) -> Response:
-        """One request and its whole answer. Raises :class:`OSError` (TLS included) or
-        :class:`urllib3.exceptions.ProtocolError` when no complete answer came."""
-        connect, read = limits
-        conn = self._connection(connect)
-        try:
-            if conn.sock is None:
-                conn.connect()
-            cast(Any, conn.sock).settimeout(read)
-            conn.request(method, target, body=body, headers=headers)  # ValueError: unsendable
-        except BaseException:
-            conn.close()
-            raise
-        try:
-            answer = conn.getresponse()
-            content = answer.read()
-        except http.client.HTTPException as e:  # not an OSError: a bad status line, a cut body, a bad chunk
-            conn.close()
-            raise urllib3.exceptions.ProtocolError(f"the API server's answer was cut or malformed "
-                                                   f"({type(e).__name__})") from e
-        except BaseException:
-            conn.close()
-            raise
-        kept = False
-        if not answer.will_close:
-            with self._lock:
-                kept = len(self._idle) < self._maxsize
-                if kept:
-                    self._idle.append((conn, time.monotonic()))
-        if not kept:
-            conn.close()
-        return Response(None, streamed=False, status=answer.status,
-                        headers=cast(Mapping[str, str], answer.msg), content=content)
-
-    def clear(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            conn.close()
-
-
 @dataclasses.dataclass(frozen=True)
 class _Pool:
     """The pool manager of the one HTTP stack (:func:`transport.open_pool`: the kubeconfig's
@@ -273,7 +188,7 @@ class _Pool:
     server: urllib3.HTTPConnectionPool
     #: Short requests' connections when nothing stands between (no proxy, no TLS server
     #: name of the kubeconfig's own), else None (everything through ``server``).
-    direct: _Direct | None = None
+    direct: transport.Direct | None = None
 
     def clear(self) -> None:
         self.manager.clear()
@@ -335,7 +250,7 @@ class Connection:
         proxied = isinstance(manager, urllib3.ProxyManager)
         if proxied and self.url.startswith("http://"):
             self._prefix = self.url  # a forwarding proxy is sent the whole URL
-        direct = None if proxied or server_name else _Direct(self.url, context, maxsize=self._pool_size)
+        direct = None if proxied or server_name else transport.Direct(self.url, context, maxsize=self._pool_size)
         return _Pool(manager, manager.connection_from_url(self.url), direct)
 
     def _pool_for(self, credential: credentials.Credential | None) -> _Pool:
@@ -390,8 +305,10 @@ class Connection:
                 sent["Authorization"] = f"Bearer {credential.token.reveal()}"
             pools = self._pool_for(credential)
             if pools.direct is not None and not stream:
-                return pools.direct.request(method, target, body=body, headers=sent,
-                                            limits=self._limits if timeout is None else _limits(timeout))
+                status, answer_headers, content = pools.direct.request(
+                    method, target, body=body, headers=sent,
+                    limits=self._limits if timeout is None else _limits(timeout))
+                return Response(None, streamed=False, status=status, headers=answer_headers, content=content)
             raw = pools.server.urlopen(
                 method, target, body=body, headers=sent, retries=_NO_RETRIES, redirect=False,
                 timeout=self._timeout if timeout is None else _timeout_of(timeout), preload_content=not stream)

@@ -52,6 +52,9 @@ class FakePool:
     def manager_for(self, url: str) -> FakePool:
         return self
 
+    def direct_for(self, url: str) -> None:
+        return None  # every call through urlopen (a proxied route's way), scripted here
+
     def urlopen(self, method: str, url: str, *, body: bytes, redirect: bool, retries: bool,
                 **kwargs: Any) -> urllib3.HTTPResponse:
         assert ("POST", False, False) == (method, redirect, retries)

@@ -122,6 +122,9 @@ class FakePool:
     def manager_for(self, url: str) -> FakePool:
         return self
 
+    def direct_for(self, url: str) -> None:
+        return None  # every call through urlopen (a proxied route's way), scripted here
+
     def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.HTTPResponse:
         self.sent.append({"method": method, "url": url, **kwargs})
         headers = {"Content-Type": "application/json"} if self.status < 300 or self.status >= 400 else {
