@@ -87,8 +87,9 @@ def parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.H
                   ) -> http.client.HTTPMessage:
     """An answer's header block, read by :mod:`http.client`'s own reader (its limits on
     line length and count) and split into the same headers the ``email`` parser gives,
-    for a tenth of its CPU: the ``email`` feed parser was ~6 % of the operator's samples
-    in the storm, ~100 µs of an API call's ~600 (docs/benchmarks.md).
+    for about a third of its CPU (9 µs against 29 for an API server's usual block): the
+    ``email`` feed parser was ~6 % of the operator's samples in the storm
+    (docs/decisions.md, record 6).
 
     The same headers, in the same order, with the same values (folded lines joined as
     ``email`` joins them); like ``email``, the block ends at a line that is neither a
