@@ -22,7 +22,7 @@ from externalauth.engine.ports import Clock, KubePort
 from externalauth.engine.provider_states import Providers
 from externalauth.engine.recording import Recorder
 from externalauth.engine.settings import Settings
-from externalauth.engine.writing import ClaimState, SecretWriter, tokens_of
+from externalauth.engine.writing import ClaimState, SecretWriter
 from externalauth.errors import ConflictError, ExternalAuthError, InvalidInputError, NotFoundError
 from externalauth.model import bodies
 from externalauth.model.bodies import RawBody
@@ -183,7 +183,7 @@ class Revoker:
             return revocations.Outcome(Verdict.REFUSED, (
                 f"the Secret {spec.secret_name} is gone or not opted in, so no token is left to revoke "
                 f"with: {manual}")), None
-        tokens = tokens_of(secret)
+        tokens = self._writer.tokens_of(secret_key, secret)
         if tokens is None:
             return revocations.Outcome(Verdict.REFUSED, (
                 f"the Secret {spec.secret_name} holds no usable token: {manual}")), None

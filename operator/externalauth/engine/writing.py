@@ -20,7 +20,6 @@ from externalauth.engine.ports import Clock, KubePort
 from externalauth.errors import (
     ConflictError,
     ExternalAuthError,
-    InvalidInputError,
     NotFoundError,
     RejectedError,
 )
@@ -67,15 +66,6 @@ class PersistOutcome(enum.Enum):
     LOST_INVALID = "lost-invalid"  # the API server refused the write (422: immutable, too big)
 
 
-def tokens_of(secret: RawBody | None) -> tokmod.TokenSet | None:
-    if secret is None:
-        return None
-    try:
-        return tokmod.parse_secret_data(secret.get("data"))
-    except InvalidInputError:
-        return None
-
-
 class SecretWriter:
     def __init__(self, *, kube: KubePort, caches: Caches, clock: Clock, holder: str,
                  claim_lease: float) -> None:
@@ -117,6 +107,11 @@ class SecretWriter:
         return claims.marked_dead(bodies.annotation(secret, DEAD_GRANT_ANNOTATION), refresh_token,
                                   secret_uid=_uid(secret))
 
+    def tokens_of(self, key: LinkKey, secret: RawBody | None) -> tokmod.TokenSet | None:
+        """The tokens the Secret ``key`` holds in ``secret`` (the cached copy or a fresh
+        read), None if they are unusable: parsed once per data (:meth:`Caches.secret_tokens`)."""
+        return self._caches.secret_tokens(key, secret)[0] if secret is not None else None
+
     def lease_left(self, secret: RawBody | None) -> float:
         return claims.lease_left(self.claim_of(secret), holder=self.holder,
                                  now=self._clock.now().timestamp())
@@ -131,7 +126,7 @@ class SecretWriter:
         if keep is not None and self.lease_left(keep) > keep_above:
             return ClaimResult(ClaimState.CLAIMED, body=keep, claim=self.claim_of(keep))
         secret = self._caches.secrets.get(key)
-        current = self._caches.secret_tokens(key, secret)[0] if secret is not None else None
+        current = self.tokens_of(key, secret)
         if current is None or current.refresh_token != consumed or self.marked_dead(secret, consumed):
             return ClaimResult(ClaimState.CHANGED)  # a dead grant: another replica was refused
         now = self._clock.now().timestamp()
@@ -171,7 +166,7 @@ class SecretWriter:
             annotations: dict[str, str | None] = {}
             if held is not None and held.holder == self.holder:
                 annotations[CLAIM_ANNOTATION] = None
-            current = tokens_of(secret) if dead is not None else None
+            current = self.tokens_of(key, secret) if dead is not None else None
             if dead is not None and secret is not None and current is not None and current.refresh_token == dead:
                 # (a new refresh token stored meanwhile by another writer is not dead)
                 annotations[DEAD_GRANT_ANNOTATION] = claims.dead_grant_digest(dead, secret_uid=_uid(secret))
@@ -194,7 +189,7 @@ class SecretWriter:
     async def replaced(self, key: LinkKey, consumed: SecretStr) -> bool:
         """A fresh read: does the Secret now hold another refresh token than ``consumed``
         (another writer refreshed it)?"""
-        fresh = tokens_of(await self.reread(key))
+        fresh = self.tokens_of(key, await self.reread(key))
         return fresh is not None and fresh.refresh_token != consumed
 
     async def reread(self, key: LinkKey) -> RawBody | None:
@@ -243,7 +238,7 @@ class SecretWriter:
                               "the new token could not be stored", *key)
                     self._caches.forget_secret(key)
                     return PersistOutcome.LOST_GONE
-                stored = tokens_of(fresh)
+                stored = self.tokens_of(key, fresh)
                 if stored is not None and stored.refresh_token is not None \
                         and stored.refresh_token != consumed:
                     self._caches.store_secret(fresh)
@@ -285,7 +280,7 @@ class SecretWriter:
         """(Re)write format keys, if the Secret still holds ``access_token``."""
         async with self.lock(key):
             secret = self._caches.secrets.get(key)
-            current = tokens_of(secret)
+            current = self.tokens_of(key, secret)
             if current is None or current.access_token != access_token:
                 return  # changed meanwhile: the engine decides again
             try:
